@@ -1,0 +1,1 @@
+"""Exact and near-duplicate (MinHash LSH) removal with an incremental index (issue 5)."""

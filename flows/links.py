@@ -1,0 +1,80 @@
+"""`collect-links`: Reddit submissions to a `links` version."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import publish_version
+from flows.secrets import reddit_credentials
+from scraping.link_filters import LinkFilters, utc_timestamp
+from scraping.links import LinksResult, collect_links
+from scraping.reddit_api import ListingSpec
+from webtext.config import open_store
+from webtext.store import Store, VersionRef
+
+
+# The store makes reruns idempotent, so Prefect's own result cache stays off.
+@task(cache_policy=NO_CACHE, persist_result=False)
+def collect_links_task(
+    store: Store,
+    dumps: list[str],
+    listings: list[str],
+    filters: LinkFilters,
+    api_url: str | None,
+    incremental: bool,
+    workers: int,
+) -> LinksResult:
+    specs = [ListingSpec.parse(text) for text in listings]
+    return collect_links(
+        store,
+        dumps,
+        specs,
+        filters,
+        credentials=reddit_credentials() if specs else None,
+        api_url=api_url,
+        previous=store.latest("links") if incremental else None,
+        workers=workers,
+    )
+
+
+@flow(name="collect-links", log_prints=True)
+def collect_links_flow(
+    dumps: list[str] | None = None,
+    listings: list[str] | None = None,
+    min_karma: int = 3,
+    keep_self_posts: bool = False,
+    keep_nsfw: bool = False,
+    keep_wikipedia: bool = False,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    incremental: bool = False,
+    workers: int = 2,
+    api_url: str | None = None,
+    store_url: str | None = None,
+) -> VersionRef:
+    """Collect outbound links with at least `min_karma` from dumps and/or API listings.
+
+    Listings look like `r/askreddit/top/all`; Reddit credentials come from REDDIT_*
+    environment variables or the Secret blocks named in `flows.secrets`.
+    """
+    store = open_store(store_url)
+    filters = LinkFilters(
+        min_karma=min_karma,
+        keep_self_posts=keep_self_posts,
+        keep_nsfw=keep_nsfw,
+        keep_wikipedia=keep_wikipedia,
+        created_after=utc_timestamp(created_after) if created_after else None,
+        created_before=utc_timestamp(created_before) if created_before else None,
+    )
+    result = collect_links_task(
+        store, dumps or [], listings or [], filters, api_url, incremental, workers
+    )
+    stats = result.stats
+    logger = get_run_logger()
+    for line in stats.get("line_errors", []):
+        logger.warning("skipped a bad line: %s", line)
+    for line in stats.get("failed_files", []):
+        logger.error("dump cut short: %s", line)
+    publish_version(store, result.ref, stats.get("counts", {}), result.reused, "Link collection")
+    return result.ref

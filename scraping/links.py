@@ -1,0 +1,462 @@
+"""The link stage: Reddit submissions in, one `links` version out.
+
+Three steps, so memory stays bounded at WebText scale (hundreds of millions of
+submissions):
+
+1. filter: stream every source (dumps, API listings, the previous version's submissions),
+   apply the per-submission rules, and spill survivors into `partitions` Parquet files by
+   a hash of their normalised URL. Several dumps are filtered in parallel processes.
+2. aggregate, one partition at a time: drop repeats of a post id (a post seen in two dumps
+   or in a dump and the API counts once, with its highest score), then group by URL.
+3. keep URLs whose summed karma reaches `min_karma`; write them and the deduplicated
+   submissions into the version.
+
+The karma rule: a URL's karma is the sum of the scores of all distinct submissions that
+link to it (after normalisation), so a page posted three times with 1 point each passes,
+as a page upvoted once to 3 does. Submissions below the bar are kept in the version's
+`submissions` table, so a later incremental run can still lift their URL over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from scraping import link_filters as rules
+from scraping.dumps import (
+    CommentDumpError,
+    DumpError,
+    LineError,
+    RedditRecord,
+    dump_size,
+    read_submissions,
+)
+from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
+from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
+from webtext.config import code_version
+from webtext.store import Store, VersionRef
+
+STAGE = "links"
+log = logging.getLogger(__name__)
+
+SUBMISSIONS_SCHEMA = pa.schema(
+    [
+        ("post_id", pa.string()),
+        ("url", pa.string()),
+        ("domain", pa.string()),
+        ("karma", pa.int64()),
+        ("subreddit", pa.string()),
+        ("created_utc", pa.int64()),
+        ("title", pa.string()),
+    ]
+)
+LINKS_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("domain", pa.string()),
+        ("karma", pa.int64()),
+        ("submissions", pa.int64()),
+        ("subreddits", pa.list_(pa.string())),
+        ("first_seen", pa.timestamp("s", tz="UTC")),
+        ("last_seen", pa.timestamp("s", tz="UTC")),
+        ("post_ids", pa.list_(pa.string())),
+    ]
+)
+MAX_REPORTED_LINE_ERRORS = 100
+_SPILL_BATCH = 16_384
+
+
+@dataclass
+class SourceStats:
+    """What one source contributed: counts by reason, and the lines that could not be read."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    line_errors: list[str] = field(default_factory=list)
+    failed_files: list[str] = field(default_factory=list)
+
+    def line_error(self, error: LineError) -> None:
+        self.counts[rules.MALFORMED_LINE] += 1
+        if len(self.line_errors) < MAX_REPORTED_LINE_ERRORS:
+            self.line_errors.append(str(error))
+            log.warning("skipped a bad line: %s", error)
+
+    def merge(self, other: SourceStats) -> None:
+        self.counts.update(other.counts)
+        room = MAX_REPORTED_LINE_ERRORS - len(self.line_errors)
+        self.line_errors.extend(other.line_errors[: max(room, 0)])
+        self.failed_files.extend(other.failed_files)
+
+
+@dataclass(frozen=True)
+class LinksResult:
+    ref: VersionRef
+    reused: bool
+    stats: dict[str, Any]
+
+
+class _Spill:
+    """Survivors of the filter, partitioned by URL hash into Parquet files under a folder."""
+
+    def __init__(self, folder: Path, partitions: int, tag: str) -> None:
+        self.folder = folder
+        self.partitions = partitions
+        self.tag = tag
+        self._rows: list[list[Submission]] = [[] for _ in range(partitions)]
+        self._writers: dict[int, pq.ParquetWriter] = {}
+
+    def add(self, submission: Submission) -> None:
+        part = zlib.crc32(submission.url.encode()) % self.partitions
+        rows = self._rows[part]
+        rows.append(submission)
+        if len(rows) >= _SPILL_BATCH:
+            self._flush(part)
+
+    def _flush(self, part: int) -> None:
+        rows = self._rows[part]
+        if not rows:
+            return
+        columns = {name: [getattr(r, name) for r in rows] for name in SUBMISSIONS_SCHEMA.names}
+        table = pa.table(columns, schema=SUBMISSIONS_SCHEMA)
+        writer = self._writers.get(part)
+        if writer is None:
+            path = self.folder / f"part-{part:05d}" / f"{self.tag}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = self._writers[part] = pq.ParquetWriter(path, SUBMISSIONS_SCHEMA)
+        writer.write_table(table)
+        rows.clear()
+
+    def close(self) -> None:
+        for part in range(self.partitions):
+            self._flush(part)
+        for writer in self._writers.values():
+            writer.close()
+
+
+def _filter_into(
+    records: Iterable[RedditRecord], check: SubmissionFilter, spill: _Spill, stats: SourceStats
+) -> None:
+    counts = stats.counts
+    for record in records:
+        counts["records"] += 1
+        outcome = check(record)
+        if isinstance(outcome, str):
+            counts[outcome] += 1
+        else:
+            counts["passed"] += 1
+            spill.add(outcome)
+
+
+def _filter_dump(
+    path: str,
+    filters: LinkFilters,
+    spill_dir: Path,
+    partitions: int,
+    tag: str,
+    on_bytes: Callable[[int], None] | None = None,
+) -> SourceStats:
+    """Filter one dump into the spill; a corrupt stream keeps what came before it."""
+    stats = SourceStats()
+    spill = _Spill(spill_dir, partitions, tag)
+    try:
+        records = read_submissions(path, stats.line_error, on_bytes)
+        _filter_into(records, SubmissionFilter(filters), spill, stats)
+    except CommentDumpError:
+        raise
+    except DumpError as exc:
+        stats.failed_files.append(str(exc))
+        log.error("stopped reading a dump early: %s", exc)
+    finally:
+        spill.close()
+    return stats
+
+
+def _api_records(
+    credentials: RedditCredentials,
+    listings: list[ListingSpec],
+    api_url: str | None,
+    stats: SourceStats,
+) -> Iterator[RedditRecord]:
+    for item in iter_listing_submissions(
+        credentials, listings, api_url=api_url, stats=stats.counts
+    ):
+        try:
+            yield msgspec.convert(item, RedditRecord)
+        except msgspec.ValidationError as exc:
+            stats.counts[rules.MALFORMED_RECORD] += 1
+            log.warning("skipped an API item %s: %s", item.get("id"), exc)
+
+
+def _previous_records(store: Store, ref: VersionRef) -> Iterator[Submission]:
+    for entry in store.manifest(ref).files:
+        if not entry.path.startswith("submissions/"):
+            continue
+        with store.fs.open(f"{store.version_dir(ref)}/{entry.path}", "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
+                for row in batch.to_pylist():
+                    yield Submission(**row)
+
+
+def _aggregate(part_dir: Path, min_karma: int) -> tuple[pa.Table, pa.Table, Counter[str]]:
+    """(links kept, distinct submissions, counts) for one URL partition."""
+    table = pq.read_table(part_dir, schema=SUBMISSIONS_SCHEMA)
+    counts: Counter[str] = Counter()
+    # A post seen more than once (two dumps, dump and API, the previous version) counts
+    # once, with the highest score it was seen with. Ordered aggregation needs one thread.
+    posts = table.group_by("post_id", use_threads=False).aggregate(
+        [
+            ("karma", "max"),
+            ("url", "first"),
+            ("domain", "first"),
+            ("subreddit", "first"),
+            ("created_utc", "min"),
+            ("title", "first"),
+        ]
+    )
+    posts = posts.rename_columns([n.removesuffix("_first") for n in posts.column_names])
+    posts = posts.rename_columns({"karma_max": "karma", "created_utc_min": "created_utc"}).select(
+        SUBMISSIONS_SCHEMA.names
+    )
+    counts["duplicate_submissions"] = table.num_rows - posts.num_rows
+    by_url = posts.group_by("url", use_threads=False).aggregate(
+        [
+            ("domain", "first"),
+            ("karma", "sum"),
+            ("post_id", "count"),
+            ("subreddit", "distinct"),
+            ("created_utc", "min"),
+            ("created_utc", "max"),
+            ("post_id", "list"),
+        ]
+    )
+    keep = pc.greater_equal(by_url["karma_sum"], min_karma)
+    counts["urls"] = by_url.num_rows
+    counts[rules.KARMA_BELOW_MIN] = by_url.num_rows - (pc.sum(keep).as_py() or 0)
+    links = by_url.filter(keep)
+    links = pa.table(
+        {
+            "url": links["url"],
+            "domain": links["domain_first"],
+            "karma": links["karma_sum"],
+            "submissions": links["post_id_count"],
+            "subreddits": links["subreddit_distinct"],
+            "first_seen": links["created_utc_min"].cast(pa.timestamp("s", tz="UTC")),
+            "last_seen": links["created_utc_max"].cast(pa.timestamp("s", tz="UTC")),
+            "post_ids": links["post_id_list"],
+        },
+        schema=LINKS_SCHEMA,
+    ).sort_by("url")
+    return links, posts.sort_by("url"), counts
+
+
+class _RollingParquet:
+    """Writes tables into `<prefix>/part-NNNNN.parquet` files of at most `rows_per_file`."""
+
+    def __init__(self, version, prefix: str, schema: pa.Schema, rows_per_file: int) -> None:
+        self.version = version
+        self.prefix = prefix
+        self.schema = schema
+        self.rows_per_file = rows_per_file
+        self.files = 0
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._handle = None
+        self._name = ""
+        self._rows_in_file = 0
+
+    def write(self, table: pa.Table) -> None:
+        offset = 0
+        while offset < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(self.rows_per_file - self._rows_in_file, table.num_rows - offset)
+            self._writer.write_table(table.slice(offset, take))
+            offset += take
+            self._rows_in_file += take
+            self.rows += take
+            if self._rows_in_file >= self.rows_per_file:
+                self._close_file()
+
+    def close(self) -> None:
+        if self._writer is None and self.files == 0:
+            self._open()  # an empty result still gets one readable, empty file
+        self._close_file()
+
+    def _open(self) -> None:
+        self._name = f"{self.prefix}/part-{self.files:05d}.parquet"
+        self._handle = self.version.fs.open(self.version.path(self._name), "wb")
+        self._writer = pq.ParquetWriter(self._handle, self.schema)
+        self._rows_in_file = 0
+        self.files += 1
+
+    def _close_file(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._handle.close()
+        self.version.set_rows(self._name, self._rows_in_file)
+        self._writer = None
+
+
+def collect_links(
+    store: Store,
+    dumps: Iterable[str] = (),
+    listings: Iterable[ListingSpec] = (),
+    filters: LinkFilters | None = None,
+    *,
+    credentials: RedditCredentials | None = None,
+    api_url: str | None = None,
+    previous: VersionRef | None = None,
+    partitions: int = 16,
+    rows_per_file: int = 1_000_000,
+    workers: int = 1,
+    on_bytes: Callable[[int], None] | None = None,
+) -> LinksResult:
+    """Build (or reuse) the `links` version for these sources and settings.
+
+    `previous` merges the submissions of an earlier `links` version, for incremental runs
+    over new dumps. Listings need `credentials`; `api_url` points PRAW at another host.
+    """
+    filters = filters or LinkFilters()
+    dumps = list(dumps)
+    listings = list(listings)
+    if not dumps and not listings and previous is None:
+        raise ValueError("collect_links needs at least one dump, listing or previous version")
+    if listings and credentials is None:
+        raise ValueError("Reddit API listings need credentials")
+    sources: list[Any] = [_fingerprint(path) for path in dumps]
+    included: list[Any] = []
+    if previous is not None:
+        # Incremental: dumps already folded into the previous version are not read again.
+        included = store.manifest(previous).stats.get("all_sources", [])
+        dumps = [p for p, s in zip(dumps, sources, strict=True) if s not in included]
+        sources = [s for s in sources if s not in included]
+        if not dumps and not listings:
+            log.info("every dump is already in %s; nothing to do", previous)
+            return LinksResult(previous, True, store.manifest(previous).stats)
+    if listings:
+        # A listing changes minute by minute: each collection is its own version.
+        sources.append(
+            {"listings": [str(s) for s in listings], "collected_at": datetime.now(UTC).isoformat()}
+        )
+    parameters = {
+        "sources": sources,
+        "filters": filters.parameters(),
+        "partitions": partitions,
+        "rows_per_file": rows_per_file,
+    }
+    version = code_version("scraping")
+    parents = (previous,) if previous else ()
+    ref = store.ref_for(STAGE, parameters, version, parents)
+    if store.exists(ref):
+        log.info("links version %s already exists; nothing to do", ref)
+        return LinksResult(ref, True, store.manifest(ref).stats)
+
+    stats = SourceStats()
+    with tempfile.TemporaryDirectory(prefix="webtext-links-") as scratch:
+        spill_dir = Path(scratch)
+        for path in dumps:
+            _refuse_comment_dump(path)
+        if workers > 1 and len(dumps) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                jobs = [
+                    pool.submit(_filter_dump, p, filters, spill_dir, partitions, f"dump{i}")
+                    for i, p in enumerate(dumps)
+                ]
+                for path, job in zip(dumps, jobs, strict=True):
+                    stats.merge(job.result())
+                    if on_bytes:
+                        on_bytes(dump_size(path))
+        else:
+            for i, path in enumerate(dumps):
+                stats.merge(
+                    _filter_dump(path, filters, spill_dir, partitions, f"dump{i}", on_bytes)
+                )
+        if listings:
+            spill = _Spill(spill_dir, partitions, "api")
+            api_stats = SourceStats()
+            records = _api_records(credentials, listings, api_url, api_stats)
+            _filter_into(records, SubmissionFilter(filters), spill, api_stats)
+            spill.close()
+            stats.merge(api_stats)
+        if previous is not None:
+            spill = _Spill(spill_dir, partitions, "previous")
+            for submission in _previous_records(store, previous):
+                stats.counts["previous_submissions"] += 1
+                spill.add(submission)
+            spill.close()
+
+        with store.write(STAGE, parameters, version, parents) as out:
+            links = _RollingParquet(out, "links", LINKS_SCHEMA, rows_per_file)
+            posts = _RollingParquet(out, "submissions", SUBMISSIONS_SCHEMA, rows_per_file)
+            for part_dir in sorted(spill_dir.glob("part-*")):
+                kept, distinct, counts = _aggregate(part_dir, filters.min_karma)
+                links.write(kept)
+                posts.write(distinct)
+                stats.counts.update(counts)
+            links.close()
+            posts.close()
+            stats.counts["links"] = links.rows
+            out.stats.update(
+                {
+                    "counts": _ordered_counts(stats.counts),
+                    "line_errors": stats.line_errors,
+                    "failed_files": stats.failed_files,
+                    "all_sources": included + sources,
+                }
+            )
+    return LinksResult(ref, False, store.manifest(ref).stats)
+
+
+def _ordered_counts(counts: Counter[str]) -> dict[str, int]:
+    """Every reason, zeros included, in pipeline order, then any source-specific counts."""
+    order = [
+        "records",
+        *(r for r in rules.DROP_REASONS if r != rules.KARMA_BELOW_MIN),
+        "passed",
+        "previous_submissions",
+        "duplicate_submissions",
+        "urls",
+        rules.KARMA_BELOW_MIN,
+        "links",
+    ]
+    ordered = {name: counts.get(name, 0) for name in order}
+    ordered.update({name: counts[name] for name in sorted(counts) if name not in ordered})
+    return ordered
+
+
+def _refuse_comment_dump(path: str) -> None:
+    """Fail before any work when a comment dump is among the inputs."""
+    for _ in read_submissions(path, lambda error: None):
+        return
+
+
+def _fingerprint(path: str) -> dict[str, Any]:
+    """Identify a dump by name, size and a hash of its first and last MiB.
+
+    Hashing a whole 30 GB monthly dump on every run would cost minutes; this catches a
+    replaced or regenerated file of the same name.
+    """
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    size = dump_size(path)
+    digest = hashlib.sha256()
+    with fs.open(fs_path, "rb") as handle:
+        digest.update(handle.read(1 << 20))
+        if size > 2 << 20:
+            handle.seek(size - (1 << 20))
+            digest.update(handle.read())
+    return {"path": path, "size": size, "sha256_ends": digest.hexdigest()[:16]}

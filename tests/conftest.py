@@ -1,0 +1,50 @@
+"""Shared test fixtures: the real-data folder, and one Prefect test server per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Prefect reads these when a flow first runs: keep its home, results and telemetry out of
+# the user's machine and out of earlier test sessions (a cached result would come back).
+_PREFECT_HOME = tempfile.mkdtemp(prefix="webtext-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "results")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _test_data_root() -> Path:
+    return Path(os.environ.get("WEBTEXT_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    """The shared folder of real data; skipped on a fresh clone, a failure under CI."""
+    root = _test_data_root()
+    if not root.is_dir():
+        message = f"real test data not found at {root} (set WEBTEXT_TEST_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server (SQLite) for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def sample_dump(test_data: Path) -> Path:
+    """The 31 real Pushshift submissions, 2005 to 2024."""
+    return test_data / "reddit" / "pushshift" / "test_submissions.ndjson"

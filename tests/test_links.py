@@ -1,0 +1,263 @@
+"""The link stage end to end: filters, karma aggregation, incremental runs, API source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from fake_reddit import FakeReddit
+
+from scraping import link_filters as rules
+from scraping.dumps import CommentDumpError, RedditRecord
+from scraping.link_filters import LinkFilters, Submission, SubmissionFilter, utc_timestamp
+from scraping.links import collect_links
+from scraping.reddit_api import ListingSpec, RedditCredentials
+from webtext.store import Store
+
+CREDENTIALS = RedditCredentials("client-id", "never-shown-secret", "webtext-tests/0.1")
+# Per-submission drop reasons: with "passed", they partition the records read.
+SUBMISSION_REASONS = [r for r in rules.DROP_REASONS if r != rules.KARMA_BELOW_MIN]
+
+
+def read_links(store: Store, ref) -> list[dict]:
+    return pq.read_table(store.url(ref, "links")).to_pylist()
+
+
+def assert_counts_add_up(counts: dict[str, int]) -> None:
+    dropped = sum(counts.get(reason, 0) for reason in SUBMISSION_REASONS)
+    assert counts["records"] + counts.get(rules.MALFORMED_LINE, 0) == dropped + counts["passed"]
+
+
+def write_dump(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def post(post_id: str, url: str, score: int, **fields) -> dict:
+    return {
+        "id": post_id,
+        "url": url,
+        "score": score,
+        "created_utc": 1_500_000_000,
+        "subreddit": "news",
+        "is_self": False,
+        "over_18": False,
+        **fields,
+    }
+
+
+def test_real_sample_keeps_the_2005_articles(tmp_path, sample_dump) -> None:
+    store = Store(str(tmp_path))
+    result = collect_links(store, [str(sample_dump)])
+    links = read_links(store, result.ref)
+    raw = [json.loads(line) for line in sample_dump.read_text().splitlines()]
+    # Independent of the code under test: posts with score >= 3 that are link posts,
+    # safe for work and off blocked hosts.
+    expected = {
+        r["url"]
+        for r in raw
+        if r["score"] >= 3 and not r["is_self"] and not r["over_18"] and "redgifs" not in r["url"]
+    }
+    assert {link["url"] for link in links} == {
+        "http://www.downingstreetmemo.com/",
+        "http://www.paulgraham.com/nerds.html",
+        "http://www.wired.com/news/culture/0,1284,67982,00.html?tw=wn_tophead_4",
+        expected_wsj := next(u for u in expected if "wsj" in u),
+    }
+    assert len(expected) == 4 and expected_wsj.startswith("http://online.wsj.com/")
+    counts = result.stats["counts"]
+    assert counts["records"] == 31
+    assert counts[rules.SELF_POST] == 12 and counts[rules.NSFW] == 4
+    assert counts["links"] == 4 and counts[rules.KARMA_BELOW_MIN] == 9
+    assert_counts_add_up(counts)
+    graham = next(link for link in links if "paulgraham" in link["url"])
+    assert graham["karma"] == 26 and graham["post_ids"] == ["89"]
+    assert graham["subreddits"] == ["reddit.com"] and graham["domain"] == "www.paulgraham.com"
+    assert graham["first_seen"].year == 2005
+    manifest = store.manifest(result.ref)
+    assert {f.path: f.rows for f in manifest.files} == {
+        "links/part-00000.parquet": 4,
+        "submissions/part-00000.parquet": 13,
+    }
+
+
+def test_karma_is_summed_over_distinct_submissions_of_a_normalised_url(tmp_path) -> None:
+    dump = write_dump(
+        tmp_path / "RS_a.ndjson",
+        [
+            post("a1", "http://site.org/story", 1, subreddit="news"),
+            post("a2", "HTTP://SITE.org/story?utm_source=reddit#top", 1, subreddit="world"),
+            post("a3", "http://site.org:80/story", 1, subreddit="news", created_utc=1_600_000_000),
+            # The same post seen again (a later dump, higher score) counts once, at its best.
+            post("a3", "http://site.org/story", 0, created_utc=1_600_000_000),
+            post("b1", "http://site.org/other", 2),
+            post("c1", "http://site.org/story/", 5),  # a different page: trailing slash
+        ],
+    )
+    store = Store(str(tmp_path / "store"))
+    result = collect_links(store, [str(dump)])
+    by_url = {link["url"]: link for link in read_links(store, result.ref)}
+    assert set(by_url) == {"http://site.org/story", "http://site.org/story/"}
+    story = by_url["http://site.org/story"]
+    assert story["karma"] == 3 and story["submissions"] == 3
+    assert sorted(story["post_ids"]) == ["a1", "a2", "a3"]
+    assert sorted(story["subreddits"]) == ["news", "world"]
+    assert story["last_seen"].year == 2020 and story["first_seen"].year == 2017
+    counts = result.stats["counts"]
+    assert counts["duplicate_submissions"] == 1
+    assert counts[rules.KARMA_BELOW_MIN] == 1  # site.org/other, 2 karma
+
+
+def test_every_filter_is_configurable_and_counted(tmp_path) -> None:
+    records = [
+        post("ok", "http://news.example/a", 10),
+        post("self", "https://www.reddit.com/r/x/comments/1/", 10, is_self=True),
+        post("nsfw", "http://news.example/b", 10, over_18=True),
+        post("sub", "http://news.example/c", 10, subreddit="Pics"),
+        post("wiki", "https://en.m.wikipedia.org/wiki/Reddit", 10),
+        post("img", "https://i.imgur.com/x.png", 10),
+        post("ext", "http://news.example/report.PDF", 10),
+        post("ftp", "ftp://news.example/file", 10),
+        post("old", "http://news.example/d", 10, created_utc="1100000000"),
+        post("noscore", "http://news.example/e", None),
+        post("low", "http://news.example/f", 2),
+    ]
+    dump = write_dump(tmp_path / "RS_f.ndjson", records)
+    store = Store(str(tmp_path / "store"))
+    strict = LinkFilters(created_after=utc_timestamp("2005-01-01"))
+    counts = collect_links(store, [str(dump)], filters=strict).stats["counts"]
+    assert {reason: counts.get(reason, 0) for reason in rules.DROP_REASONS} == {
+        rules.MALFORMED_LINE: 0,
+        rules.MALFORMED_RECORD: 1,
+        rules.OUT_OF_TIME_RANGE: 1,
+        rules.SELF_POST: 1,
+        rules.NSFW: 1,
+        rules.SUBREDDIT_BLOCKLIST: 1,
+        rules.INVALID_URL: 1,
+        rules.WIKIPEDIA: 1,
+        rules.DOMAIN_BLOCKLIST: 1,
+        rules.EXTENSION_BLOCKLIST: 1,
+        rules.KARMA_BELOW_MIN: 1,
+    }
+    assert counts["links"] == 1
+    assert_counts_add_up(counts)
+
+    lenient = LinkFilters(
+        min_karma=1,
+        keep_self_posts=True,
+        keep_nsfw=True,
+        keep_wikipedia=True,
+        subreddit_blocklist=(),
+        domain_blocklist=(),
+        extension_blocklist=(),
+    )
+    result = collect_links(store, [str(dump)], filters=lenient)
+    assert result.stats["counts"]["links"] == 9  # all but the ftp URL and the scoreless post
+
+
+def test_filter_checks_single_records() -> None:
+    check = SubmissionFilter(LinkFilters(created_before=utc_timestamp("2018-01-01")))
+    kept = check(RedditRecord(id=5, url="http://a.org/x?fbclid=1", score="4", created_utc=1e9))
+    assert kept == Submission("5", "http://a.org/x", "a.org", 4, "", 1_000_000_000, "")
+    late = RedditRecord(id="z", url="http://a.org/", score=9, created_utc=1_514_764_800)
+    assert check(late) == rules.OUT_OF_TIME_RANGE
+    assert check(RedditRecord(id="y", url="http://a.org/", score=True, created_utc=1)) == (
+        rules.MALFORMED_RECORD
+    )
+
+
+def test_bad_lines_are_counted_and_the_file_goes_on(tmp_path, sample_dump) -> None:
+    lines = sample_dump.read_text().splitlines()
+    lines.insert(11, '{"id": "cut", "url": "http://')
+    dump = tmp_path / "RS_bad.ndjson"
+    dump.write_text("\n".join(lines))
+    result = collect_links(Store(str(tmp_path / "store")), [str(dump)])
+    assert result.stats["counts"][rules.MALFORMED_LINE] == 1
+    assert result.stats["line_errors"][0].startswith(f"{dump}:12: ")
+    assert result.stats["counts"]["links"] == 4
+
+
+def test_comment_dump_fails_before_any_work(tmp_path, sample_dump, test_data) -> None:
+    comments = str(test_data / "reddit/pushshift/test_comments.ndjson")
+    store = Store(str(tmp_path / "store"))
+    with pytest.raises(CommentDumpError):
+        collect_links(store, [str(sample_dump), comments])
+    assert store.versions("links") == []
+
+
+def test_parallel_workers_give_the_same_links(tmp_path, sample_dump) -> None:
+    second = write_dump(tmp_path / "RS_b.ndjson", [post("n1", "http://paulgraham.com/x", 4)])
+    store = Store(str(tmp_path / "store"))
+    serial = collect_links(store, [str(sample_dump), str(second)], workers=1)
+    parallel = collect_links(store, [str(sample_dump), str(second)], workers=2, partitions=3)
+    key = lambda rows: sorted(rows, key=lambda r: r["url"])  # noqa: E731
+    assert key(read_links(store, serial.ref)) == key(read_links(store, parallel.ref))
+    assert len(read_links(store, parallel.ref)) == 5
+
+
+def test_incremental_run_reads_only_new_dumps_and_lifts_old_urls(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    month1 = write_dump(
+        tmp_path / "RS_1.ndjson",
+        [post("p1", "http://blog.example/post", 2), post("p2", "http://big.example/", 50)],
+    )
+    first = collect_links(store, [str(month1)])
+    assert [link["url"] for link in read_links(store, first.ref)] == ["http://big.example/"]
+
+    month2 = write_dump(tmp_path / "RS_2.ndjson", [post("p3", "http://blog.example/post", 1)])
+    second = collect_links(store, [str(month1), str(month2)], previous=first.ref)
+    assert store.manifest(second.ref).parents == (first.ref,)
+    counts = second.stats["counts"]
+    assert counts["records"] == 1 and counts["previous_submissions"] == 2  # month1 not re-read
+    links = {link["url"]: link for link in read_links(store, second.ref)}
+    assert links["http://blog.example/post"]["karma"] == 3
+    assert len(second.stats["all_sources"]) == 2
+
+    again = collect_links(store, [str(month1), str(month2)], previous=second.ref)
+    assert again.reused and again.ref == second.ref
+
+
+def test_same_inputs_reuse_the_version(tmp_path, sample_dump) -> None:
+    store = Store(str(tmp_path / "store"))
+    first = collect_links(store, [str(sample_dump)])
+    again = collect_links(store, [str(sample_dump)])
+    assert again.reused and again.ref == first.ref
+    assert not collect_links(store, [str(sample_dump)], filters=LinkFilters(min_karma=1)).reused
+
+
+def test_api_listings_go_through_the_same_filters(tmp_path, test_data) -> None:
+    listings = test_data / "reddit" / "api-listings"
+    store = Store(str(tmp_path / "store"))
+    # spez's top items, 11 pages chained by `after`: his link posts among his comments.
+    spec = ListingSpec.parse("user/spez/top/all")
+    with FakeReddit(listings) as fake:
+        default = collect_links(store, listings=[spec], credentials=CREDENTIALS, api_url=fake.url)
+        with_wiki = collect_links(
+            store,
+            listings=[spec],
+            filters=LinkFilters(keep_wikipedia=True),
+            credentials=CREDENTIALS,
+            api_url=fake.url,
+        )
+    cassette = json.loads((listings / "TestListingGenerator.test_exhaust_items.json").read_text())
+    posts = [
+        child["data"]
+        for interaction in cassette["interactions"][1:]
+        for child in json.loads(interaction["response"]["body"]["string"])["data"]["children"]
+        if child["kind"] == "t3"
+    ]
+    link_posts = [p for p in posts if not p["is_self"] and p["score"] >= 3]
+    wikipedia = [p for p in link_posts if "wikipedia.org" in p["url"]]
+    counts = default.stats["counts"]
+    assert counts["api_submissions"] == counts["records"] == len(posts) > 0
+    assert counts["not_a_submission"] > 0
+    assert counts[rules.WIKIPEDIA] == len(wikipedia) > 0
+    assert_counts_add_up(counts)
+    links = read_links(store, with_wiki.ref)
+    assert {link["url"]: link["karma"] for link in links} == {
+        p["url"]: p["score"] for p in wikipedia
+    }
+    assert links[0]["post_ids"] == [wikipedia[0]["id"]]
+    assert "never-shown-secret" not in store.manifest(with_wiki.ref).to_json()

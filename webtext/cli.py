@@ -1,0 +1,212 @@
+"""The `webtext` command: each stage's plain functions, no Prefect server needed.
+
+`webtext demo` is the exception: it runs the `build-webtext` Prefect flow, as an operator's
+deployment would, on inputs built on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from webtext.config import open_store, store_url
+from webtext.store import LATEST, StoreError
+
+app = typer.Typer(
+    help="Build GPT-2's WebText: Reddit links, pages, text, dedup, tokens, model, evaluation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store", help="Store folder or fsspec URL [default: $WEBTEXT_STORE or ./artifacts]"
+    ),
+]
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def links(
+    dumps: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Pushshift submission dumps (.zst, .bz2, .xz, .ndjson), local or fsspec URLs"
+        ),
+    ] = None,
+    listing: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Reddit API listing, e.g. r/askreddit/top/all (credentials from REDDIT_* env)"
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="Point PRAW at another Reddit API host")
+    ] = None,
+    min_karma: int = 3,
+    keep_self_posts: bool = False,
+    keep_nsfw: bool = False,
+    keep_wikipedia: bool = False,
+    created_after: Annotated[str | None, typer.Option(help="ISO date, UTC; inclusive")] = None,
+    created_before: Annotated[
+        str | None, typer.Option(help="ISO date, UTC; exclusive (WebText: 2018-01-01)")
+    ] = None,
+    subreddit_blocklist: Annotated[
+        Path | None, typer.Option(help="File, one subreddit a line")
+    ] = None,
+    domain_blocklist: Annotated[Path | None, typer.Option(help="File, one domain a line")] = None,
+    extension_blocklist: Annotated[
+        Path | None, typer.Option(help="File, one extension a line")
+    ] = None,
+    incremental: Annotated[
+        bool, typer.Option(help="Merge the submissions of the latest links version")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Processes filtering dumps in parallel")] = 1,
+    partitions: Annotated[
+        int, typer.Option(help="URL hash partitions: memory ~ input / this")
+    ] = 16,
+    store: StoreOption = None,
+) -> None:
+    """Collect Reddit outbound links with enough karma into a new `links` version."""
+    from scraping.dumps import dump_size
+    from scraping.link_filters import LinkFilters, parse_list, utc_timestamp
+    from scraping.links import collect_links
+    from scraping.reddit_api import ListingSpec, RedditCredentials
+
+    overrides: dict[str, object] = {}
+    for name, path in (
+        ("subreddit_blocklist", subreddit_blocklist),
+        ("domain_blocklist", domain_blocklist),
+        ("extension_blocklist", extension_blocklist),
+    ):
+        if path is not None:
+            overrides[name] = parse_list(path.read_text())
+    filters = LinkFilters(
+        min_karma=min_karma,
+        keep_self_posts=keep_self_posts,
+        keep_nsfw=keep_nsfw,
+        keep_wikipedia=keep_wikipedia,
+        created_after=utc_timestamp(created_after) if created_after else None,
+        created_before=utc_timestamp(created_before) if created_before else None,
+        **overrides,
+    )
+    specs = [ListingSpec.parse(text) for text in listing or []]
+    credentials = RedditCredentials.from_env() if specs else None
+    artifacts = open_store(store)
+    previous = artifacts.latest("links") if incremental else None
+    dumps = dumps or []
+    with _bytes_progress("reading dumps", sum(dump_size(p) for p in dumps)) as advance:
+        result = collect_links(
+            artifacts,
+            dumps,
+            specs,
+            filters,
+            credentials=credentials,
+            api_url=api_url,
+            previous=previous,
+            partitions=partitions,
+            workers=workers,
+            on_bytes=advance,
+        )
+    _print_counts(result.stats.get("counts", {}))
+    for line in result.stats.get("line_errors", [])[:10]:
+        console.print(f"[yellow]skipped[/] {line}")
+    for line in result.stats.get("failed_files", []):
+        console.print(f"[red]truncated[/] {line}")
+    note = " (already built: reused)" if result.reused else ""
+    console.print(f"links version [bold]{result.ref}[/]{note}: {artifacts.url(result.ref)}")
+
+
+@app.command()
+def versions(stage: str, store: StoreOption = None) -> None:
+    """List a stage's versions, oldest first."""
+    artifacts = open_store(store)
+    latest = artifacts.latest(stage)
+    table = Table("version", "created", "files", "rows", "parents")
+    for manifest in artifacts.versions(stage):
+        marker = " (latest)" if latest == manifest.ref else ""
+        rows = sum(f.rows or 0 for f in manifest.files)
+        parents = ", ".join(str(p) for p in manifest.parents)
+        table.add_row(
+            manifest.version + marker,
+            manifest.created_at,
+            str(len(manifest.files)),
+            str(rows),
+            parents,
+        )
+    Console().print(table)
+
+
+@app.command()
+def show(stage: str, version: str = LATEST, store: StoreOption = None) -> None:
+    """Print a version's manifest as JSON."""
+    artifacts = open_store(store)
+    manifest = artifacts.manifest(artifacts.resolve(stage, version))
+    print(manifest.to_json())
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo's inputs are written")] = Path(
+        "demo-inputs"
+    ),
+    store: StoreOption = None,
+) -> None:
+    """Run the `build-webtext` flow on inputs built on this machine (no network)."""
+    from flows.build import build_webtext
+    from webtext.demo import write_demo_dump
+
+    dump = write_demo_dump(workdir)
+    console.print(f"demo dump: {dump}")
+    refs = build_webtext(dumps=[str(dump.resolve())], store_url=store or store_url())
+    print(json.dumps({stage: str(ref) for stage, ref in refs.items()}, indent=2))
+
+
+def _print_counts(counts: dict[str, int]) -> None:
+    table = Table("count", "value", title="link collection")
+    for name, value in counts.items():
+        table.add_row(name, f"{value:,}")
+    Console().print(table)
+
+
+@contextmanager
+def _bytes_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over compressed input bytes; hidden when there is nothing to read."""
+    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=console, disable=total == 0) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def main() -> None:
+    """The console entry point: expected failures print one clear line, not a traceback."""
+    from scraping.dumps import DumpError
+    from scraping.reddit_api import RedditApiError
+
+    try:
+        app()
+    except (DumpError, StoreError, RedditApiError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

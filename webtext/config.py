@@ -1,0 +1,40 @@
+"""Settings read from the environment, in one place so every entry point agrees."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cache
+from importlib import import_module
+from pathlib import Path
+
+from webtext import __version__
+from webtext.store import Store
+
+STORE_ENV = "WEBTEXT_STORE"
+DEFAULT_STORE = "artifacts"
+
+
+def store_url() -> str:
+    """Where versions live: `$WEBTEXT_STORE` (a folder or fsspec URL), else ./artifacts."""
+    return os.environ.get(STORE_ENV, DEFAULT_STORE)
+
+
+def open_store(url: str | None = None) -> Store:
+    return Store(url or store_url())
+
+
+@cache
+def code_version(*packages: str) -> str:
+    """The package version plus a hash of the named packages' source files.
+
+    A change to a stage's code changes its version ids, so outputs made by older code are
+    never mistaken for the current code's.
+    """
+    digest = hashlib.sha256()
+    for name in sorted({"webtext", *packages}):
+        root = Path(import_module(name).__file__).parent  # type: ignore[arg-type]
+        for source in sorted(root.rglob("*.py")):
+            digest.update(str(source.relative_to(root.parent)).encode())
+            digest.update(source.read_bytes())
+    return f"{__version__}+{digest.hexdigest()[:10]}"
