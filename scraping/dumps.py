@@ -19,9 +19,15 @@ from typing import BinaryIO
 
 import fsspec
 import msgspec
-import zstandard
 
-ZSTD_MAX_WINDOW = 2**31
+try:  # Python 3.14+
+    from compression import zstd
+except ImportError:
+    from backports import zstd
+
+# The monthly dumps are compressed with `zstd --long=31`: a decoder must accept a 2 GiB
+# window, and holds up to that much history in memory while reading them.
+ZSTD_MAX_WINDOW_LOG = 31
 READ_CHUNK = 1 << 20
 _COMMENT_PREFIX = "RC_"
 
@@ -72,38 +78,18 @@ class LineError:
 _decoder = msgspec.json.Decoder(RedditRecord)
 
 
-def _zstd_chunks(raw: BinaryIO) -> Iterator[bytes]:
-    """Decompress every zstd frame in `raw`; a stream cut inside a frame is an error.
-
-    zstandard's `stream_reader` returns a clean end of file for a truncated frame (a dump
-    whose download died), which would silently drop the rest of the month.
-    """
-    decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
-    frame = decompressor.decompressobj()
-    in_frame = False
-    while data := raw.read(READ_CHUNK):
-        while data:
-            in_frame = True
-            if out := frame.decompress(data):
-                yield out
-            data = b""
-            if frame.eof:  # a concatenated file: the next frame starts in unused_data
-                data, in_frame = frame.unused_data, False
-                frame = decompressor.decompressobj()
-    if in_frame:
-        raise EOFError("the file ends inside a zstd frame (truncated)")
-
-
 def _stream_chunks(stream: BinaryIO) -> Iterator[bytes]:
-    with stream:
-        while data := stream.read(READ_CHUNK):
-            yield data
+    # Not closed here: `raw` is closed by its owner, and closing a bz2/xz reader over a
+    # file object it did not open leaves that object open anyway.
+    while data := stream.read(READ_CHUNK):
+        yield data
 
 
 def decompressed_chunks(raw: BinaryIO, path: str) -> Iterator[bytes]:
     """The decompressed NDJSON bytes of `raw`, the codec chosen by the file's suffix."""
     if path.endswith(".zst"):
-        return _zstd_chunks(raw)
+        options = {zstd.DecompressionParameter.window_log_max: ZSTD_MAX_WINDOW_LOG}
+        return _stream_chunks(zstd.ZstdFile(raw, "rb", options=options))
     if path.endswith(".bz2"):
         return _stream_chunks(bz2.open(raw, "rb"))
     if path.endswith(".xz"):
@@ -140,7 +126,7 @@ def iter_dump_lines(
         while True:
             try:
                 chunk = next(chunks, b"")
-            except (zstandard.ZstdError, OSError, EOFError, lzma.LZMAError) as exc:
+            except (zstd.ZstdError, OSError, EOFError, lzma.LZMAError) as exc:
                 raise DumpError(
                     f"{path}: corrupt compressed data after line {number}: {exc}"
                 ) from exc

@@ -12,7 +12,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from scraping.dumps import RedditRecord
@@ -169,7 +168,9 @@ def _host_matches(host: str, suffixes: frozenset[str] | tuple[str, ...]) -> bool
 
 
 def _extension(url: str) -> str:
-    return PurePosixPath(urlsplit(url).path).suffix.lstrip(".").lower()
+    last_segment = urlsplit(url).path.rpartition("/")[2]
+    stem, dot, suffix = last_segment.rpartition(".")
+    return suffix.lower() if dot and stem else ""
 
 
 def utc_timestamp(text: str) -> float:

@@ -110,8 +110,13 @@ def _normalize_host(parts: SplitResult, original: str) -> str:
     return host
 
 
+_ALREADY_CANONICAL = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
+
+
 def _canonical_escapes(component: str, safe: frozenset[int]) -> str:
     """Decode escapes of unreserved bytes, upper-case the rest, escape what must be."""
+    if _ALREADY_CANONICAL.fullmatch(component):
+        return component  # the common case, and the slow loop below is pure Python
     raw = component.encode("utf-8", "surrogatepass")
     out = bytearray()
     i = 0

@@ -133,9 +133,11 @@ def test_missing_and_corrupt_files_are_clear_errors(tmp_path, raw_lines) -> None
         read_all(path)
 
 
-def test_progress_reports_every_compressed_byte(tmp_path, raw_lines) -> None:
-    path = tmp_path / "RS_p.zst"
-    path.write_bytes(zstd_long_window(raw_lines))
+@pytest.mark.parametrize("suffix", [".zst", ".bz2", ".ndjson"])
+def test_progress_reports_every_compressed_byte(tmp_path, raw_lines, suffix) -> None:
+    compress = {".zst": zstd_long_window, ".bz2": bz2.compress, ".ndjson": bytes}[suffix]
+    path = tmp_path / f"RS_p{suffix}"
+    path.write_bytes(compress(raw_lines))
     seen: list[int] = []
     list(read_submissions(str(path), lambda e: None, seen.append))
     assert sum(seen) == path.stat().st_size

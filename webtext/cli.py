@@ -6,7 +6,6 @@ deployment would, on inputs built on this machine.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,10 +14,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
-from webtext.config import open_store, store_url
+from webtext.config import open_store
 from webtext.store import LATEST, StoreError
 
 app = typer.Typer(
@@ -176,8 +176,11 @@ def demo(
 
     dump = write_demo_dump(workdir)
     console.print(f"demo dump: {dump}")
-    refs = build_webtext(dumps=[str(dump.resolve())], store_url=store or store_url())
-    print(json.dumps({stage: str(ref) for stage, ref in refs.items()}, indent=2))
+    artifacts = open_store(store)
+    refs = build_webtext(dumps=[str(dump.resolve())], store_url=artifacts.root_url)
+    _print_counts(artifacts.manifest(refs["links"]).stats["counts"])
+    for stage, ref in refs.items():
+        console.print(f"{stage}: [bold]{ref}[/] {artifacts.url(ref)}")
 
 
 def _print_counts(counts: dict[str, int]) -> None:
@@ -204,7 +207,7 @@ def main() -> None:
     try:
         app()
     except (DumpError, StoreError, RedditApiError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print("[red]error:[/]", escape(str(exc)), soft_wrap=True)
         raise SystemExit(1) from exc
 
 

@@ -14,7 +14,8 @@ import random
 from pathlib import Path
 from pydoc_data.topics import topics
 
-import zstandard
+from scraping.dumps import zstd
+
 
 DEMO_HOST = "127.0.0.1:8642"
 SUBREDDITS = ("python", "programming", "learnprogramming", "coding", "compsci")
@@ -74,6 +75,6 @@ def write_demo_dump(folder: Path, host: str = DEMO_HOST) -> Path:
     path = folder / "RS_demo.zst"
     data = ("\n".join(lines) + "\n").encode()
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
+    tmp.write_bytes(zstd.compress(data, level=3))
     tmp.replace(path)
     return path

@@ -1,0 +1,55 @@
+"""The `webtext` command, run in-process as a user would type it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from webtext import cli
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str]:
+    try:
+        result = runner.invoke(cli.app, list(args))
+    except SystemExit as exc:  # pragma: no cover - typer exits through main() only
+        return int(exc.code or 0), ""
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_links_then_versions_then_show(tmp_path, sample_dump) -> None:
+    store = str(tmp_path / "store")
+    code, output = run("links", str(sample_dump), "--store", store, "--min-karma", "5")
+    assert code == 0, output
+    assert "links" in output and "self_post" in output
+    code, output = run("versions", "links", "--store", store)
+    assert code == 0 and "(latest)" in output
+    code, output = run("show", "links", "--store", store)
+    manifest = json.loads(output)
+    assert manifest["parameters"]["filters"]["min_karma"] == 5
+    assert manifest["stats"]["counts"]["links"] == 4
+
+
+def test_expected_failures_print_one_clear_line(tmp_path, test_data, capsys, monkeypatch) -> None:
+    comments = str(test_data / "reddit/pushshift/test_comments.ndjson")
+    monkeypatch.setattr("sys.argv", ["webtext", "links", comments, "--store", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    assert "looks like a comment dump" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["webtext", "show", "links", "--store", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "has no versions yet" in capsys.readouterr().err
+
+
+def test_listings_without_credentials_name_the_missing_variables(tmp_path, monkeypatch) -> None:
+    for name in ("REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET", "REDDIT_USER_AGENT"):
+        monkeypatch.delenv(name, raising=False)
+    result = runner.invoke(cli.app, ["links", "--listing", "r/news/top/week", "--store", "x"])
+    assert "REDDIT_CLIENT_ID" in str(result.exception)
