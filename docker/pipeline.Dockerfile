@@ -1,0 +1,27 @@
+# The CPU worker for the data stages (links, fetch, extract, dedup, tokenize).
+# Build from the repository root: docker build -f docker/pipeline.Dockerfile -t webtext-pipeline .
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    WEBTEXT_STORE=/data/artifacts
+
+WORKDIR /opt/webtext
+COPY pyproject.toml README.md ./
+COPY webtext ./webtext
+COPY flows ./flows
+COPY scraping ./scraping
+COPY dedup ./dedup
+COPY training ./training
+COPY evaluation ./evaluation
+# PyPI's Linux torch wheels bundle CUDA; this worker never trains, so take the CPU build.
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+    && useradd --create-home --uid 10001 webtext \
+    && mkdir -p /data/artifacts && chown webtext /data/artifacts
+
+USER 10001
+VOLUME ["/data"]
+ENTRYPOINT ["webtext"]
+CMD ["--help"]
