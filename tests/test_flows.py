@@ -35,3 +35,46 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
 
     # The scheduler's rerun over the same dump is incremental: nothing new, same version.
     assert build_webtext(dumps=[str(dump)], store_url=store_url) == refs
+
+
+def test_collect_links_reads_reddit_secrets_from_prefect_blocks(
+    tmp_path, test_data, monkeypatch, caplog
+) -> None:
+    from fake_reddit import FakeReddit
+    from prefect.blocks.system import Secret
+
+    from flows.links import collect_links_flow
+    from flows.secrets import SECRET_BLOCKS
+
+    for variable in SECRET_BLOCKS:
+        monkeypatch.delenv(variable, raising=False)
+    secret = "block-secret-4242"
+    Secret(value="block-client-id").save(SECRET_BLOCKS["REDDIT_CLIENT_ID"], overwrite=True)
+    Secret(value=secret).save(SECRET_BLOCKS["REDDIT_CLIENT_SECRET"], overwrite=True)
+    Secret(value="webtext-tests/0.1").save(SECRET_BLOCKS["REDDIT_USER_AGENT"], overwrite=True)
+    store_url = str(tmp_path / "store")
+    caplog.set_level("DEBUG")
+    with FakeReddit(test_data / "reddit" / "api-listings") as fake:
+        ref = collect_links_flow(
+            listings=["user/spez/top/all"], api_url=fake.url, store_url=store_url
+        )
+        token_requests = [r for r in fake.requests if r.method == "POST"]
+    assert token_requests, "PRAW never asked the fake for a token"
+    manifest = Store(store_url).manifest(ref)
+    assert manifest.stats["counts"]["api_submissions"] > 0
+    assert secret not in manifest.to_json()
+    assert secret not in caplog.text
+
+
+def test_missing_credentials_name_the_variables_and_blocks(monkeypatch) -> None:
+    from flows.secrets import SECRET_BLOCKS, reddit_credentials
+    from scraping.reddit_api import RedditApiError
+
+    for variable in SECRET_BLOCKS:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("REDDIT_CLIENT_ID", "from-env")
+    # Block names that exist nowhere on the test server.
+    monkeypatch.setitem(SECRET_BLOCKS, "REDDIT_CLIENT_SECRET", "absent-secret")
+    monkeypatch.setitem(SECRET_BLOCKS, "REDDIT_USER_AGENT", "absent-agent")
+    with pytest.raises(RedditApiError, match=r"REDDIT_CLIENT_SECRET \(or Secret block"):
+        reddit_credentials()

@@ -16,7 +16,6 @@ from pydoc_data.topics import topics
 
 from scraping.dumps import zstd
 
-
 DEMO_HOST = "127.0.0.1:8642"
 SUBREDDITS = ("python", "programming", "learnprogramming", "coding", "compsci")
 DEMO_START = 1_400_000_000  # May 2014
