@@ -49,7 +49,7 @@ from scraping.dumps import (
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
 from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
 from webtext.config import code_version
-from webtext.store import Store, VersionRef
+from webtext.store import Store, VersionRef, VersionWriter
 
 STAGE = "links"
 log = logging.getLogger(__name__)
@@ -197,18 +197,27 @@ def _api_records(
         try:
             yield msgspec.convert(item, RedditRecord)
         except msgspec.ValidationError as exc:
-            stats.counts[rules.MALFORMED_RECORD] += 1
+            # Counted as a dump's undecodable line is: it never becomes a record.
+            stats.counts[rules.MALFORMED_LINE] += 1
             log.warning("skipped an API item %s: %s", item.get("id"), exc)
 
 
-def _previous_records(store: Store, ref: VersionRef) -> Iterator[Submission]:
+def _previous_records(store: Store, ref: VersionRef) -> Iterator[RedditRecord]:
+    """An earlier version's submissions, as records to pass through today's filters."""
     for entry in store.manifest(ref).files:
         if not entry.path.startswith("submissions/"):
             continue
         with store.fs.open(f"{store.version_dir(ref)}/{entry.path}", "rb") as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
                 for row in batch.to_pylist():
-                    yield Submission(**row)
+                    yield RedditRecord(
+                        id=row["post_id"],
+                        url=row["url"],
+                        title=row["title"],
+                        score=row["karma"],
+                        created_utc=row["created_utc"],
+                        subreddit=row["subreddit"],
+                    )
 
 
 def _aggregate(part_dir: Path, min_karma: int) -> tuple[pa.Table, pa.Table, Counter[str]]:
@@ -266,7 +275,9 @@ def _aggregate(part_dir: Path, min_karma: int) -> tuple[pa.Table, pa.Table, Coun
 class _RollingParquet:
     """Writes tables into `<prefix>/part-NNNNN.parquet` files of at most `rows_per_file`."""
 
-    def __init__(self, version, prefix: str, schema: pa.Schema, rows_per_file: int) -> None:
+    def __init__(
+        self, version: VersionWriter, prefix: str, schema: pa.Schema, rows_per_file: int
+    ) -> None:
         self.version = version
         self.prefix = prefix
         self.schema = schema
@@ -274,7 +285,7 @@ class _RollingParquet:
         self.files = 0
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
-        self._handle = None
+        self._handle: Any = None
         self._name = ""
         self._rows_in_file = 0
 
@@ -394,11 +405,13 @@ def collect_links(
             spill.close()
             stats.merge(api_stats)
         if previous is not None:
+            # Re-filtered, so a rule tightened since (a longer blocklist) applies to all.
             spill = _Spill(spill_dir, partitions, "previous")
-            for submission in _previous_records(store, previous):
-                stats.counts["previous_submissions"] += 1
-                spill.add(submission)
+            kept = SourceStats()
+            _filter_into(_previous_records(store, previous), SubmissionFilter(filters), spill, kept)
             spill.close()
+            stats.counts["previous_submissions"] = kept.counts["records"]
+            stats.counts["previous_dropped"] = kept.counts["records"] - kept.counts["passed"]
 
         with store.write(STAGE, parameters, version, parents) as out:
             links = _RollingParquet(out, "links", LINKS_SCHEMA, rows_per_file)
@@ -429,6 +442,7 @@ def _ordered_counts(counts: Counter[str]) -> dict[str, int]:
         *(r for r in rules.DROP_REASONS if r != rules.KARMA_BELOW_MIN),
         "passed",
         "previous_submissions",
+        "previous_dropped",
         "duplicate_submissions",
         "urls",
         rules.KARMA_BELOW_MIN,

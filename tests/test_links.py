@@ -218,6 +218,16 @@ def test_incremental_run_reads_only_new_dumps_and_lifts_old_urls(tmp_path) -> No
     again = collect_links(store, [str(month1), str(month2)], previous=second.ref)
     assert again.reused and again.ref == second.ref
 
+    # A rule tightened later applies to what earlier versions kept, too.
+    month3 = write_dump(tmp_path / "RS_3.ndjson", [post("p4", "http://new.example/", 9)])
+    stricter = LinkFilters(domain_blocklist=("big.example",))
+    third = collect_links(store, [str(month3)], filters=stricter, previous=second.ref)
+    assert third.stats["counts"]["previous_dropped"] == 1
+    assert sorted(link["url"] for link in read_links(store, third.ref)) == [
+        "http://blog.example/post",
+        "http://new.example/",
+    ]
+
 
 def test_same_inputs_reuse_the_version(tmp_path, sample_dump) -> None:
     store = Store(str(tmp_path / "store"))
