@@ -81,8 +81,7 @@ class Manifest:
                 "files": [vars(f) for f in self.files],
                 "stats": self.stats,
             },
-            indent=2,
-            sort_keys=True,
+            indent=2,  # keys keep their order: stats list counts in pipeline order
         )
 
     @classmethod
