@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_version
 from flows.secrets import reddit_credentials
-from scraping.link_filters import LinkFilters, utc_timestamp
+from scraping.link_filters import LinkFilters
 from scraping.links import LinksResult, collect_links
 from scraping.reddit_api import ListingSpec
 from webtext.config import open_store
@@ -48,6 +48,9 @@ def collect_links_flow(
     keep_wikipedia: bool = False,
     created_after: str | None = None,
     created_before: str | None = None,
+    subreddit_blocklist: str | None = None,
+    domain_blocklist: str | None = None,
+    extension_blocklist: str | None = None,
     incremental: bool = False,
     workers: int = 2,
     api_url: str | None = None,
@@ -56,16 +59,20 @@ def collect_links_flow(
     """Collect outbound links with at least `min_karma` from dumps and/or API listings.
 
     Listings look like `r/askreddit/top/all`; Reddit credentials come from REDDIT_*
-    environment variables or the Secret blocks named in `flows.secrets`.
+    environment variables or the Secret blocks named in `flows.secrets`. Dates are ISO
+    (UTC); a blocklist is a file path readable by the worker, one entry a line.
     """
     store = open_store(store_url)
-    filters = LinkFilters(
+    filters = LinkFilters.from_options(
         min_karma=min_karma,
         keep_self_posts=keep_self_posts,
         keep_nsfw=keep_nsfw,
         keep_wikipedia=keep_wikipedia,
-        created_after=utc_timestamp(created_after) if created_after else None,
-        created_before=utc_timestamp(created_before) if created_before else None,
+        created_after=created_after,
+        created_before=created_before,
+        subreddit_blocklist=subreddit_blocklist,
+        domain_blocklist=domain_blocklist,
+        extension_blocklist=extension_blocklist,
     )
     result = collect_links_task(
         store, dumps or [], listings or [], filters, api_url, incremental, workers

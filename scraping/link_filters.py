@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from scraping.dumps import RedditRecord
@@ -70,6 +72,32 @@ class LinkFilters:
     subreddit_blocklist: tuple[str, ...] = field(default_factory=lambda: load_list("subreddits"))
     domain_blocklist: tuple[str, ...] = field(default_factory=lambda: load_list("domains"))
     extension_blocklist: tuple[str, ...] = field(default_factory=lambda: load_list("extensions"))
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        subreddit_blocklist: str | Path | None = None,
+        domain_blocklist: str | Path | None = None,
+        extension_blocklist: str | Path | None = None,
+        **settings: Any,
+    ) -> LinkFilters:
+        """Settings as people type them: ISO dates (UTC), blocklists as files (None: ours)."""
+        lists = {
+            "subreddit_blocklist": subreddit_blocklist,
+            "domain_blocklist": domain_blocklist,
+            "extension_blocklist": extension_blocklist,
+        }
+        for name, path in lists.items():
+            if path is not None:
+                settings[name] = parse_list(Path(path).read_text())
+        return cls(
+            created_after=utc_timestamp(created_after) if created_after else None,
+            created_before=utc_timestamp(created_before) if created_before else None,
+            **settings,
+        )
 
     def parameters(self) -> dict[str, object]:
         """JSON-able settings; long lists are summarised by count and hash."""

@@ -53,3 +53,15 @@ def test_listings_without_credentials_name_the_missing_variables(tmp_path, monke
         monkeypatch.delenv(name, raising=False)
     result = runner.invoke(cli.app, ["links", "--listing", "r/news/top/week", "--store", "x"])
     assert "REDDIT_CLIENT_ID" in str(result.exception)
+
+
+def test_blocklist_files_and_dates_replace_the_defaults(tmp_path, sample_dump) -> None:
+    blocklist = tmp_path / "domains.txt"
+    blocklist.write_text("# ours\npaulgraham.com\n")
+    store = str(tmp_path / "store")
+    args = ["--domain-blocklist", str(blocklist), "--created-before", "2005-06-23T18:50"]
+    code, output = run("links", str(sample_dump), "--store", store, *args)
+    assert code == 0, output
+    counts = json.loads(run("show", "links", "--store", store)[1])["stats"]["counts"]
+    # paulgraham.com is blocked; wired.com (18:50:02) is past the cut-off.
+    assert counts["domain_blocklist"] == 1 and counts["links"] == 2

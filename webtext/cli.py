@@ -87,26 +87,20 @@ def links(
 ) -> None:
     """Collect Reddit outbound links with enough karma into a new `links` version."""
     from scraping.dumps import dump_size
-    from scraping.link_filters import LinkFilters, parse_list, utc_timestamp
+    from scraping.link_filters import LinkFilters
     from scraping.links import collect_links
     from scraping.reddit_api import ListingSpec, RedditCredentials
 
-    overrides: dict[str, object] = {}
-    for name, path in (
-        ("subreddit_blocklist", subreddit_blocklist),
-        ("domain_blocklist", domain_blocklist),
-        ("extension_blocklist", extension_blocklist),
-    ):
-        if path is not None:
-            overrides[name] = parse_list(path.read_text())
-    filters = LinkFilters(
+    filters = LinkFilters.from_options(
         min_karma=min_karma,
         keep_self_posts=keep_self_posts,
         keep_nsfw=keep_nsfw,
         keep_wikipedia=keep_wikipedia,
-        created_after=utc_timestamp(created_after) if created_after else None,
-        created_before=utc_timestamp(created_before) if created_before else None,
-        **overrides,
+        created_after=created_after,
+        created_before=created_before,
+        subreddit_blocklist=subreddit_blocklist,
+        domain_blocklist=domain_blocklist,
+        extension_blocklist=extension_blocklist,
     )
     specs = [ListingSpec.parse(text) for text in listing or []]
     credentials = RedditCredentials.from_env() if specs else None
