@@ -1,12 +1,15 @@
 """`build-webtext`: the whole pipeline, one sub-flow per stage.
 
-Stages are added here as they land; today it collects links.
+Stages are added here as they land; today: links, then fetch.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 
+from flows.fetch import fetch_pages_flow
 from flows.links import collect_links_flow
 from webtext.store import VersionRef
 
@@ -16,10 +19,16 @@ def build_webtext(
     dumps: list[str] | None = None,
     listings: list[str] | None = None,
     incremental: bool = True,
+    fetch: dict[str, Any] | None = None,
     store_url: str | None = None,
 ) -> dict[str, VersionRef]:
-    """Build every stage's next version from Reddit dumps and/or API listings."""
+    """Build every stage's next version from Reddit dumps and/or API listings.
+
+    `fetch` holds options of the `fetch-pages` flow (connections, per_host_delay,
+    archives, ...).
+    """
     links = collect_links_flow(
         dumps=dumps, listings=listings, incremental=incremental, store_url=store_url
     )
-    return {"links": links}
+    fetches = fetch_pages_flow(links_version=links.version, store_url=store_url, **(fetch or {}))
+    return {"links": links, "fetches": fetches}

@@ -19,7 +19,6 @@ as a page upvoted once to 3 does. Submissions below the bar are kept in the vers
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import zlib
@@ -31,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,7 +47,7 @@ from scraping.dumps import (
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
 from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
 from webtext.config import code_version
-from webtext.store import Store, VersionRef, VersionWriter
+from webtext.store import Store, VersionRef, VersionWriter, input_fingerprint
 
 STAGE = "links"
 log = logging.getLogger(__name__)
@@ -349,7 +347,7 @@ def collect_links(
         raise ValueError("collect_links needs at least one dump, listing or previous version")
     if listings and credentials is None:
         raise ValueError("Reddit API listings need credentials")
-    sources: list[Any] = [_fingerprint(path) for path in dumps]
+    sources: list[Any] = [input_fingerprint(path) for path in dumps]
     included: list[Any] = []
     if previous is not None:
         # Incremental: dumps already folded into the previous version are not read again.
@@ -457,20 +455,3 @@ def _refuse_comment_dump(path: str) -> None:
     """Fail before any work when a comment dump is among the inputs."""
     for _ in read_submissions(path, lambda error: None):
         return
-
-
-def _fingerprint(path: str) -> dict[str, Any]:
-    """Identify a dump by name, size and a hash of its first and last MiB.
-
-    Hashing a whole 30 GB monthly dump on every run would cost minutes; this catches a
-    replaced or regenerated file of the same name.
-    """
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    size = dump_size(path)
-    digest = hashlib.sha256()
-    with fs.open(fs_path, "rb") as handle:
-        digest.update(handle.read(1 << 20))
-        if size > 2 << 20:
-            handle.seek(size - (1 << 20))
-            digest.update(handle.read())
-    return {"path": path, "size": size, "sha256_ends": digest.hexdigest()[:16]}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from webtext.demo import demo_records, write_demo_dump
+from webtext.demo import DEMO_FETCH, demo_records, write_demo_dump
+from webtext.demo_web import DemoWeb
 from webtext.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -16,25 +17,34 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
 
     from flows.build import build_webtext
 
-    dump = write_demo_dump(tmp_path / "inputs")
-    store_url = str(tmp_path / "store")
-    refs = build_webtext(dumps=[str(dump)], store_url=store_url)
-    store = Store(store_url)
-    counts = store.manifest(refs["links"]).stats["counts"]
-    records = demo_records()
-    assert counts["records"] == len(records) and counts["malformed_line"] == 1
-    assert counts["links"] > 0 and counts["karma_below_min"] > 0
+    with DemoWeb() as web:
+        dump = write_demo_dump(tmp_path / "inputs", web.base_url)
+        store_url = str(tmp_path / "store")
+        refs = build_webtext(dumps=[str(dump)], fetch=DEMO_FETCH, store_url=store_url)
+        store = Store(store_url)
+        counts = store.manifest(refs["links"]).stats["counts"]
+        records = demo_records(web.base_url)
+        assert counts["records"] == len(records) and counts["malformed_line"] == 1
+        assert counts["links"] > 0 and counts["karma_below_min"] > 0
+        fetched = store.manifest(refs["fetches"]).stats["counts"]
+        assert store.manifest(refs["fetches"]).parents[0] == refs["links"]
+        assert fetched["attempted"] == counts["links"]  # one row per link
+        assert fetched["fetched"] > 0 and fetched["robots_disallowed"] > 0
+        assert fetched["timeout"] > 0 and fetched["refused_address"] > 0
 
-    with get_client(sync_client=True) as client:
-        keys = ArtifactFilterKey(any_=["links-counts", "links-version"])
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
-    table = next(a for a in artifacts if a.key == "links-counts")
-    assert '"links"' in str(table.data) and str(counts["links"]) in str(table.data)
-    link = next(a for a in artifacts if a.key == "links-version")
-    assert refs["links"].version in str(link.data)
+        with get_client(sync_client=True) as client:
+            keys = ArtifactFilterKey(any_=["links-counts", "links-version", "fetches-counts"])
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
+        table = next(a for a in artifacts if a.key == "links-counts")
+        assert '"links"' in str(table.data) and str(counts["links"]) in str(table.data)
+        link = next(a for a in artifacts if a.key == "links-version")
+        assert refs["links"].version in str(link.data)
+        fetch_table = next(a for a in artifacts if a.key == "fetches-counts")
+        assert '"robots_disallowed"' in str(fetch_table.data)
 
-    # The scheduler's rerun over the same dump is incremental: nothing new, same version.
-    assert build_webtext(dumps=[str(dump)], store_url=store_url) == refs
+        # The scheduler's rerun over the same dump is incremental: nothing new, same version.
+        rerun = build_webtext(dumps=[str(dump)], fetch=DEMO_FETCH, store_url=store_url)
+        assert rerun == refs
 
 
 def test_collect_links_reads_reddit_secrets_from_prefect_blocks(

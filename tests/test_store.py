@@ -167,3 +167,20 @@ def test_a_killed_process_leaves_no_version(tmp_path: Path) -> None:
     store = Store(str(root))
     assert store.versions("links") == []
     assert store.latest("links") is None
+
+
+def test_a_resumable_write_keeps_finished_files_for_the_next_try(store: Store) -> None:
+    params = {"resumable": True}
+    with pytest.raises(RuntimeError), store.write("fetches", params, "1.0", resumable=True) as out:
+        with out.open("part-0.txt", rows=1) as handle:
+            handle.write(b"done\n")
+        raise RuntimeError("killed after the first part")
+    assert store.versions("fetches") == []
+    with store.write("fetches", params, "1.0", resumable=True) as out:
+        assert out.exists("part-0.txt")
+        out.set_rows("part-0.txt", 1)  # kept from the first try: register, don't redo
+        with out.open("part-1.txt", rows=1) as handle:
+            handle.write(b"also done\n")
+        ref = out.ref
+    assert {f.path for f in store.manifest(ref).files} == {"part-0.txt", "part-1.txt"}
+    assert not any(".staging-" in p for p in store.fs.ls(f"{store.root}/fetches", detail=False))

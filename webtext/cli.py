@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -120,13 +120,62 @@ def links(
             workers=workers,
             on_bytes=advance,
         )
-    _print_counts(result.stats.get("counts", {}))
+    _print_counts(result.stats.get("counts", {}), "link collection")
     for line in result.stats.get("line_errors", [])[:10]:
         console.print(f"[yellow]skipped[/] {line}")
     for line in result.stats.get("failed_files", []):
         console.print(f"[red]truncated[/] {line}")
     note = " (already built: reused)" if result.reused else ""
     console.print(f"links version [bold]{result.ref}[/]{note}: {artifacts.url(result.ref)}")
+
+
+@app.command()
+def fetch(
+    links_version: Annotated[str, typer.Option("--links", help="links version to fetch")] = LATEST,
+    archive: Annotated[
+        list[str] | None,
+        typer.Option(help="Replay pages from these WARC files instead of the live web"),
+    ] = None,
+    connections: Annotated[int, typer.Option(help="Requests in flight at once")] = 64,
+    per_host_connections: int = 2,
+    per_host_delay: Annotated[float, typer.Option(help="Seconds between a host's requests")] = 1.0,
+    total_timeout: Annotated[float, typer.Option(help="Seconds for one request")] = 60.0,
+    max_bytes: Annotated[int, typer.Option(help="Bodies are cut at this size")] = 5 * 2**20,
+    user_agent: Annotated[str | None, typer.Option(help="Also the robots.txt agent")] = None,
+    allow_loopback: Annotated[
+        bool, typer.Option(help="Fetch from 127.0.0.0/8 (demos and tests only)")
+    ] = False,
+    shard_size: Annotated[int, typer.Option(help="URLs per committed shard")] = 1_000,
+    store: StoreOption = None,
+) -> None:
+    """Fetch the pages of a links version into a new `fetches` version (WARC + table)."""
+    from scraping.fetch_stage import fetch_pages, open_source
+
+    artifacts = open_store(store)
+    links_ref = artifacts.resolve("links", links_version)
+    source, concurrency = open_source(
+        archive or [],
+        connections=connections,
+        per_host_connections=per_host_connections,
+        per_host_delay=per_host_delay,
+        total_timeout=total_timeout,
+        max_bytes=max_bytes,
+        user_agent=user_agent,
+        allow_loopback=allow_loopback,
+    )
+    with _count_progress("fetching pages") as (start, advance):
+        result = fetch_pages(
+            artifacts,
+            links_ref,
+            source,
+            concurrency=concurrency,
+            shard_size=shard_size,
+            on_start=start,
+            on_page=lambda page: advance(1),
+        )
+    _print_counts(result.stats["counts"], "page fetching")
+    note = " (already built: reused)" if result.reused else ""
+    console.print(f"fetches version [bold]{result.ref}[/]{note}: {artifacts.url(result.ref)}")
 
 
 @app.command()
@@ -166,19 +215,29 @@ def demo(
 ) -> None:
     """Run the `build-webtext` flow on inputs built on this machine (no network)."""
     from flows.build import build_webtext
-    from webtext.demo import write_demo_dump
+    from webtext.demo import DEMO_FETCH, write_demo_dump
+    from webtext.demo_web import DEMO_PORT, DemoWeb
 
-    dump = write_demo_dump(workdir)
-    console.print(f"demo dump: {dump}")
-    artifacts = open_store(store)
-    refs = build_webtext(dumps=[str(dump.resolve())], store_url=artifacts.root_url)
-    _print_counts(artifacts.manifest(refs["links"]).stats["counts"])
+    with ExitStack() as stack:
+        try:
+            web = stack.enter_context(DemoWeb(port=DEMO_PORT))
+        except OSError:  # the port is taken: any free one will do
+            web = stack.enter_context(DemoWeb())
+        console.print(f"demo web: {web.base_url}/")
+        dump = write_demo_dump(workdir, web.base_url)
+        console.print(f"demo dump: {dump}")
+        artifacts = open_store(store)
+        refs = build_webtext(
+            dumps=[str(dump.resolve())], fetch=DEMO_FETCH, store_url=artifacts.root_url
+        )
+    for stage, ref in refs.items():
+        _print_counts(artifacts.manifest(ref).stats["counts"], stage)
     for stage, ref in refs.items():
         console.print(f"{stage}: [bold]{ref}[/] {artifacts.url(ref)}")
 
 
-def _print_counts(counts: dict[str, int]) -> None:
-    table = Table("count", "value", title="link collection")
+def _print_counts(counts: dict[str, int], title: str) -> None:
+    table = Table("count", "value", title=title)
     for name, value in counts.items():
         table.add_row(name, f"{value:,}")
     Console().print(table)
@@ -191,6 +250,19 @@ def _bytes_progress(description: str, total: int) -> Iterator[Callable[[int], No
     with Progress(*columns, TimeRemainingColumn(), console=console, disable=total == 0) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
+def _count_progress(
+    description: str,
+) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """A progress bar over a count known once work starts: (set total, advance)."""
+    with Progress(*Progress.get_default_columns(), console=console) as bar:
+        task = bar.add_task(description, total=None)
+        yield (
+            lambda total: bar.update(task, total=total),
+            lambda n: bar.advance(task, n),
+        )
 
 
 def main() -> None:

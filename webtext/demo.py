@@ -1,10 +1,11 @@
-"""Inputs for the offline demo: a Reddit-style submission dump made from local text.
+"""Inputs for the offline demo: a Reddit-style submission dump pointing at the demo web.
 
-Every CPython install ships the text of its own documentation (`pydoc_data.topics`); the
-demo posts one page per documentation topic, at a loopback address, to made-up
+`webtext.demo_web` serves a small site of real text (CPython's own documentation) and
+fault pages on loopback; the dump posts every one of its pages and fault URLs to made-up
 subreddits, with the mix of posts a real dump has: karma below and above the bar, the
-same page posted several times with tracking parameters, self posts, NSFW posts, images,
-Wikipedia, a video host, a broken line and string timestamps from 2014's drift.
+same page reposted with tracking parameters (so only summed karma clears the bar), self
+posts, NSFW posts, images, Wikipedia, a video host, an archive, an ftp link, a broken line
+and string timestamps from 2014's drift.
 """
 
 from __future__ import annotations
@@ -12,23 +13,31 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from pydoc_data.topics import topics
+from urllib.parse import urlsplit
 
 from scraping.dumps import zstd
+from webtext.demo_web import site_urls
 
-DEMO_HOST = "127.0.0.1:8642"
 SUBREDDITS = ("python", "programming", "learnprogramming", "coding", "compsci")
 DEMO_START = 1_400_000_000  # May 2014
+PAGE_KINDS = ("article", "mirror", "library", "private")
+SCORES = (0, 1, 2, 3, 5, 8, 13, 40, 120)  # a third below the default bar of 3
+# `fetch-pages` options for the demo: the site is ours and on loopback, so no politeness
+# delay, and a short timeout so its slow-loris page costs seconds, not a minute.
+DEMO_FETCH = {
+    "allow_loopback": True,
+    "connections": 16,
+    "per_host_connections": 8,
+    "per_host_delay": 0.0,
+    "total_timeout": 5.0,
+}
 
 
-def page_urls(host: str = DEMO_HOST) -> list[str]:
-    """One URL per documentation topic: the pages the demo web serves."""
-    return [f"http://{host}/docs/{name}.html" for name in sorted(topics)]
-
-
-def demo_records(host: str = DEMO_HOST, seed: int = 2019) -> list[dict]:
-    """Submission records for the demo dump, deterministic for a seed."""
+def demo_records(base_url: str, seed: int = 2019) -> list[dict]:
+    """Submission records for the demo dump, deterministic for a base URL and seed."""
     rng = random.Random(seed)
+    base_url = base_url.rstrip("/")
+    host = urlsplit(base_url).netloc
     records: list[dict] = []
 
     def post(url: str, **fields: object) -> None:
@@ -36,8 +45,8 @@ def demo_records(host: str = DEMO_HOST, seed: int = 2019) -> list[dict]:
         record = {
             "id": f"demo{number:05d}",
             "url": url,
-            "title": fields.pop("title", url.rsplit("/", 1)[-1]),
-            "score": rng.choice([0, 1, 2, 3, 5, 8, 13, 40, 120]),
+            "title": url.rsplit("/", 1)[-1],
+            "score": rng.choice(SCORES),
             "created_utc": DEMO_START + number * 3_600,
             "subreddit": rng.choice(SUBREDDITS),
             "is_self": False,
@@ -47,29 +56,39 @@ def demo_records(host: str = DEMO_HOST, seed: int = 2019) -> list[dict]:
         record.update(fields)
         records.append(record)
 
-    for url in page_urls(host):
-        post(url)
-        if rng.random() < 0.3:  # reposted, with a click-tracking parameter
-            post(f"{url}?utm_source=reddit&utm_medium=social", score=rng.choice([1, 2]))
+    urls = site_urls(base_url)
+    for kind in PAGE_KINDS:
+        for url in urls[kind]:
+            post(url)
+            # Pages that got little karma are the ones reposted (30% of articles in all),
+            # with click tracking: only their summed karma decides whether they clear the bar.
+            repost = 0.6 if records[-1]["score"] < 3 else 0.15
+            if kind == "article" and rng.random() < repost:
+                post(f"{url}?utm_source=reddit&utm_medium=social", score=rng.choice([1, 2]))
+    for kind, fault_urls in urls.items():
+        if kind not in PAGE_KINDS:
+            for url in fault_urls:  # above the bar: the crawler must meet every fault
+                post(url, score=rng.choice([5, 8, 13, 40]))
     for i in range(10):
         permalink = f"https://www.reddit.com/r/python/comments/demo{i}/self_post/"
         post(permalink, is_self=True, domain="self.python", score=50)
     for i in range(5):
-        post(f"http://{host}/docs/nsfw-{i}.html", over_18=True, score=30)
+        post(f"{base_url}/docs/nsfw-{i}.html", over_18=True, score=30)
         post(f"https://i.imgur.com/demo{i}.jpg", score=200)
         post(f"https://en.wikipedia.org/wiki/Python_{i}", score=90)
         post(f"https://www.youtube.com/watch?v=demo{i}", score=70)
-        post(f"http://{host}/files/archive-{i}.zip", score=12)
+        post(f"{base_url}/files/archive-{i}.zip", score=12)
         post(f"ftp://{host}/pub/{i}", score=9)
     for record in records[::7]:  # 2014's dumps wrote created_utc as a string
         record["created_utc"] = str(record["created_utc"])
     return records
 
 
-def write_demo_dump(folder: Path, host: str = DEMO_HOST) -> Path:
-    """`RS_demo.zst` in `folder`, with one corrupt line as real dumps have."""
+def write_demo_dump(folder: Path, base_url: str) -> Path:
+    """`RS_demo.zst` in `folder` for the site at `base_url`, with one corrupt line as real
+    dumps have."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(r, ensure_ascii=False) for r in demo_records(host)]
+    lines = [json.dumps(r, ensure_ascii=False) for r in demo_records(base_url)]
     lines.insert(len(lines) // 2, '{"id": "truncated", "url": "http://')
     path = folder / "RS_demo.zst"
     data = ("\n".join(lines) + "\n").encode()

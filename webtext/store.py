@@ -142,6 +142,35 @@ class VersionWriter:
         self._check_name(name)
         self._rows[name] = rows
 
+    def exists(self, name: str) -> bool:
+        """Whether `name` was written, here or by an earlier try of a resumable write."""
+        self._check_name(name)
+        return self._fs.exists(f"{self.tmp_dir}/{name}")
+
+    def put(self, name: str, data: bytes, rows: int | None = None) -> None:
+        """Write a whole file at once; it appears complete or not at all (temp + rename)."""
+        self._check_name(name)
+        path = self.path(name, rows)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        self._fs.pipe_file(tmp, data)
+        self._fs.mv(tmp, path)
+
+    def listdir(self, folder: str) -> list[str]:
+        """Names (relative to the version) of the files already in `folder`."""
+        path = f"{self.tmp_dir}/{folder}"
+        if not self._fs.isdir(path):
+            return []
+        return sorted(
+            f"{folder}/{p.rstrip('/').rsplit('/', 1)[-1]}" for p in self._fs.ls(path, detail=False)
+        )
+
+    def remove(self, name: str) -> None:
+        """Drop a file (or folder) a killed try left half-written, and forget it."""
+        self._check_name(name)
+        self._rows.pop(name, None)
+        if self._fs.exists(f"{self.tmp_dir}/{name}"):
+            self._fs.rm(f"{self.tmp_dir}/{name}", recursive=True)
+
     @contextmanager
     def open(self, name: str, mode: str = "wb", rows: int | None = None) -> Iterator[Any]:
         with self._fs.open(self.path(name, rows), mode) as handle:
@@ -244,23 +273,32 @@ class Store:
         parameters: Mapping[str, Any],
         code_version: str,
         parents: tuple[VersionRef, ...] = (),
+        resumable: bool = False,
     ) -> Iterator[VersionWriter]:
         """Write a new version; the files appear, with their manifest, only on success.
 
         Callers should check `exists(ref)` first to skip the work of an existing version;
         should two writers race, the first to publish wins and the second is discarded.
+        `resumable` keeps the files of a failed or killed write in a staging folder named
+        by the version id, where the next write of that version finds them
+        (`VersionWriter.exists`) and can skip the work they hold.
         """
         ref = self.ref_for(stage, parameters, code_version, parents)
         stage_dir = f"{self.root}/{stage}"
-        tmp_dir = f"{stage_dir}/.tmp-{ref.version}-{uuid.uuid4().hex[:8]}"
+        if resumable:
+            tmp_dir = f"{stage_dir}/.staging-{ref.version}"
+        else:
+            tmp_dir = f"{stage_dir}/.tmp-{ref.version}-{uuid.uuid4().hex[:8]}"
         self.fs.makedirs(tmp_dir, exist_ok=True)
         writer = VersionWriter(self.fs, tmp_dir, ref)
+        published = False
         try:
             yield writer
             if not self.exists(ref):
                 self._publish(ref, writer, dict(parameters), code_version, parents)
+            published = True
         finally:
-            if self.fs.exists(tmp_dir):
+            if (published or not resumable) and self.fs.exists(tmp_dir):
                 self.fs.rm(tmp_dir, recursive=True)
         self._set_latest(ref)
 
@@ -318,3 +356,23 @@ class Store:
                 raise StoreError(f"{ref}: file {entry.path} is missing")
             if self.fs.size(path) != entry.size or self._sha256(path) != entry.sha256:
                 raise StoreError(f"{ref}: file {entry.path} does not match its manifest")
+
+
+def input_fingerprint(path: str) -> dict[str, Any]:
+    """Identify an input file (a dump, a WARC) by path, size and a hash of its ends.
+
+    Hashing a whole 30 GB monthly dump on every run would cost minutes; the first and
+    last MiB catch a replaced or regenerated file of the same name.
+    """
+    fs, fs_path = url_to_fs(path)
+    try:
+        size = fs.size(fs_path)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"input not found: {path}") from exc
+    digest = hashlib.sha256()
+    with fs.open(fs_path, "rb") as handle:
+        digest.update(handle.read(_HASH_CHUNK))
+        if size > 2 * _HASH_CHUNK:
+            handle.seek(size - _HASH_CHUNK)
+            digest.update(handle.read())
+    return {"path": path, "size": size, "sha256_ends": digest.hexdigest()[:16]}

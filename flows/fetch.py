@@ -1,0 +1,53 @@
+"""`fetch-pages`: a `links` version to a `fetches` version (WARC files + Parquet table)."""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.artifacts import publish_version
+from scraping.fetch_stage import FetchPagesResult, fetch_pages, open_source
+from webtext.config import open_store
+from webtext.store import Store, VersionRef
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def fetch_pages_task(
+    store: Store, links: VersionRef, archives: list[str], options: dict
+) -> FetchPagesResult:
+    source, concurrency = open_source(archives, **options)
+    return fetch_pages(store, links, source, concurrency=concurrency)
+
+
+@flow(name="fetch-pages", log_prints=True)
+def fetch_pages_flow(
+    links_version: str = "latest",
+    archives: list[str] | None = None,
+    user_agent: str | None = None,
+    connections: int = 64,
+    per_host_connections: int = 2,
+    per_host_delay: float = 1.0,
+    total_timeout: float = 60.0,
+    max_bytes: int = 5 * 2**20,
+    allow_loopback: bool = False,
+    store_url: str | None = None,
+) -> VersionRef:
+    """Fetch every URL of a links version that no earlier fetch version holds.
+
+    With `archives` (WARC paths or URLs, e.g. Common Crawl files) pages are replayed
+    from them instead of fetched live. `allow_loopback` is for demos and tests only.
+    """
+    store = open_store(store_url)
+    links = store.resolve("links", links_version)
+    options = {
+        "connections": connections,
+        "per_host_connections": per_host_connections,
+        "per_host_delay": per_host_delay,
+        "total_timeout": total_timeout,
+        "max_bytes": max_bytes,
+        "user_agent": user_agent,
+        "allow_loopback": allow_loopback,
+    }
+    result = fetch_pages_task(store, links, archives or [], options)
+    publish_version(store, result.ref, result.stats["counts"], result.reused, "Page fetching")
+    return result.ref

@@ -1,0 +1,176 @@
+"""The fetch stage: one row per URL, readable WARC, incremental, resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from scraping import page_source as errors
+from scraping.fetch_stage import fetch_pages, open_source
+from webtext.demo_web import DemoWeb, site_urls
+from webtext.store import Store, VersionRef
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAST = {
+    "connections": 16,
+    "per_host_connections": 8,
+    "per_host_delay": 0.0,
+    "total_timeout": 3.0,
+    "read_timeout": 2.0,
+    "backoff": 0.05,
+    "max_bytes": 2**20,
+    "allow_loopback": True,
+}
+
+
+@pytest.fixture(scope="module")
+def web():
+    with DemoWeb() as server:
+        yield server
+
+
+def links_version(store: Store, urls: list[str], params: dict | None = None) -> VersionRef:
+    """A `links` version holding `urls`, written as the link stage would."""
+    import pyarrow as pa
+
+    with store.write("links", params or {"urls": urls}, "test") as out:
+        with out.open("links/part-00000.parquet", rows=len(urls)) as handle:
+            pq.write_table(pa.table({"url": urls}), handle)
+        return out.ref
+
+
+def fetch(store: Store, links: VersionRef, shard_size: int = 8, **overrides):
+    source, concurrency = open_source([], **{**FAST, **overrides})
+    return fetch_pages(store, links, source, concurrency=concurrency, shard_size=shard_size)
+
+
+def rows(store: Store, ref: VersionRef) -> list[dict]:
+    return pq.read_table(store.url(ref, "fetches")).to_pylist()
+
+
+def test_every_url_gets_one_row_and_pages_are_in_the_warc(tmp_path, web) -> None:
+    urls = site_urls(web.base_url)
+    inputs = (
+        urls["article"][:12]
+        + urls["status_404"]
+        + urls["redirect_loop"]
+        + urls["binary"]
+        + urls["private"][:2]
+        + urls["redirect_private"]
+    )
+    store = Store(str(tmp_path / "store"))
+    result = fetch(store, links_version(store, inputs))
+    table = rows(store, result.ref)
+    assert sorted(r["url"] for r in table) == sorted(inputs)
+    counts = result.stats["counts"]
+    assert counts["attempted"] == len(inputs) and counts["fetched"] == 12
+    assert counts[errors.HTTP_STATUS] == 1 and counts[errors.REDIRECT_LOOP] == 1
+    assert counts[errors.ROBOTS_DISALLOWED] == 2 and counts[errors.REFUSED_ADDRESS] == 1
+    assert counts[errors.BINARY_CONTENT] == 1
+
+    for row in table:
+        if row["error"] is not None:
+            assert row["warc_file"] is None
+            continue
+        path = f"{store.version_dir(result.ref)}/{row['warc_file']}"
+        with store.fs.open(path, "rb") as handle:
+            handle.seek(row["warc_offset"])
+            record = next(iter(ArchiveIterator(handle)))
+            body = record.content_stream().read()
+        assert record.rec_type == "response"
+        assert record.rec_headers.get_header("WARC-Target-URI") == row["final_url"]
+        assert len(body) == row["bytes"] > 0
+        assert b"<html" in body.lower()
+
+    manifest = store.manifest(result.ref)
+    assert manifest.parents[0].stage == "links"
+    warc_rows = {f.path: f.rows for f in manifest.files if f.path.startswith("warc/")}
+    assert sum(warc_rows.values()) == 12
+
+
+def test_same_links_again_is_reused_and_new_links_fetch_only_new_urls(tmp_path, web) -> None:
+    urls = site_urls(web.base_url)["article"]
+    store = Store(str(tmp_path / "store"))
+    first_links = links_version(store, urls[20:26])
+    first = fetch(store, first_links)
+    again = fetch(store, first_links)
+    assert again.reused and again.ref == first.ref
+
+    hits_before = {url: web.hits[url.removeprefix(web.base_url)] for url in urls[20:30]}
+    second = fetch(store, links_version(store, urls[20:30]))
+    fetched = [r["url"] for r in rows(store, second.ref)]
+    assert sorted(fetched) == sorted(urls[26:30])
+    assert second.stats["counts"]["fetched_before"] == 6
+    assert first.ref in store.manifest(second.ref).parents
+    for url in urls[20:26]:  # not requested again
+        assert web.hits[url.removeprefix(web.base_url)] == hits_before[url]
+
+
+def test_archive_replay_writes_the_same_outputs(tmp_path, test_data) -> None:
+    archive = test_data / "warc" / "cc-main-2020-34.resiliparse.warc.gz"
+    with archive.open("rb") as handle:
+        captured = [
+            r.rec_headers.get_header("WARC-Target-URI")
+            for r in ArchiveIterator(handle)
+            if r.rec_type == "response"
+        ]
+    store = Store(str(tmp_path / "store"))
+    inputs = [*captured, "http://not-captured.example/"]
+    links = links_version(store, inputs)
+    source, concurrency = open_source([str(archive)])
+    result = fetch_pages(store, links, source, concurrency=concurrency)
+    counts = result.stats["counts"]
+    assert counts["attempted"] == len(inputs)
+    assert counts["fetched"] == len(captured) == 16
+    assert counts[errors.NOT_IN_ARCHIVE] == 1
+    assert store.manifest(result.ref).parameters["source"]["kind"] == "archive"
+
+
+KILLABLE = """
+import sys
+from scraping.fetch_stage import fetch_pages, open_source
+from webtext.store import Store, VersionRef
+store = Store(sys.argv[1])
+source, concurrency = open_source([], **{options})
+fetch_pages(store, VersionRef("links", sys.argv[2]), source, concurrency=concurrency, shard_size=4)
+"""
+
+
+def test_a_killed_fetch_resumes_without_refetching_finished_shards(tmp_path) -> None:
+    with DemoWeb(latency=0.3) as slow:
+        urls = site_urls(slow.base_url)["article"][:24]
+        store = Store(str(tmp_path / "store"))
+        links = links_version(store, urls)
+        options = {**FAST, "connections": 2, "per_host_connections": 2}
+        process = subprocess.Popen(
+            [sys.executable, "-c", KILLABLE.format(options=options), store.root, links.version],
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        staging = Path(store.root) / "fetches"
+        deadline = time.monotonic() + 30
+        while not list(staging.glob(".staging-*/fetches/part-00001.parquet")):
+            assert process.poll() is None and time.monotonic() < deadline, "no shard committed"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert store.versions("fetches") == []
+        done = pq.read_table(next(staging.glob(".staging-*/fetches"))).column("url").to_pylist()
+        hits_after_kill = dict(slow.hits)
+
+        result = fetch(store, links, shard_size=4, **options)
+    table = rows(store, result.ref)
+    assert sorted(r["url"] for r in table) == sorted(urls)  # nothing lost, nothing doubled
+    assert all(r["error"] is None for r in table)
+    for url in done:  # finished shards were not fetched again
+        path = url.removeprefix(slow.base_url)
+        assert slow.hits[path] == hits_after_kill[path] == 1
+    assert json.loads(store.manifest(result.ref).to_json())["stats"]["counts"]["fetched"] == 24
