@@ -98,11 +98,13 @@ class LiveSource:
         self.settings = settings or FetchSettings()
         self._session: aiohttp.ClientSession | None = None
         self._addresses: dict[str, str] = {}
+        self._connections: asyncio.Semaphore | None = None
         self._hosts: dict[str, _Host] = {}
         self._robots: dict[str, asyncio.Future[Protego | FetchFailure]] = {}
 
     async def __aenter__(self) -> LiveSource:
         s = self.settings
+        self._connections = asyncio.Semaphore(s.max_connections)
         resolver = SafeResolver(s.policy)  # needs the running loop
         self._addresses = resolver.addresses
         connector = aiohttp.TCPConnector(
@@ -206,16 +208,24 @@ class LiveSource:
         async with politeness.slots:
             if not robots:
                 await politeness.wait_turn(self._delay_for(url))
-            try:
-                async with self._session.get(url, allow_redirects=False) as response:
-                    return await self._read(url, response, result, robots)
-            except (FetchFailure, _Retry):
-                raise
-            except Exception as exc:  # every client failure has a class of its own
-                failure = _classify(exc)
-                if failure.error in (errors.CONNECT_ERROR, errors.CONNECTION_RESET):
-                    raise _Retry(failure, None) from exc
-                raise failure from exc
+            # Taken only now, so a URL waiting on its host never holds a connection slot,
+            # and outside the request, so waiting for one never counts against its timeout.
+            assert self._connections is not None
+            async with self._connections:
+                return await self._exchange(url, result, robots)
+
+    async def _exchange(self, url: str, result: FetchResult, robots: bool) -> str | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(url, allow_redirects=False) as response:
+                return await self._read(url, response, result, robots)
+        except (FetchFailure, _Retry):
+            raise
+        except Exception as exc:  # every client failure has a class of its own
+            failure = _classify(exc)
+            if failure.error in (errors.CONNECT_ERROR, errors.CONNECTION_RESET):
+                raise _Retry(failure, None) from exc
+            raise failure from exc
 
     def _delay_for(self, url: str) -> float:
         parts = urlsplit(url)

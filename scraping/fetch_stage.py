@@ -125,13 +125,16 @@ def fetch_pages(
     links: VersionRef,
     source: PageSource,
     *,
-    concurrency: int = 64,
+    concurrency: int = 256,
     shard_size: int = 1_000,
     warc_file_bytes: int = 2**30,
     on_start: Callable[[int], None] | None = None,
     on_page: Callable[[FetchResult], None] | None = None,
 ) -> FetchPagesResult:
     """Fetch the URLs of `links` not fetched by any earlier version into a new version.
+
+    `concurrency` URLs are in flight at once; the source caps connections itself, so
+    more URLs than connections keep every connection busy while some wait on their host.
 
     The source's `parameters()` (live settings, or the archives replayed) go into the
     version id with the stage's own settings.
@@ -228,37 +231,39 @@ async def _fetch_shards(
     pending: list[int],
     source: PageSource,
     out: VersionWriter,
-    concurrency: int,
+    in_flight: int,
     warc_file_bytes: int,
     on_page: Callable[[FetchResult], None] | None,
 ) -> None:
-    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
-    in_flight: dict[int, _Shard] = {}
-    for index in pending:
-        for url in shards[index]:
-            queue.put_nowait((index, url))
+    """Fetch the pending shards' URLs, at most `in_flight` at once, committing each shard
+    when its last URL is done. The source enforces its own connection limits."""
+    window = asyncio.Semaphore(in_flight)
+    open_shards: dict[int, _Shard] = {}
 
-    async def worker() -> None:
-        while not queue.empty():
-            index, url = queue.get_nowait()
-            try:
-                result = await source.fetch(url)
-            except Exception as exc:  # a source bug must not sink hours of fetching
-                log.exception("page source failed on %s", url)
-                result = FetchResult(url=url, error=errors.PROTOCOL_ERROR, error_detail=repr(exc))
-            shard = in_flight.get(index)
-            if shard is None:
-                writer = RotatingWarcWriter(out, _warc_prefix(index), warc_file_bytes)
-                shard = in_flight[index] = _Shard(index, len(shards[index]), writer)
-            shard.add(result)
-            if on_page:
-                on_page(result)
-            if len(shard.rows) == shard.expected:
-                shard.commit(out)
-                del in_flight[index]
+    async def fetch_one(index: int, url: str) -> None:
+        try:
+            result = await source.fetch(url)
+        except Exception as exc:  # a source bug must not sink hours of fetching
+            log.exception("page source failed on %s", url)
+            result = FetchResult(url=url, error=errors.PROTOCOL_ERROR, error_detail=repr(exc))
+        finally:
+            window.release()
+        shard = open_shards.get(index)
+        if shard is None:
+            writer = RotatingWarcWriter(out, _warc_prefix(index), warc_file_bytes)
+            shard = open_shards[index] = _Shard(index, len(shards[index]), writer)
+        shard.add(result)
+        if on_page:
+            on_page(result)
+        if len(shard.rows) == shard.expected:
+            shard.commit(out)
+            del open_shards[index]
 
-    async with source:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    async with source, asyncio.TaskGroup() as tasks:
+        for index in pending:
+            for url in shards[index]:
+                await window.acquire()
+                tasks.create_task(fetch_one(index, url))
 
 
 def _count(out: VersionWriter, shards: int) -> dict[str, int]:
@@ -286,16 +291,16 @@ def open_source(
     user_agent: str | None = None,
     **settings: Any,
 ) -> tuple[PageSource, int]:
-    """The page source for these options, and how many fetches to run at once.
+    """The page source for these options, and how many URLs to keep in flight.
 
     With `archives`, pages are replayed from those WARC files; otherwise fetched live
     with `FetchSettings` (`settings` are its fields).
     """
     if archives:
         replay = {k: v for k, v in settings.items() if k in ("max_bytes", "max_redirects")}
-        return ArchiveSource(list(archives), **replay), min(connections, 8)
+        return ArchiveSource(list(archives), **replay), 16
     if user_agent:
         settings["user_agent"] = user_agent
     policy = AddressPolicy(allow_loopback=allow_loopback)
     live = FetchSettings(max_connections=connections, policy=policy, **settings)
-    return LiveSource(live), connections
+    return LiveSource(live), connections * 4
