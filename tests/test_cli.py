@@ -65,3 +65,35 @@ def test_blocklist_files_and_dates_replace_the_defaults(tmp_path, sample_dump) -
     counts = json.loads(run("show", "links", "--store", store)[1])["stats"]["counts"]
     # paulgraham.com is blocked; wired.com (18:50:02) is past the cut-off.
     assert counts["domain_blocklist"] == 1 and counts["links"] == 2
+
+
+def test_fetch_after_links_on_the_demo_web(tmp_path) -> None:
+    from webtext.demo import write_demo_dump
+    from webtext.demo_web import DemoWeb
+
+    store = str(tmp_path / "store")
+    with DemoWeb() as web:
+        dump = write_demo_dump(tmp_path / "inputs", web.base_url)
+        assert run("links", str(dump), "--store", store)[0] == 0
+        args = ["--allow-loopback", "--per-host-delay", "0", "--total-timeout", "2"]
+        code, output = run("fetch", "--store", store, *args)
+    assert code == 0, output
+    assert "robots_disallowed" in output and "fetches version" in output
+    counts = json.loads(run("show", "fetches", "--store", store)[1])["stats"]["counts"]
+    links = json.loads(run("show", "links", "--store", store)[1])["stats"]["counts"]
+    assert counts["attempted"] == links["links"] and counts["fetched"] > 100
+
+
+def test_fetch_refuses_loopback_unless_allowed(tmp_path) -> None:
+    from webtext.demo import write_demo_dump
+    from webtext.demo_web import DemoWeb
+
+    store = str(tmp_path / "store")
+    with DemoWeb() as web:
+        dump = write_demo_dump(tmp_path / "inputs", web.base_url)
+        run("links", str(dump), "--store", store)
+        code, output = run("fetch", "--store", store, "--total-timeout", "2")
+    assert code == 0, output
+    counts = json.loads(run("show", "fetches", "--store", store)[1])["stats"]["counts"]
+    assert counts["fetched"] == 0 and counts["refused_address"] == counts["attempted"]
+    assert sum(web.hits.values()) == 0  # not one request reached the server
