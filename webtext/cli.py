@@ -126,7 +126,9 @@ def links(
     for line in result.stats.get("failed_files", []):
         console.print(f"[red]truncated[/] {line}")
     note = " (already built: reused)" if result.reused else ""
-    console.print(f"links version [bold]{result.ref}[/]{note}: {artifacts.url(result.ref)}")
+    console.print(
+        f"links version [bold]{result.ref}[/]{note}: {artifacts.url(result.ref)}", soft_wrap=True
+    )
 
 
 @app.command()
@@ -233,7 +235,7 @@ def demo(
     for stage, ref in refs.items():
         _print_counts(artifacts.manifest(ref).stats["counts"], stage)
     for stage, ref in refs.items():
-        console.print(f"{stage}: [bold]{ref}[/] {artifacts.url(ref)}")
+        console.print(f"{stage}: [bold]{ref}[/] {artifacts.url(ref)}", soft_wrap=True)
 
 
 def _print_counts(counts: dict[str, int], title: str) -> None:
