@@ -114,7 +114,7 @@ class ArchiveSource:
         self.max_redirects = max_redirects
         self.allowed_types = allowed_types
         self.stats: Counter[str] = Counter()
-        self._files = [_ArchiveFile(path) for path in self.paths]
+        self._files = [WarcFile(path) for path in self.paths]
         self._index: dict[str, _Capture] | None = None
 
     async def __aenter__(self) -> ArchiveSource:
@@ -228,7 +228,7 @@ class ArchiveSource:
             yield record
 
 
-class _ArchiveFile:
+class WarcFile:
     """One WARC file, opened on first use and shared by worker threads, one at a time."""
 
     def __init__(self, path: str) -> None:

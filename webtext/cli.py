@@ -181,6 +181,44 @@ def fetch(
 
 
 @app.command()
+def extract(
+    fetches_version: Annotated[
+        str, typer.Option("--fetches", help="fetches version to extract")
+    ] = LATEST,
+    min_words: Annotated[int, typer.Option(help="Shorter documents are rejected")] = 50,
+    language: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep these languages (repeat); 'any' keeps all [default: en]"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: cores]")] = None,
+    page_timeout: Annotated[float, typer.Option(help="Seconds one page may take")] = 20.0,
+    store: StoreOption = None,
+) -> None:
+    """Extract main text from fetched pages into a new `documents` version."""
+    from scraping.extract_stage import extract_documents
+    from scraping.quality import QualityFilters
+
+    artifacts = open_store(store)
+    fetches_ref = artifacts.resolve("fetches", fetches_version)
+    languages = () if language == ["any"] else tuple(language or ["en"])
+    filters = QualityFilters(min_words=min_words, languages=languages)
+    with _count_progress("extracting text") as (start, advance):
+        result = extract_documents(
+            artifacts,
+            fetches_ref,
+            filters=filters,
+            workers=workers,
+            page_timeout=page_timeout,
+            on_start=start,
+            on_page=lambda: advance(1),
+        )
+    _print_counts(result.stats["counts"], "text extraction")
+    note = " (already built: reused)" if result.reused else ""
+    ref_url = artifacts.url(result.ref)
+    console.print(f"documents version [bold]{result.ref}[/]{note}: {ref_url}", soft_wrap=True)
+
+
+@app.command()
 def versions(stage: str, store: StoreOption = None) -> None:
     """List a stage's versions, oldest first."""
     artifacts = open_store(store)

@@ -1,0 +1,695 @@
+"""Main text and metadata of one fetched HTML page.
+
+`extract_page(body, url, content_type)` -> `ExtractedPage` (text, title, date, language) or
+None when the page has no usable text. Pure and single-page, for worker processes.
+
+1. `decode_html`: bytes to text. The header's charset if the bytes decode cleanly with it,
+   else the document's own declaration, else UTF-8, else detection; a legacy single-byte
+   label on bytes that are valid non-ASCII UTF-8 loses to UTF-8, and UTF-8 bytes with a few
+   stray invalid bytes stay UTF-8 (with replacement characters) rather than becoming
+   mojibake.
+2. One lxml parse (trafilatura's loader), shared by every step below.
+3. trafilatura, `fast` (no readability/justext comparison), comments off, links kept in the
+   output tree so that step 4 can see them. A first pass shorter than `rescue_below_chars`
+   is run again with trafilatura's full cascade, and the longer result wins.
+4. Cleaning of the output blocks (general rules, no per-site ones): short blocks that are
+   mostly link text ("Read more: <link>", related-story lines), leading headings that repeat
+   the page's title (the title is kept as metadata, not in the text).
+5. A beautifulsoup4 fallback when trafilatura returns less than `fallback_below_chars`:
+   boilerplate containers dropped, then the container with the most paragraph text.
+6. Metadata: title (og/twitter meta, else trafilatura's title heuristics), date (htmldate,
+   quick search), language (py3langid, its model ships inside the wheel).
+
+Settings were chosen by measurement; see docs/extraction.md.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import trafilatura
+from lxml import etree
+from lxml.html import HtmlElement
+from trafilatura.metadata import extract_title
+from trafilatura.utils import load_html
+from trafilatura.xml import xmltotxt
+
+LOGGER = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------
+# Decoding
+
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]+)""", re.I)
+# <meta charset=...>, <meta http-equiv="Content-Type" content="...; charset=...">, and an
+# XML declaration's encoding="...", looked for in the head of the document only.
+_DOC_CHARSET = re.compile(
+    rb"""<meta[^>]{0,512}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]+)"""
+    rb"""|<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z0-9_.:+-]+)""",
+    re.I,
+)
+_DOC_CHARSET_SCAN = 16384
+# Labels that browsers read as another encoding (WHATWG Encoding Standard): a page labelled
+# latin-1 or ascii is shown as windows-1252 by every browser, so that is what its authors saw.
+_ALIASES = {
+    "latin_1": "cp1252",
+    "ascii": "cp1252",
+    "iso8859_9": "cp1254",
+    "iso8859_11": "cp874",
+    "tis_620": "cp874",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "euc_kr": "cp949",
+    "shift_jis": "cp932",
+    "big5": "big5hkscs",
+}
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+# single-byte code pages of non-Latin scripts, which detection is trusted to tell apart
+_NON_LATIN = (
+    "cp1251", "cp1253", "cp1255", "cp1256", "cp866", "cp855", "koi8", "mac_cyrillic",
+    "mac_greek", "iso8859_5", "iso8859_6", "iso8859_7", "iso8859_8", "cp874",
+)  # fmt: skip
+_DETECT_SAMPLE = 65536
+
+
+def _codec(label: str | bytes | None) -> str | None:
+    """A Python codec name for a charset label, None if unknown or not usable for HTML."""
+    if not label:
+        return None
+    if isinstance(label, bytes):
+        label = label.decode("ascii", "ignore")
+    try:
+        name = codecs.lookup(label.strip().lower()).name
+    except LookupError:
+        return None
+    name = name.replace("-", "_")
+    name = _ALIASES.get(name, name)
+    if name.startswith(("utf_16", "utf_32")):
+        # HTML in UTF-16/32 comes with a BOM (handled before); a label without one is a
+        # copy-paste error on an ASCII-compatible page (WHATWG reads it as UTF-8).
+        return "utf_8"
+    if name in ("utf_7", "rot_13") or not _is_text_codec(name):
+        return None
+    return name
+
+
+def _is_text_codec(name: str) -> bool:
+    try:
+        return codecs.lookup(name)._is_text_encoding  # type: ignore[attr-defined]
+    except (LookupError, AttributeError):
+        return False
+
+
+def _single_byte(name: str) -> bool:
+    """Codecs that accept (almost) any byte: a clean decode proves nothing."""
+    return name.startswith(("cp12", "iso8859", "latin", "koi8", "mac_", "cp8", "cp4"))
+
+
+def _utf8_mostly(body: bytes) -> str | None:
+    """UTF-8 with replacement characters, if the invalid bytes are rare next to the valid
+    multi-byte sequences (a UTF-8 page with a stray legacy byte); else None."""
+    text = body.decode("utf-8", "replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 0x7F) - bad
+    return text if good >= 4 * bad and good > 0 else None
+
+
+def decode_html(body: bytes, content_type: str | None = None) -> str:
+    """Bytes of an HTML page to text; never raises.
+
+    Order: byte-order mark; the Content-Type charset, then the document's own declaration
+    (<meta charset>, http-equiv, <?xml encoding>), each only if the bytes decode cleanly
+    with it (a legacy single-byte label on bytes that are valid non-ASCII UTF-8 loses to
+    UTF-8); then UTF-8; then UTF-8 with replacements if nearly all of it is valid UTF-8;
+    then detection (charset_normalizer, on pages with many non-ASCII bytes); else cp1252.
+    """
+    if not body:
+        return ""
+    try:
+        return _decode(bytes(body), content_type)
+    except Exception:  # pragma: no cover - decoding is guarded step by step
+        LOGGER.debug("decoding failed", exc_info=True)
+        return bytes(body).decode("utf-8", "replace")
+
+
+def _decode(body: bytes, content_type: str | None) -> str:
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom) :].decode(name, "replace")
+    labels = []
+    if content_type and (match := _HEADER_CHARSET.search(content_type)):
+        labels.append(match.group(1))
+    if match := _DOC_CHARSET.search(body, 0, _DOC_CHARSET_SCAN):
+        labels.append(match.group(1) or match.group(2))
+    utf8_valid: bool | None = None
+    for label in labels:
+        name = _codec(label)
+        if name is None:
+            continue
+        if name == "utf_8" or _single_byte(name):
+            if utf8_valid is None:
+                utf8_valid = _is_utf8(body)
+            if utf8_valid:
+                return body.decode("utf-8")
+            if name == "utf_8":
+                continue  # declared UTF-8, but it is not: the declaration is wrong
+        try:
+            return body.decode(name)
+        except (UnicodeDecodeError, LookupError):
+            continue
+    if utf8_valid is None and _is_utf8(body):
+        return body.decode("utf-8")
+    if (text := _utf8_mostly(body)) is not None:
+        return text
+    non_ascii = len(_NON_ASCII.findall(body, 0, _DETECT_SAMPLE))
+    if non_ascii >= 64 and non_ascii > 0.05 * min(len(body), _DETECT_SAMPLE):
+        # many high bytes: a non-Latin legacy encoding (Cyrillic, CJK...) rather than a
+        # Western page with a few accented letters
+        name = _detect(body)
+        if name:
+            return body.decode(name, "replace")
+    return body.decode("cp1252", "replace")
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _detect(body: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(body[:_DETECT_SAMPLE]).best()
+    except Exception:  # pragma: no cover - a detector failure is not a page failure
+        return None
+    name = _codec(best.encoding) if best is not None else None
+    if name is None or (_single_byte(name) and not name.startswith(_NON_LATIN)):
+        # Detectors confuse the Latin code pages with one another on short samples; a
+        # Western page is by far the likeliest, and cp1252 is what browsers fall back to.
+        return None
+    return name
+
+
+# ---------------------------------------------------------------------------------------
+# Settings and result
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """The extractor's knobs; the defaults are the measured best (docs/extraction.md)."""
+
+    # trafilatura
+    include_comments: bool = False
+    include_tables: bool = True
+    favor_precision: bool = False
+    favor_recall: bool = False
+    fast: bool = True
+    # a first pass shorter than this is retried with trafilatura's full cascade
+    rescue_below_chars: int = 1000
+    # keep the first pass's lines that the rescue lacks
+    merge_rescue: bool = True
+    # cleaning of trafilatura's output blocks
+    drop_link_blocks: bool = True
+    link_block_max_words: int = 15
+    link_block_density: float = 0.5
+    drop_title: bool = True
+    # a leading heading that repeats the page's meta description (the standfirst)
+    drop_standfirst: bool = False
+    # lines of known boilerplate (subscribe prompts, share/comment calls, copyright...)
+    drop_boilerplate_lines: bool = False
+    boilerplate_max_words: int = 30
+    # runs of at least this many headings with no text between them (widget titles); 0: off
+    heading_run: int = 0
+    # beautifulsoup4 fallback when trafilatura gives less than this many characters
+    fallback: bool = True
+    fallback_below_chars: int = 200
+    # results shorter than this are "no usable text"
+    min_chars: int = 1
+    # metadata
+    with_date: bool = True
+    language_sample_chars: int = 1000
+    # guard against pathological pages: documents are cut at this many characters
+    max_chars: int = 3_000_000
+
+    def parameters(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ExtractedPage:
+    text: str
+    title: str | None
+    date: str | None
+    language: str | None
+    language_score: float | None
+    method: str  # "trafilatura" | "trafilatura-rescue" | "fallback"
+
+
+# ---------------------------------------------------------------------------------------
+# Extraction
+
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>", re.I)
+_WORD = re.compile(r"\w+")
+_BLOCKS = ("p", "head", "quote", "list", "item", "table", "code")
+_LINK_BLOCKS = ("p", "head", "quote")
+_LINE_BLOCKS = ("p", "head", "quote", "item", "list")
+_DESCRIPTION_META = (
+    '//meta[@name="description" or @property="og:description" or @name="og:description"'
+    ' or @name="twitter:description" or @property="twitter:description"]/@content'
+)
+# Lines that are page furniture wherever they appear: calls to subscribe, share, comment,
+# follow or download; copyright and disclosure notices; bare section labels.
+_BOILERPLATE_LABEL = re.compile(
+    r"^(?:advertisement|advertising|sponsored(?: content)?|related(?: articles| stories| posts"
+    r"| content| links| coverage)?|(?:read|see) (?:more|also)|also read|more(?: stories)?"
+    r"|recommended(?: for you)?|you (?:may|might) also like|(?:most )?popular(?: now)?"
+    r"|most (?:read|viewed|shared)|trending(?: now)?|don ?t miss|comments?|\d+ comments?"
+    r"|no comments(?: yet)?|reply|share(?: this(?: article| story| post)?)?|tweet|email"
+    r"|print|tags?|topics|filed under|categor(?:y|ies)|next(?: post| article)?"
+    r"|previous(?: post| article)?|back to top|loading|skip to (?:main )?content|sign in"
+    r"|log ?in|subscribe|newsletter|menu|search)$"
+)
+_BOILERPLATE_PHRASE = re.compile(
+    r"\bour (?:\w+ ){0,3}newsletters?\b|\b(?:sign|subscribe)\b.{0,60}\bnewsletters?\b"
+    r"|\bnewsletters?\b.{0,60}\b(?:sign|subscribe|inbox)|\bsign(?:ing)? up (?:for|to)\b"
+    r"|\bsubscribe (?:to|now|today|for)\b"
+    r"|\bfollow (?:\w+ ){0,4}on (?:twitter|facebook|instagram|linkedin|youtube|tiktok)\b"
+    r"|\ball rights reserved\b|^(?:copyright|©)|\bcopyright ©"
+    r"|\b(?:like|enjoy|enjoyed) this (?:story|article|post)\b|\bshare (?:it|this) with\b"
+    r"|\b(?:leave|post|add|write) a (?:comment|reply)\b|\bcomments are (?:closed|moderated)\b"
+    r"|\bjoin the (?:discussion|conversation)\b|\btell us what you think\b"
+    r"|\bclick here\b|\bdownload (?:the|our) (?:free )?app\b"
+    r"|\b(?:earn|get|receive) (?:a )?(?:small )?(?:commission|share of the sale)\b",
+    re.I,
+)
+# where a link's text is counted on the page: its nearest block-level ancestor
+_SOURCE_BLOCKS = (
+    "p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "dd", "dt", "blockquote",
+    "figcaption", "div", "section", "article", "header", "footer", "nav", "aside", "ul",
+    "ol", "table", "form", "main", "body",
+)  # fmt: skip
+_LINK_BLOCK_SCAN_WORDS = 60  # longer blocks of the page are not looked up
+
+
+def extract_page(
+    body: bytes,
+    url: str,
+    content_type: str | None = None,
+    settings: ExtractSettings = ExtractSettings(),
+) -> ExtractedPage | None:
+    """Main text and metadata of one HTML page; None when it has no usable text."""
+    html = decode_html(body, content_type)
+    if len(html) > settings.max_chars:
+        html = html[: settings.max_chars]
+    html = _XML_DECLARATION.sub("", html, count=1)
+    if not html.strip():
+        return None
+    tree = _parse(html)
+    if tree is None:
+        return None
+    title = _title(tree)
+    text, method = _trafilatura_text(tree, url, title, settings)
+    if settings.fallback and len(text) < settings.fallback_below_chars:
+        fallback = _fallback_text(html)
+        if len(fallback) > len(text):
+            text, method = fallback, "fallback"
+    if len(text) < max(settings.min_chars, 1):
+        return None
+    language, score = _language(text[: settings.language_sample_chars])
+    return ExtractedPage(
+        text=text,
+        title=title,
+        date=_date(tree, url) if settings.with_date else None,
+        language=language,
+        language_score=score,
+        method=method,
+    )
+
+
+def _parse(html: str) -> HtmlElement | None:
+    try:
+        tree = load_html(html)
+    except Exception:
+        LOGGER.debug("parsing failed", exc_info=True)
+        return None
+    return tree if isinstance(tree, HtmlElement) else None
+
+
+def _trafilatura_text(
+    tree: HtmlElement, url: str, title: str | None, settings: ExtractSettings
+) -> tuple[str, str]:
+    page = _Page(tree, title)
+    body = _trafilatura_body(tree, url, settings, fast=settings.fast)
+    text = _clean_and_render(body, page, settings) if body is not None else ""
+    method = "trafilatura"
+    if settings.fast and len(text) < settings.rescue_below_chars:
+        # trafilatura's full cascade (readability and justext comparisons, recall retry)
+        body = _trafilatura_body(tree, url, settings, fast=False)
+        rescued = _clean_and_render(body, page, settings) if body is not None else ""
+        if len(rescued) > len(text):
+            if settings.merge_rescue:
+                rescued = _merge(text, rescued, tree)
+            text, method = rescued, "trafilatura-rescue"
+    return text, method
+
+
+def _merge(first: str, second: str, tree: HtmlElement) -> str:
+    """`second`, plus the lines of `first` that it lacks, put before or after it in the
+    order in which they come on the page: a short first pass often found a part of the
+    page (a question above its answers, a recipe's ingredients) that the rescue missed."""
+    known = {_norm(line) for line in second.splitlines()}
+    extra = [line for line in first.splitlines() if _norm(line) and _norm(line) not in known]
+    if not extra:
+        return second
+    page = _norm(" ".join(tree.xpath("//body//text()")))
+    where_extra = page.find(_norm(extra[0])[:200])
+    where_second = page.find(_norm(second.splitlines()[0])[:200])
+    if where_extra != -1 and (where_second == -1 or where_extra < where_second):
+        return "\n".join([*extra, second])
+    return "\n".join([second, *extra])
+
+
+def _trafilatura_body(
+    tree: HtmlElement, url: str, settings: ExtractSettings, fast: bool
+) -> etree._Element | None:
+    try:
+        document = trafilatura.bare_extraction(
+            tree,  # copied by trafilatura before it prunes
+            url=url,
+            fast=fast,
+            include_comments=settings.include_comments,
+            include_tables=settings.include_tables,
+            favor_precision=settings.favor_precision,
+            favor_recall=settings.favor_recall,
+            with_metadata=False,
+        )
+    except Exception:  # trafilatura on a pathological tree (recursion, lxml limits)
+        LOGGER.debug("trafilatura failed on %s", url, exc_info=True)
+        return None
+    if document is None or document.body is None:
+        return None
+    return document.body
+
+
+def _norm(text: str | None) -> str:
+    return " ".join(_WORD.findall(text.lower())) if text else ""
+
+
+class _Page:
+    """What the cleaning rules know about the page, computed once and only when needed."""
+
+    def __init__(self, tree: HtmlElement, title: str | None) -> None:
+        self.tree = tree
+        self.title = title
+        self._link_blocks: dict[str, float] | None = None
+        self._unlinked: str | None = None
+        self._descriptions: set[str] | None = None
+        self._titles: tuple[set[str], str] | None = None
+
+    @property
+    def link_blocks(self) -> dict[str, float]:
+        """Normalised text -> share of its words in links, for the page's short blocks
+        (paragraph, list item, heading, cell...) that contain links."""
+        if self._link_blocks is None:
+            linked: dict[Any, int] = {}
+            for link in self.tree.iter("a"):
+                words = len(_WORD.findall(link.text_content()[:1000]))
+                if not words:
+                    continue
+                block = next(link.iterancestors(*_SOURCE_BLOCKS), None)
+                if block is not None:
+                    linked[block] = linked.get(block, 0) + words
+            self._link_blocks = {}
+            for block, count in linked.items():
+                text = _norm(block.text_content()[:2000])
+                words = text.count(" ") + 1 if text else 0
+                if words and words <= _LINK_BLOCK_SCAN_WORDS:
+                    share = min(count / words, 1.0)
+                    self._link_blocks[text] = max(share, self._link_blocks.get(text, 0.0))
+        return self._link_blocks
+
+    @property
+    def unlinked_text(self) -> str:
+        """The page's text outside links, normalised: a block text found here also stands
+        on the page without links (a heading that a table of contents links to)."""
+        if self._unlinked is None:
+            parts = self.tree.xpath("//body//text()[not(ancestor::a)]")
+            self._unlinked = " " + _norm(" ".join(parts)) + " "
+        return self._unlinked
+
+    def mostly_links(self, block_text: str, density: float) -> bool:
+        """Whether a block of the output is, on the page, a block mostly made of links."""
+        text = _norm(block_text)
+        share = self.link_blocks.get(text)
+        return share is not None and share >= density and f" {text} " not in self.unlinked_text
+
+    @property
+    def descriptions(self) -> set[str]:
+        if self._descriptions is None:
+            self._descriptions = {_norm(str(v)) for v in self.tree.xpath(_DESCRIPTION_META)}
+            self._descriptions.discard("")
+        return self._descriptions
+
+    @property
+    def titles(self) -> tuple[set[str], str]:
+        """Normalised forms of the title (metadata, <title>, h1), and the <title> text."""
+        if self._titles is None:
+            title_tag = _norm(" ".join(self.tree.xpath("//head/title//text()")[:20]))
+            forms = {_norm(self.title), title_tag}
+            for h1 in self.tree.iter("h1"):
+                forms.add(_norm(h1.text_content()[:1000]))
+            forms.discard("")
+            self._titles = (forms, title_tag)
+        return self._titles
+
+
+def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettings) -> str:
+    blocks = list(body)
+    drop: set[int] = set()
+    if settings.drop_link_blocks:
+        for i, block in enumerate(blocks):
+            if block.tag not in _LINK_BLOCKS:
+                continue
+            text = " ".join(block.itertext())
+            words = len(_WORD.findall(text))
+            if not words or words > settings.link_block_max_words:
+                continue
+            if page.mostly_links(text, settings.link_block_density):
+                drop.add(i)
+    if settings.drop_boilerplate_lines:
+        for i, block in enumerate(blocks):
+            if block.tag in _LINE_BLOCKS and _is_boilerplate(
+                " ".join(block.itertext()), settings.boilerplate_max_words
+            ):
+                drop.add(i)
+    if settings.heading_run:
+        run: list[int] = []
+        for i, block in enumerate([*blocks, None]):
+            if block is not None and (i in drop or not "".join(block.itertext()).strip()):
+                continue
+            if block is not None and block.tag == "head":
+                run.append(i)
+                continue
+            if len(run) >= settings.heading_run:
+                drop.update(run)
+            run = []
+    if settings.drop_title or settings.drop_standfirst:
+        forms, title_tag = page.titles
+        for i, block in enumerate(blocks):
+            if i in drop:
+                continue
+            text = _norm(" ".join(block.itertext()))
+            if not text:
+                continue
+            if settings.drop_title and (text in forms or (len(text) > 15 and text in title_tag)):
+                drop.add(i)
+                continue
+            if settings.drop_standfirst and block.tag == "head" and text in page.descriptions:
+                drop.add(i)
+                continue
+            break
+    for i in sorted(drop, reverse=True):
+        _remove(blocks[i])
+    try:
+        text = xmltotxt(body, False)
+    except Exception:  # pragma: no cover - deep trees can exhaust the recursion limit
+        LOGGER.debug("rendering failed", exc_info=True)
+        text = "\n".join(t.strip() for t in body.itertext() if t.strip())
+    return unicodedata.normalize("NFC", text).strip()  # as trafilatura.extract() does
+
+
+def _is_boilerplate(text: str, max_words: int) -> bool:
+    words = _WORD.findall(text.lower())
+    if not words or len(words) > max_words:
+        return False
+    return bool(_BOILERPLATE_LABEL.match(" ".join(words)) or _BOILERPLATE_PHRASE.search(text))
+
+
+def _remove(element: etree._Element) -> None:
+    parent = element.getparent()
+    if parent is None:
+        return
+    tail = element.tail
+    if tail and tail.strip():
+        previous = element.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    parent.remove(element)
+
+
+# ---------------------------------------------------------------------------------------
+# beautifulsoup4 fallback
+
+_FALLBACK_DROP_TAGS = (
+    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
+    "nav", "header", "footer", "aside", "form", "button", "select", "input", "textarea",
+    "menu", "dialog", "figure", "figcaption",
+)  # fmt: skip
+_BOILERPLATE_ATTR = re.compile(
+    r"(?:^|[\s_-])(?:comments?|share|sharing|social|related|recommend\w*|newsletter|"
+    r"subscri\w*|cookie\w*|consent|sidebar|widget|menu|nav\w*|breadcrumbs?|footer|header|"
+    r"masthead|banner|advert\w*|ads?|promo\w*|sponsor\w*|popup|modal|signup|login|tags?)"
+    r"(?:$|[\s_-])",
+    re.I,
+)
+_FALLBACK_BLOCKS = ("p", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "td")
+_FALLBACK_MAX_CHARS = 1_000_000
+
+
+def _fallback_text(html: str) -> str:
+    """The densest block of paragraph text, found with beautifulsoup4: drop scripts, styles
+    and boilerplate containers (navigation, header, footer, aside, forms, elements whose
+    class or id names comments, sharing, related links...), score each element by the
+    paragraph text of its children (and half that of its grandchildren), keep the best
+    element's text blocks that are not mostly links."""
+    try:
+        return _fallback(html[:_FALLBACK_MAX_CHARS])
+    except Exception:  # RecursionError on absurdly deep trees, parser errors
+        LOGGER.debug("fallback failed", exc_info=True)
+        return ""
+
+
+def _fallback(html: str) -> str:
+    from bs4 import BeautifulSoup, Comment
+
+    soup = BeautifulSoup(html, "lxml")
+    for element in soup(_FALLBACK_DROP_TAGS):
+        element.decompose()
+    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
+        comment.extract()
+    for element in soup.find_all(True):
+        if element.decomposed or element.name in ("html", "body"):
+            continue
+        names = " ".join(element.get("class") or []) + " " + (element.get("id") or "")
+        if names.strip() and _BOILERPLATE_ATTR.search(names):
+            element.decompose()
+    scores: dict[int, float] = {}
+    nodes: dict[int, Any] = {}
+    for paragraph in soup.find_all("p"):
+        length = len(paragraph.get_text(" ", strip=True))
+        if length < 25:
+            continue
+        parent = paragraph.parent
+        if parent is None:
+            continue
+        scores[id(parent)] = scores.get(id(parent), 0.0) + length
+        nodes[id(parent)] = parent
+        grandparent = parent.parent
+        if grandparent is not None:
+            scores[id(grandparent)] = scores.get(id(grandparent), 0.0) + length / 2
+            nodes[id(grandparent)] = grandparent
+    if scores:
+        best = nodes[max(scores, key=scores.__getitem__)]
+        lines = []
+        for block in best.find_all(_FALLBACK_BLOCKS):
+            if block.find(_FALLBACK_BLOCKS):
+                continue  # the innermost blocks carry the text
+            text = " ".join(block.get_text(" ", strip=True).split())
+            if not text:
+                continue
+            linked = sum(len(a.get_text(" ", strip=True)) for a in block.find_all("a"))
+            if linked > 0.5 * len(text):
+                continue
+            lines.append(f"- {text}" if block.name == "li" else text)
+        return unicodedata.normalize("NFC", "\n".join(lines))
+    # no paragraphs: the page's remaining text lines that read like sentences
+    root = soup.body or soup
+    lines = (" ".join(line.split()) for line in root.get_text("\n").splitlines())
+    return unicodedata.normalize("NFC", "\n".join(line for line in lines if len(line.split()) >= 8))
+
+
+# ---------------------------------------------------------------------------------------
+# Metadata
+
+_TITLE_META = (
+    '//meta[@property="og:title"]/@content',
+    '//meta[@name="og:title"]/@content',
+    '//meta[@name="twitter:title"]/@content',
+    '//meta[@property="twitter:title"]/@content',
+)
+_MAX_TITLE = 1000
+
+
+def _title(tree: HtmlElement) -> str | None:
+    try:
+        for path in _TITLE_META:
+            for value in tree.xpath(path):
+                if title := " ".join(str(value).split()):
+                    return title[:_MAX_TITLE]
+        title = extract_title(tree)
+    except Exception:
+        LOGGER.debug("title extraction failed", exc_info=True)
+        return None
+    return " ".join(title.split())[:_MAX_TITLE] if title else None
+
+
+def _date(tree: HtmlElement, url: str) -> str | None:
+    try:
+        from htmldate import find_date
+
+        return find_date(tree, extensive_search=False, original_date=True, url=url)
+    except Exception:
+        LOGGER.debug("date extraction failed", exc_info=True)
+        return None
+
+
+_IDENTIFIER: Any = None
+
+
+def _identifier() -> Any:
+    """py3langid's identifier with normalised probabilities, loaded once per process from
+    the model file inside the package (nothing is downloaded)."""
+    global _IDENTIFIER
+    if _IDENTIFIER is None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        _IDENTIFIER = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return _IDENTIFIER
+
+
+def _language(sample: str) -> tuple[str | None, float | None]:
+    if not sample.strip():
+        return None, None
+    try:
+        language, score = _identifier().classify(sample)
+    except Exception:
+        LOGGER.debug("language identification failed", exc_info=True)
+        return None, None
+    return str(language), round(float(score), 4)

@@ -1,0 +1,211 @@
+"""The extraction stage: documents with Reddit metadata, every page accounted for,
+pathological pages contained, a failed run resumed."""
+
+from __future__ import annotations
+
+import html
+import time
+from pydoc_data.topics import topics
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from scraping import extract_stage
+from scraping.extract_stage import extract_documents
+from scraping.fetch_stage import fetch_pages
+from scraping.page_source import FetchResult
+from scraping.quality import QualityFilters
+from webtext.store import Store, VersionRef
+
+ARTICLE = (
+    "<html><head><title>{title}</title></head><body><nav>Home | About | Contact</nav>"
+    "<article><h1>{title}</h1>{paragraphs}</article><footer>Copyright 2019</footer></body></html>"
+)
+
+
+def article(title: str, paragraphs: int = 30) -> bytes:
+    """An article of real prose (CPython's reference text) in page boilerplate."""
+    prose = [p for p in topics["assignment"].split("\n\n") if len(p.split()) > 12]
+    body = "".join(f"<p>{html.escape(' '.join(p.split()))}</p>" for p in prose[:paragraphs])
+    return ARTICLE.format(title=title, paragraphs=body).encode()
+
+
+class StaticSource:
+    """A page source serving fixed bodies: the real fetch stage writes the WARC."""
+
+    def __init__(self, pages: dict[str, bytes]) -> None:
+        self.pages = pages
+
+    async def __aenter__(self) -> StaticSource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def parameters(self) -> dict:
+        return {"kind": "static", "urls": sorted(self.pages)}
+
+    async def fetch(self, url: str) -> FetchResult:
+        return FetchResult(
+            url=url,
+            final_url=url,
+            status=200,
+            headers=[("Content-Type", "text/html; charset=utf-8")],
+            body=self.pages[url],
+            content_type="text/html; charset=utf-8",
+            attempts=1,
+        )
+
+
+def fetched(store: Store, pages: dict[str, bytes], shard_size: int = 4) -> VersionRef:
+    urls = sorted(pages)
+    links_table = pa.table(
+        {
+            "url": urls,
+            "domain": [u.split("/")[2] for u in urls],
+            "karma": list(range(3, 3 + len(urls))),
+            "submissions": [1] * len(urls),
+            "subreddits": [["news"]] * len(urls),
+            "post_ids": [[f"p{i}"] for i in range(len(urls))],
+            "first_seen": pa.array([1_500_000_000] * len(urls), pa.timestamp("s", tz="UTC")),
+            "last_seen": pa.array([1_500_000_000] * len(urls), pa.timestamp("s", tz="UTC")),
+        }
+    )
+    with store.write("links", {"urls": urls}, "test") as out:
+        with out.open("links/part-00000.parquet", rows=len(urls)) as handle:
+            pq.write_table(links_table, handle)
+        links = out.ref
+    return fetch_pages(store, links, StaticSource(pages), shard_size=shard_size).ref
+
+
+def tables(store: Store, ref: VersionRef) -> tuple[list[dict], list[dict]]:
+    documents = pq.read_table(store.url(ref, "documents")).to_pylist()
+    rejected = pq.read_table(store.url(ref, "rejected")).to_pylist()
+    return documents, rejected
+
+
+def test_documents_carry_text_and_reddit_metadata(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    pages = {f"http://news.example/story-{i}": article(f"Story {i}") for i in range(5)}
+    pages["http://news.example/tiny"] = b"<html><body><p>Just a line.</p></body></html>"
+    result = extract_documents(store, fetched(store, pages), workers=2)
+    documents, rejected = tables(store, result.ref)
+    assert sorted(d["url"] for d in documents) == [
+        f"http://news.example/story-{i}" for i in range(5)
+    ]
+    story = next(d for d in documents if d["url"].endswith("story-2"))
+    assert "assignment statement" in story["text"].lower() and "Copyright" not in story["text"]
+    assert story["title"] == "Story 2" and story["language"] == "en"
+    assert story["karma"] == 5 and story["subreddits"] == ["news"] and story["post_ids"]
+    assert story["domain"] == "news.example" and story["word_count"] > 300
+    assert [(r["url"], r["reason"]) for r in rejected] == [
+        ("http://news.example/tiny", "too_short")
+    ]
+    counts = result.stats["counts"]
+    assert counts["pages"] == 6 and counts["documents"] == 5 and counts["too_short"] == 1
+    assert store.manifest(result.ref).parents[1].stage == "links"
+
+
+def test_pathological_pages_are_counted_and_never_sink_the_stage(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    pages = {
+        "http://odd.example/one-line": b"<html><body><p>"
+        + b"word " * 2_000_000
+        + b"</p></body></html>",
+        "http://odd.example/nested": b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000,
+        "http://odd.example/binary": bytes(range(256)) * 400,
+        "http://odd.example/empty": b"",
+        "http://odd.example/broken": "<p>caf\u00e9 na\u00efve</p>".encode("cp1252") * 300,
+        "http://odd.example/fine": article("Fine"),
+    }
+    result = extract_documents(
+        store, fetched(store, pages), workers=2, page_timeout=10, page_memory_mb=1_024
+    )
+    documents, rejected = tables(store, result.ref)
+    assert {d["url"] for d in documents} | {r["url"] for r in rejected} == set(pages)
+    assert "http://odd.example/fine" in {d["url"] for d in documents}
+    assert result.stats["counts"]["pages"] == len(pages)
+
+
+def test_a_slow_page_times_out_alone(tmp_path, monkeypatch) -> None:
+    store = Store(str(tmp_path / "store"))
+    pages = {"http://slow.example/a": article("A"), "http://slow.example/slow": article("Slow")}
+    fetches = fetched(store, pages)
+    monkeypatch.setattr(extract_stage, "_process_page", _sleep_on_slow)
+    result = extract_documents(store, fetches, workers=2, page_timeout=1)
+    documents, rejected = tables(store, result.ref)
+    assert [d["url"] for d in documents] == ["http://slow.example/a"]
+    assert [(r["url"], r["reason"]) for r in rejected] == [
+        ("http://slow.example/slow", extract_stage.EXTRACT_TIMEOUT)
+    ]
+
+
+REAL_PROCESS_PAGE = extract_stage._process_page
+
+
+def _sleep_on_slow(body, url, content_type, settings, filters):
+    """Runs in a worker: hangs on one page as a pathological one would."""
+    if url.endswith("/slow"):
+        time.sleep(30)
+    return REAL_PROCESS_PAGE(body, url, content_type, settings, filters)
+
+
+def _hog_on_big(body, url, content_type, settings, filters):
+    """Runs in a worker: wants far more memory than a page should."""
+    if url.endswith("/big"):
+        bytearray(1 << 30)
+    return REAL_PROCESS_PAGE(body, url, content_type, settings, filters)
+
+
+def test_a_page_over_the_memory_limit_fails_alone(tmp_path, monkeypatch) -> None:
+    store = Store(str(tmp_path / "store"))
+    pages = {"http://mem.example/a": article("A"), "http://mem.example/big": article("Big")}
+    fetches = fetched(store, pages)
+    monkeypatch.setattr(extract_stage, "_process_page", _hog_on_big)
+    result = extract_documents(store, fetches, workers=1, page_memory_mb=256)
+    documents, rejected = tables(store, result.ref)
+    assert [d["url"] for d in documents] == ["http://mem.example/a"]
+    (failed,) = rejected
+    assert failed["reason"] == extract_stage.EXTRACT_FAILED and "MemoryError" in failed["detail"]
+
+
+def test_a_failed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypatch) -> None:
+    store = Store(str(tmp_path / "store"))
+    pages = {f"http://r.example/{i}": article(f"R{i}") for i in range(8)}
+    fetches = fetched(store, pages, shard_size=4)  # two shards
+    original = extract_stage._Extraction.shard
+    done: list[str] = []
+
+    def fail_on_second(self, pool, out, part, rows):
+        if done:
+            raise RuntimeError("killed")
+        original(self, pool, out, part, rows)
+        done.append(part)
+
+    monkeypatch.setattr(extract_stage._Extraction, "shard", fail_on_second)
+    with pytest.raises(RuntimeError):
+        extract_documents(store, fetches, workers=1)
+    assert store.versions("documents") == []
+
+    redone: list[str] = []
+
+    def count(self, pool, out, part, rows):
+        redone.append(part)
+        original(self, pool, out, part, rows)
+
+    monkeypatch.setattr(extract_stage._Extraction, "shard", count)
+    result = extract_documents(store, fetches, workers=1)
+    assert redone and done[0] not in redone
+    documents, _ = tables(store, result.ref)
+    assert sorted(d["url"] for d in documents) == sorted(pages)
+
+
+def test_quality_settings_change_the_version(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    fetches = fetched(store, {"http://q.example/a": article("A", paragraphs=3)})
+    strict = extract_documents(store, fetches, filters=QualityFilters(min_words=500), workers=1)
+    lenient = extract_documents(store, fetches, filters=QualityFilters(min_words=10), workers=1)
+    assert strict.ref != lenient.ref
+    assert strict.stats["counts"]["too_short"] == 1 and lenient.stats["counts"]["documents"] == 1
+    assert extract_documents(store, fetches, filters=QualityFilters(min_words=10)).reused
