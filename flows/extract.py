@@ -7,10 +7,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_version
 from scraping.extract import ExtractSettings
-from scraping.extract_stage import ExtractResult, extract_documents
+from scraping.extract_stage import extract_documents
 from scraping.quality import QualityFilters
 from webtext.config import open_store
-from webtext.store import Store, VersionRef
+from webtext.store import StageResult, Store, VersionRef
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -20,7 +20,7 @@ def extract_documents_task(
     filters: QualityFilters,
     workers: int | None,
     page_timeout: float,
-) -> ExtractResult:
+) -> StageResult:
     return extract_documents(
         store, fetches, ExtractSettings(), filters, workers=workers, page_timeout=page_timeout
     )

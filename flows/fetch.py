@@ -6,15 +6,15 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import publish_version
-from scraping.fetch_stage import FetchPagesResult, fetch_pages, open_source
+from scraping.fetch_stage import fetch_pages, open_source
 from webtext.config import open_store
-from webtext.store import Store, VersionRef
+from webtext.store import StageResult, Store, VersionRef
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def fetch_pages_task(
     store: Store, links: VersionRef, archives: list[str], options: dict
-) -> FetchPagesResult:
+) -> StageResult:
     source, concurrency = open_source(archives, **options)
     return fetch_pages(store, links, source, concurrency=concurrency)
 

@@ -8,10 +8,10 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import publish_version
 from flows.secrets import reddit_credentials
 from scraping.link_filters import LinkFilters
-from scraping.links import LinksResult, collect_links
+from scraping.links import collect_links
 from scraping.reddit_api import ListingSpec
 from webtext.config import open_store
-from webtext.store import Store, VersionRef
+from webtext.store import StageResult, Store, VersionRef
 
 
 # The store makes reruns idempotent, so Prefect's own result cache stays off.
@@ -24,7 +24,7 @@ def collect_links_task(
     api_url: str | None,
     incremental: bool,
     workers: int,
-) -> LinksResult:
+) -> StageResult:
     specs = [ListingSpec.parse(text) for text in listings]
     return collect_links(
         store,

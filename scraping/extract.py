@@ -516,8 +516,9 @@ def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettin
             text = _norm(" ".join(block.itertext()))
             if not text:
                 continue
-            if settings.drop_title and (text in forms or (len(text) > 15 and text in title_tag)):
-                drop.add(i)
+            if text in forms or (len(text) > 15 and text in title_tag):
+                if settings.drop_title:
+                    drop.add(i)
                 continue
             if settings.drop_standfirst and block.tag == "head" and text in page.descriptions:
                 drop.add(i)

@@ -24,7 +24,6 @@ import resource
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from scraping.extract import ExtractSettings, extract_page
 from scraping.quality import QUALITY_REASONS, QualityFilters
 from scraping.warc_replay import WarcFile
 from webtext.config import code_version
-from webtext.store import Store, VersionRef, VersionWriter
+from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "documents"
 log = logging.getLogger(__name__)
@@ -83,13 +82,6 @@ REJECTED_SCHEMA = pa.schema(
 _REDDIT_COLUMNS = ("karma", "submissions", "subreddits", "post_ids", "first_seen", "last_seen")
 
 
-@dataclass(frozen=True)
-class ExtractResult:
-    ref: VersionRef
-    reused: bool
-    stats: dict[str, Any]
-
-
 def doc_id(url: str) -> str:
     """A stable id: 16 hex digits of the sha256 of the link's URL."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -106,7 +98,7 @@ def extract_documents(
     page_memory_mb: int = 2_048,
     on_start: Callable[[int], None] | None = None,
     on_page: Callable[[], None] | None = None,
-) -> ExtractResult:
+) -> StageResult:
     """Extract and filter every fetched page of `fetches` into a new `documents` version."""
     settings = settings or ExtractSettings()
     filters = filters or QualityFilters()
@@ -122,7 +114,7 @@ def extract_documents(
     parents = (fetches, links)
     ref = store.ref_for(STAGE, parameters, version, parents)
     if store.exists(ref):
-        return ExtractResult(ref, True, store.manifest(ref).stats)
+        return StageResult(ref, True, store.manifest(ref).stats)
 
     parts = sorted(f.path for f in fetch_manifest.files if f.path.startswith("fetches/"))
     with store.write(STAGE, parameters, version, parents, resumable=True) as out:
@@ -145,7 +137,7 @@ def extract_documents(
                     work.shard(pool, out, part, tables[part])
         out.stats["counts"] = _count(out, parts)
         ref = out.ref
-    return ExtractResult(ref, False, store.manifest(ref).stats)
+    return StageResult(ref, False, store.manifest(ref).stats)
 
 
 def _limit_memory(extra: int) -> None:

@@ -34,7 +34,7 @@ from scraping.page_source import FetchResult, PageSource
 from scraping.warc_replay import ArchiveSource
 from scraping.warc_writer import RotatingWarcWriter
 from webtext.config import code_version
-from webtext.store import Manifest, Store, VersionRef, VersionWriter
+from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "fetches"
 log = logging.getLogger(__name__)
@@ -57,13 +57,6 @@ FETCHES_SCHEMA = pa.schema(
         ("error_detail", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class FetchPagesResult:
-    ref: VersionRef
-    reused: bool
-    stats: dict[str, Any]
 
 
 @dataclass
@@ -130,7 +123,7 @@ def fetch_pages(
     warc_file_bytes: int = 2**30,
     on_start: Callable[[int], None] | None = None,
     on_page: Callable[[FetchResult], None] | None = None,
-) -> FetchPagesResult:
+) -> StageResult:
     """Fetch the URLs of `links` not fetched by any earlier version into a new version.
 
     `concurrency` URLs are in flight at once; the source caps connections itself, so
@@ -148,7 +141,7 @@ def fetch_pages(
     earlier = store.versions(STAGE)
     for manifest in earlier:  # the same inputs were fetched already
         if _same_inputs(manifest, links, parameters, version):
-            return FetchPagesResult(manifest.ref, True, manifest.stats)
+            return StageResult(manifest.ref, True, manifest.stats)
 
     urls = _link_urls(store, links)
     already = _fetched_before(store, earlier, urls)
@@ -170,7 +163,7 @@ def fetch_pages(
         counts["fetched_before"] = pc.sum(already).as_py() or 0
         out.stats["counts"] = counts
         ref = out.ref
-    return FetchPagesResult(ref, False, store.manifest(ref).stats)
+    return StageResult(ref, False, store.manifest(ref).stats)
 
 
 def _same_inputs(manifest: Manifest, links: VersionRef, parameters: dict, version: str) -> bool:

@@ -47,7 +47,7 @@ from scraping.dumps import (
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
 from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
 from webtext.config import code_version
-from webtext.store import Store, VersionRef, VersionWriter, input_fingerprint
+from webtext.store import StageResult, Store, VersionRef, VersionWriter, input_fingerprint
 
 STAGE = "links"
 log = logging.getLogger(__name__)
@@ -98,13 +98,6 @@ class SourceStats:
         room = MAX_REPORTED_LINE_ERRORS - len(self.line_errors)
         self.line_errors.extend(other.line_errors[: max(room, 0)])
         self.failed_files.extend(other.failed_files)
-
-
-@dataclass(frozen=True)
-class LinksResult:
-    ref: VersionRef
-    reused: bool
-    stats: dict[str, Any]
 
 
 class _Spill:
@@ -334,7 +327,7 @@ def collect_links(
     rows_per_file: int = 1_000_000,
     workers: int = 1,
     on_bytes: Callable[[int], None] | None = None,
-) -> LinksResult:
+) -> StageResult:
     """Build (or reuse) the `links` version for these sources and settings.
 
     `previous` merges the submissions of an earlier `links` version, for incremental runs
@@ -356,7 +349,7 @@ def collect_links(
         sources = [s for s in sources if s not in included]
         if not dumps and not listings:
             log.info("every dump is already in %s; nothing to do", previous)
-            return LinksResult(previous, True, store.manifest(previous).stats)
+            return StageResult(previous, True, store.manifest(previous).stats)
     if listings:
         # A listing changes minute by minute: each collection is its own version.
         sources.append(
@@ -373,7 +366,7 @@ def collect_links(
     ref = store.ref_for(STAGE, parameters, version, parents)
     if store.exists(ref):
         log.info("links version %s already exists; nothing to do", ref)
-        return LinksResult(ref, True, store.manifest(ref).stats)
+        return StageResult(ref, True, store.manifest(ref).stats)
 
     stats = SourceStats()
     with tempfile.TemporaryDirectory(prefix="webtext-links-") as scratch:
@@ -430,7 +423,7 @@ def collect_links(
                     "all_sources": included + sources,
                 }
             )
-    return LinksResult(ref, False, store.manifest(ref).stats)
+    return StageResult(ref, False, store.manifest(ref).stats)
 
 
 def _ordered_counts(counts: Counter[str]) -> dict[str, int]:

@@ -47,6 +47,15 @@ class VersionRef:
 
 
 @dataclass(frozen=True)
+class StageResult:
+    """What a stage run returns: its version, whether it already existed, its stats."""
+
+    ref: VersionRef
+    reused: bool
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class FileEntry:
     path: str
     size: int
