@@ -1,6 +1,6 @@
 """`build-webtext`: the whole pipeline, one sub-flow per stage.
 
-Stages are added here as they land; today: links, fetch, extract.
+Stages are added here as they land; today: links, fetch, extract, dedup.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urljoin
 
 import trafilatura
 from lxml import etree
@@ -227,11 +228,15 @@ class ExtractSettings:
     drop_link_blocks: bool = True
     link_block_max_words: int = 15
     link_block_density: float = 0.5
-    drop_title: bool = True
+    # longer blocks (up to 60 words) are dropped from this share of link words
+    link_list_density: float = 0.9
+    # lists whose every item is mostly links
+    drop_link_lists: bool = False
+    drop_title: bool = False
     # a leading heading that repeats the page's meta description (the standfirst)
-    drop_standfirst: bool = False
+    drop_standfirst: bool = True
     # lines of known boilerplate (subscribe prompts, share/comment calls, copyright...)
-    drop_boilerplate_lines: bool = False
+    drop_boilerplate_lines: bool = True
     boilerplate_max_words: int = 30
     # runs of at least this many headings with no text between them (widget titles); 0: off
     heading_run: int = 0
@@ -242,7 +247,7 @@ class ExtractSettings:
     min_chars: int = 1
     # metadata
     with_date: bool = True
-    language_sample_chars: int = 1000
+    language_sample_chars: int = 600
     # guard against pathological pages: documents are cut at this many characters
     max_chars: int = 3_000_000
 
@@ -268,6 +273,7 @@ _WORD = re.compile(r"\w+")
 _BLOCKS = ("p", "head", "quote", "list", "item", "table", "code")
 _LINK_BLOCKS = ("p", "head", "quote")
 _LINE_BLOCKS = ("p", "head", "quote", "item", "list")
+_PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»“”‘’„…–—·•|"
 _DESCRIPTION_META = (
     '//meta[@name="description" or @property="og:description" or @name="og:description"'
     ' or @name="twitter:description" or @property="twitter:description"]/@content'
@@ -288,7 +294,8 @@ _BOILERPLATE_PHRASE = re.compile(
     r"\bour (?:\w+ ){0,3}newsletters?\b|\b(?:sign|subscribe)\b.{0,60}\bnewsletters?\b"
     r"|\bnewsletters?\b.{0,60}\b(?:sign|subscribe|inbox)|\bsign(?:ing)? up (?:for|to)\b"
     r"|\bsubscribe (?:to|now|today|for)\b"
-    r"|\bfollow (?:\w+ ){0,4}on (?:twitter|facebook|instagram|linkedin|youtube|tiktok)\b"
+    r"|\bfollow (?:\S+ ){0,6}on (?:twitter|facebook|instagram|linkedin|youtube|tiktok)\b"
+    r"|\b(?:we'?d like|we want|we'?d love) to hear (?:what you think|from you)\b"
     r"|\ball rights reserved\b|^(?:copyright|©)|\bcopyright ©"
     r"|\b(?:like|enjoy|enjoyed) this (?:story|article|post)\b|\bshare (?:it|this) with\b"
     r"|\b(?:leave|post|add|write) a (?:comment|reply)\b|\bcomments are (?:closed|moderated)\b"
@@ -297,13 +304,33 @@ _BOILERPLATE_PHRASE = re.compile(
     r"|\b(?:earn|get|receive) (?:a )?(?:small )?(?:commission|share of the sale)\b",
     re.I,
 )
+# an unexpanded WordPress-style shortcode: [button link="..."]Label[/button]
+_SHORTCODE = re.compile(r"\[[a-z_][\w-]*(?: [^\]]*)?\].{0,200}\[/[a-z_][\w-]*\]", re.I)
+_MONTHS_DAYS_TEXT = (
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec monday tuesday wednesday thursday "
+    "friday saturday sunday mon tue tues wed thu thur thurs fri sat sun"
+)
+_MONTHS_DAYS = frozenset(_MONTHS_DAYS_TEXT.split())
+_DATE_CONNECTORS_TEXT = (
+    "am pm a p m at on of the updated published posted written modified last date time "
+    "first st nd rd th edt est cdt cst mdt mst pdt pst gmt utc bst cet cest ist jst aest"
+)
+_DATE_WORDS = _MONTHS_DAYS | frozenset(_DATE_CONNECTORS_TEXT.split())
+# 2019-11-18, 18/11/2019, 18.11.19, 15:30
+_NUMERIC_DATE = re.compile(
+    r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b|\b\d{1,2}:\d{2}\b"
+)
 # where a link's text is counted on the page: its nearest block-level ancestor
-_SOURCE_BLOCKS = (
+_SOURCE_BLOCKS = frozenset((
     "p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "dd", "dt", "blockquote",
     "figcaption", "div", "section", "article", "header", "footer", "nav", "aside", "ul",
     "ol", "table", "form", "main", "body",
-)  # fmt: skip
-_LINK_BLOCK_SCAN_WORDS = 60  # longer blocks of the page are not looked up
+))  # fmt: skip
+_UNLINKED_TEXT_WITH = etree.XPath("//body//text()[contains(., $word)][not(ancestor::a)]")
+_UNLINKED_TEXT_IN = etree.XPath(".//text()[not(ancestor::a)]", smart_strings=False)
+_LINK_BLOCK_SCAN_WORDS = 60  # longer blocks of the output are not looked up
+_LINK_BLOCK_SCAN_CHARS = 600  # nor longer blocks of the page
 
 
 def extract_page(
@@ -353,7 +380,7 @@ def _parse(html: str) -> HtmlElement | None:
 def _trafilatura_text(
     tree: HtmlElement, url: str, title: str | None, settings: ExtractSettings
 ) -> tuple[str, str]:
-    page = _Page(tree, title)
+    page = _Page(tree, title, url)
     body = _trafilatura_body(tree, url, settings, fast=settings.fast)
     text = _clean_and_render(body, page, settings) if body is not None else ""
     method = "trafilatura"
@@ -410,53 +437,104 @@ def _norm(text: str | None) -> str:
     return " ".join(_WORD.findall(text.lower())) if text else ""
 
 
+def _same_page(a: str, b: str) -> bool:
+    """Whether two absolute URLs name the same page (scheme, fragment and a trailing
+    slash aside)."""
+    a, b = a.split("#", 1)[0], b.split("#", 1)[0]
+    a, b = a.split("://", 1)[-1].rstrip("/"), b.split("://", 1)[-1].rstrip("/")
+    return a.lower() == b.lower()
+
+
+def _key(text: str) -> str:
+    """Lowercase, whitespace collapsed (cheaper than `_norm`, punctuation kept)."""
+    return " ".join(text.lower().split())
+
+
 class _Page:
     """What the cleaning rules know about the page, computed once and only when needed."""
 
-    def __init__(self, tree: HtmlElement, title: str | None) -> None:
+    def __init__(self, tree: HtmlElement, title: str | None, url: str = "") -> None:
         self.tree = tree
         self.title = title
-        self._link_blocks: dict[str, float] | None = None
-        self._unlinked: str | None = None
+        self.url = url
         self._descriptions: set[str] | None = None
         self._titles: tuple[set[str], str] | None = None
 
-    @property
-    def link_blocks(self) -> dict[str, float]:
-        """Normalised text -> share of its words in links, for the page's short blocks
-        (paragraph, list item, heading, cell...) that contain links."""
-        if self._link_blocks is None:
-            linked: dict[Any, int] = {}
-            for link in self.tree.iter("a"):
-                words = len(_WORD.findall(link.text_content()[:1000]))
-                if not words:
-                    continue
-                block = next(link.iterancestors(*_SOURCE_BLOCKS), None)
-                if block is not None:
-                    linked[block] = linked.get(block, 0) + words
-            self._link_blocks = {}
-            for block, count in linked.items():
-                text = _norm(block.text_content()[:2000])
-                words = text.count(" ") + 1 if text else 0
-                if words and words <= _LINK_BLOCK_SCAN_WORDS:
-                    share = min(count / words, 1.0)
-                    self._link_blocks[text] = max(share, self._link_blocks.get(text, 0.0))
-        return self._link_blocks
+    def link_shares(self, wanted: set[str]) -> dict[str, float]:
+        """For the normalised block texts in `wanted`: the largest share of words in links
+        that a block with that text has on the page, counting a link's words in its nearest
+        block (paragraph, list item, heading, cell...) and a link as a block of its own (a
+        card). Only links whose first words occur in `wanted` are looked at."""
+        shares: dict[str, float] = {}
+        if not wanted:
+            return shares
+        tokens = {token for text in wanted for token in text.split()}
+        linked: dict[Any, int] = {}
+        for link in self.tree.iter("a"):
+            raw = link.text_content()
+            first = raw.split(None, 1)
+            if not first or first[0].strip(_PUNCTUATION).lower() not in tokens:
+                continue
+            if self._links_here(link.get("href")):
+                continue  # a permalink on the page's own title is not a link away
+            text = _norm(raw[:_LINK_BLOCK_SCAN_CHARS])
+            if text in wanted:
+                shares[text] = 1.0
+            block = link.getparent()
+            for _ in range(4):  # the nearest block, a few levels up at most
+                if block is None or block.tag in _SOURCE_BLOCKS:
+                    break
+                block = block.getparent()
+            if block is not None and block.tag in _SOURCE_BLOCKS:
+                linked[block] = linked.get(block, 0) + text.count(" ") + 1
+        for block, count in linked.items():
+            raw = block.text_content()
+            if len(raw) > _LINK_BLOCK_SCAN_CHARS:
+                continue
+            text = _norm(raw)
+            if text in wanted:
+                share = min(count / (text.count(" ") + 1), 1.0)
+                shares[text] = max(share, shares.get(text, 0.0))
+        return shares
 
-    @property
-    def unlinked_text(self) -> str:
-        """The page's text outside links, normalised: a block text found here also stands
-        on the page without links (a heading that a table of contents links to)."""
-        if self._unlinked is None:
-            parts = self.tree.xpath("//body//text()[not(ancestor::a)]")
-            self._unlinked = " " + _norm(" ".join(parts)) + " "
-        return self._unlinked
+    def _links_here(self, href: str | None) -> bool:
+        """Whether a link points at the page itself (in-page anchors aside)."""
+        href = (href or "").strip()
+        if not href or not self.url or href.startswith("#"):
+            return False
+        try:
+            target = urljoin(self.url, href)
+        except ValueError:
+            return False
+        return _same_page(target, self.url)
 
-    def mostly_links(self, block_text: str, density: float) -> bool:
-        """Whether a block of the output is, on the page, a block mostly made of links."""
-        text = _norm(block_text)
-        share = self.link_blocks.get(text)
-        return share is not None and share >= density and f" {text} " not in self.unlinked_text
+    def stands_unlinked(self, text: str) -> bool:
+        """Whether a block text also stands on the page as a block outside links (a heading
+        that a table of contents links to): text nodes outside links holding its longest
+        word are compared with it, alone or with their block's other unlinked text."""
+        words = _WORD.findall(text)
+        if not words:
+            return False
+        wanted = _norm(text)
+        seen: set[Any] = set()
+        for node in _UNLINKED_TEXT_WITH(self.tree, word=max(words, key=len)):
+            if len(node) > _LINK_BLOCK_SCAN_CHARS:
+                continue
+            if _norm(node) == wanted:
+                return True
+            block = node.getparent()  # text split by inline elements: its block's text
+            for _ in range(4):
+                if block is None or block.tag in _SOURCE_BLOCKS:
+                    break
+                block = block.getparent()
+            if block is None or block in seen:
+                continue
+            seen.add(block)
+            if len(block.text_content()) > _LINK_BLOCK_SCAN_CHARS:
+                continue
+            if _norm(" ".join(_UNLINKED_TEXT_IN(block))) == wanted:
+                return True
+        return False
 
     @property
     def descriptions(self) -> set[str]:
@@ -482,15 +560,7 @@ def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettin
     blocks = list(body)
     drop: set[int] = set()
     if settings.drop_link_blocks:
-        for i, block in enumerate(blocks):
-            if block.tag not in _LINK_BLOCKS:
-                continue
-            text = " ".join(block.itertext())
-            words = len(_WORD.findall(text))
-            if not words or words > settings.link_block_max_words:
-                continue
-            if page.mostly_links(text, settings.link_block_density):
-                drop.add(i)
+        drop.update(_link_blocks(blocks, page, settings))
     if settings.drop_boilerplate_lines:
         for i, block in enumerate(blocks):
             if block.tag in _LINE_BLOCKS and _is_boilerplate(
@@ -534,11 +604,62 @@ def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettin
     return unicodedata.normalize("NFC", text).strip()  # as trafilatura.extract() does
 
 
+def _link_blocks(blocks: list[etree._Element], page: _Page, settings: ExtractSettings) -> set[int]:
+    """Indexes of output blocks that are, on the page, blocks made mostly of links: short
+    ones from `link_block_density`, longer ones (to 60 words) from `link_list_density`,
+    lists when every item is (`drop_link_lists`)."""
+    # (block index, text, normalised text, density)
+    candidates: list[tuple[int, str, str, float]] = []
+    for i, block in enumerate(blocks):
+        if block.tag in _LINK_BLOCKS:
+            text = " ".join(block.itertext())
+            if len(text) > 20 * _LINK_BLOCK_SCAN_WORDS:
+                continue
+            words = _norm(text)
+            count = words.count(" ") + 1
+            if not words or count > _LINK_BLOCK_SCAN_WORDS:
+                continue
+            short = count <= settings.link_block_max_words
+            density = settings.link_block_density if short else settings.link_list_density
+            candidates.append((i, text, words, density))
+        elif block.tag == "list" and settings.drop_link_lists:
+            for item in block.iter("item"):
+                text = " ".join(item.itertext())
+                if words := _norm(text):
+                    candidates.append((i, text, words, settings.link_block_density))
+    if not candidates:
+        return set()
+    shares = page.link_shares({words for _, _, words, _ in candidates})
+    dense: dict[int, bool] = {}
+    for i, text, words, density in candidates:
+        linked = shares.get(words, 0.0) >= density and not page.stands_unlinked(text)
+        dense[i] = dense.get(i, True) and linked  # a list: every item
+    return {i for i, linked in dense.items() if linked}
+
+
 def _is_boilerplate(text: str, max_words: int) -> bool:
+    if len(text) > 12 * max_words:  # cheap bound before tokenising
+        return False
     words = _WORD.findall(text.lower())
     if not words or len(words) > max_words:
         return False
-    return bool(_BOILERPLATE_LABEL.match(" ".join(words)) or _BOILERPLATE_PHRASE.search(text))
+    return bool(
+        _BOILERPLATE_LABEL.match(" ".join(words))
+        or _BOILERPLATE_PHRASE.search(text)
+        or ("[/" in text and _SHORTCODE.search(text))
+        or _is_date_line(text, words)
+    )
+
+
+def _is_date_line(text: str, words: list[str]) -> bool:
+    """A dateline or timestamp alone ("Updated: 2019-11-18 15:30", "Nov. 18, 2019 at 1:23
+    p.m. EST"): numbers, month and day names and a few connecting words only."""
+    return (
+        len(words) <= 16
+        and any(word.isdigit() for word in words)
+        and all(word.isdigit() or word in _DATE_WORDS for word in words)
+        and (any(word in _MONTHS_DAYS for word in words) or bool(_NUMERIC_DATE.search(text)))
+    )
 
 
 def _remove(element: etree._Element) -> None:

@@ -88,3 +88,49 @@ def test_missing_credentials_name_the_variables_and_blocks(monkeypatch) -> None:
     monkeypatch.setitem(SECRET_BLOCKS, "REDDIT_USER_AGENT", "absent-agent")
     with pytest.raises(RedditApiError, match=r"REDDIT_CLIENT_SECRET \(or Secret block"):
         reddit_credentials()
+
+
+def test_dedup_on_a_dask_cluster_gives_the_single_process_output(tmp_path) -> None:
+    import datetime as dt
+    from pydoc_data.topics import topics
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from prefect_dask import DaskTaskRunner
+
+    from flows.dedup import dedup_flow
+    from scraping.extract_stage import DOCUMENTS_SCHEMA
+
+    names = sorted(name for name, text in topics.items() if len(text.split()) > 300)[:12]
+    seen = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
+    rows = [
+        {
+            "doc_id": f"d{i:02d}",
+            "url": f"http://s.example/{i}",
+            "text": topics[name],
+            "karma": 3 + i,
+            "first_seen": seen,
+            "language": "en",
+            "word_count": 1,
+        }
+        for i, name in enumerate(names + names[:2])  # two exact duplicates
+    ]
+    published = {}
+    for runner in ("threads", "dask"):
+        store = Store(str(tmp_path / runner))
+        with store.write("documents", {"rows": len(rows)}, "test") as out:
+            for part in range(2):  # two parts: two tasks to spread
+                table = pa.Table.from_pylist(rows[part::2], schema=DOCUMENTS_SCHEMA)
+                with out.open(f"documents/part-{part:05d}.parquet", rows=table.num_rows) as f:
+                    pq.write_table(table, f)
+        flow = dedup_flow
+        if runner == "dask":
+            cluster = {"n_workers": 2, "threads_per_worker": 1, "processes": True}
+            flow = dedup_flow.with_options(task_runner=DaskTaskRunner(cluster_kwargs=cluster))
+        ref = flow(store_url=store.root_url)
+        manifest = store.manifest(ref)
+        # Every file but the card, which names its inputs' creation times.
+        files = {f.path: f.sha256 for f in manifest.files if f.path != "README.md"}
+        published[runner] = (ref, files)
+        assert manifest.stats["counts"]["exact_duplicates"] == 2
+    assert published["threads"] == published["dask"]

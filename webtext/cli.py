@@ -219,6 +219,19 @@ def extract(
 
 
 @app.command()
+def pull(
+    version: Annotated[str, typer.Argument(help="A version id, or latest")] = LATEST,
+    dest: Annotated[str, typer.Argument(help="Folder or fsspec URL to copy it into")] = ".",
+    stage: Annotated[str, typer.Option(help="Which stage's version")] = "webtext",
+    store: StoreOption = None,
+) -> None:
+    """Copy a version (the published dataset by default), verifying every sha256."""
+    artifacts = open_store(store)
+    ref = artifacts.resolve(stage, version)
+    console.print(f"pulled {ref} to {artifacts.pull(ref, dest)}", soft_wrap=True)
+
+
+@app.command()
 def versions(stage: str, store: StoreOption = None) -> None:
     """List a stage's versions, oldest first."""
     artifacts = open_store(store)

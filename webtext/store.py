@@ -357,6 +357,29 @@ class Store:
                 digest.update(chunk)
         return digest.hexdigest()
 
+    def pull(self, ref: VersionRef, dest: str) -> str:
+        """Copy a version to `dest/<stage>/<version>` (any fsspec URL), checking every
+        file's sha256 on the way; the copy gets its manifest only if all of them match.
+        """
+        manifest = self.manifest(ref)
+        target = Store(dest)
+        folder = target.version_dir(ref)
+        for entry in manifest.files:
+            digest = hashlib.sha256()
+            source = f"{self.version_dir(ref)}/{entry.path}"
+            target.fs.makedirs(f"{folder}/{entry.path}".rsplit("/", 1)[0], exist_ok=True)
+            with (
+                self.fs.open(source, "rb") as reader,
+                target.fs.open(f"{folder}/{entry.path}", "wb") as writer,
+            ):
+                while chunk := reader.read(_HASH_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+            if digest.hexdigest() != entry.sha256:
+                raise StoreError(f"{ref}: {entry.path} does not match its sha256; not pulled")
+        target._atomic_put(f"{folder}/{MANIFEST}", manifest.to_json().encode())
+        return target.url(ref)
+
     def verify(self, ref: VersionRef) -> None:
         """Recompute every file's size and sha256 against the manifest."""
         for entry in self.manifest(ref).files:

@@ -1,0 +1,178 @@
+"""The dedup stage: exact and near duplicates, the survivor rule, incremental runs,
+publishing, pulling, and the readers researchers use."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedup.signatures import compute_minhash
+from dedup.stage import PUBLISHED_COLUMNS, PublishSettings, deduplicate
+from scraping.extract_stage import DOCUMENTS_SCHEMA
+from webtext.store import Store, StoreError, VersionRef
+
+TOPICS = sorted(name for name, text in topics.items() if len(text.split()) > 400)
+
+
+def prose(topic: str) -> str:
+    return " ".join(topics[topic].split()[:400])
+
+
+def edited(text: str, changes: int, seed: int) -> str:
+    """`text` with `changes` words replaced: a near duplicate of it."""
+    rng = random.Random(seed)
+    words = text.split()
+    for position in rng.sample(range(len(words)), changes):
+        words[position] = f"edited{rng.randrange(10**6)}"
+    return " ".join(words)
+
+
+def document(doc_id: str, text: str, karma: int = 5, day: int = 1) -> dict:
+    seen = dt.datetime(2017, 1, day, tzinfo=dt.UTC)
+    return {
+        "doc_id": doc_id,
+        "url": f"http://site.example/{doc_id}",
+        "final_url": f"http://site.example/{doc_id}",
+        "domain": "site.example",
+        "title": doc_id,
+        "text": text,
+        "language": "en",
+        "word_count": len(text.split()),
+        "fetched_at": seen,
+        "karma": karma,
+        "submissions": 1,
+        "subreddits": ["news"],
+        "post_ids": [doc_id],
+        "first_seen": seen,
+        "last_seen": seen,
+    }
+
+
+def documents_version(store: Store, rows: list[dict], name: str) -> VersionRef:
+    with store.write("documents", {"name": name}, "test") as out:
+        table = pa.Table.from_pylist(rows, schema=DOCUMENTS_SCHEMA)
+        with out.open("documents/part-00000.parquet", rows=table.num_rows) as handle:
+            pq.write_table(table, handle)
+        return out.ref
+
+
+def run(store: Store, documents: VersionRef, **publish):
+    minhash = compute_minhash(store, documents)
+    return deduplicate(store, documents, minhash.ref, publish=PublishSettings(**publish))
+
+
+def published(store: Store, ref: VersionRef) -> dict[str, dict]:
+    rows = pq.read_table(store.url(ref, "data")).to_pylist()
+    return {row["doc_id"]: row for row in rows}
+
+
+def test_exact_and_near_duplicates_keep_the_best_member(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    a, b, c = (prose(t) for t in TOPICS[:3])
+    rows = [
+        document("a-low", a, karma=3),
+        document("a-high", a.upper().replace(" ", "  "), karma=90),  # same text, normalised
+        document("b-early", b, karma=7, day=1),
+        document("b-late", edited(b, 4, seed=1), karma=7, day=9),  # ~0.95 Jaccard
+        document("c", c),
+        *(document(f"other-{t}", prose(t)) for t in TOPICS[3:8]),
+    ]
+    result = run(store, documents_version(store, rows, "one"))
+    kept = published(store, result.ref)
+    assert "a-high" in kept and "a-low" not in kept  # highest karma wins
+    assert "b-early" in kept and "b-late" not in kept  # then the earliest
+    assert {"c", *(f"other-{t}" for t in TOPICS[3:8])} <= set(kept)
+    counts = result.stats["counts"]
+    assert counts == {
+        "documents_in": 10,
+        "exact_duplicates": 1,
+        "near_duplicates": 1,
+        "duplicates_of_earlier_versions": 0,
+        "published": 8,
+    }
+    clusters = pq.read_table(store.url(result.ref, "clusters")).to_pylist()
+    assert {(r["doc_id"], r["kept_doc_id"], r["kind"]) for r in clusters} == {
+        ("a-low", "a-high", "exact"),
+        ("b-late", "b-early", "near"),
+    }
+    assert list(next(iter(kept.values()))) == list(PUBLISHED_COLUMNS)
+
+
+def test_unrelated_and_distant_edits_are_not_merged(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    base = prose(TOPICS[0])
+    rows = [document("base", base), document("far", edited(base, 120, seed=3))]  # ~0.3
+    rows += [document(f"t{i}", prose(t)) for i, t in enumerate(TOPICS[1:20])]
+    result = run(store, documents_version(store, rows, "distant"))
+    assert result.stats["counts"]["published"] == len(rows)
+
+
+def test_a_later_version_is_deduplicated_against_published_ones(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    first_rows = [document(f"v1-{t}", prose(t)) for t in TOPICS[:6]]
+    first = run(store, documents_version(store, first_rows, "v1"))
+    second_rows = [
+        document("v2-near", edited(prose(TOPICS[0]), 3, seed=5), karma=500),
+        document("v2-exact", prose(TOPICS[1]).lower()),
+        document("v2-new", prose(TOPICS[10])),
+    ]
+    second = run(store, documents_version(store, second_rows, "v2"))
+    assert set(published(store, second.ref)) == {"v2-new"}  # earlier documents stay
+    counts = second.stats["counts"]
+    assert counts["duplicates_of_earlier_versions"] == 2 and counts["published"] == 1
+    assert first.ref in store.manifest(second.ref).parents
+    clusters = {
+        r["doc_id"]: r for r in pq.read_table(store.url(second.ref, "clusters")).to_pylist()
+    }
+    assert clusters["v2-near"]["kept_doc_id"] == f"v1-{TOPICS[0]}"
+    assert clusters["v2-near"]["kept_in"] == str(first.ref)
+
+
+def test_shards_row_groups_card_and_reuse(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    rows = [document(f"d{i}", prose(t)) for i, t in enumerate(TOPICS[:25])]
+    documents = documents_version(store, rows, "shards")
+    result = run(store, documents, rows_per_shard=10, rows_per_row_group=4)
+    files = [f for f in store.manifest(result.ref).files if f.path.startswith("data/")]
+    assert [f.rows for f in files] == [10, 10, 5]
+    metadata = pq.ParquetFile(store.url(result.ref, files[0].path)).metadata
+    assert metadata.num_row_groups == 3 and metadata.row_group(0).column(0).compression == "ZSTD"
+    card = (Path(store.version_dir(result.ref)) / "README.md").read_text()
+    assert "| dedup | published | 25 |" in card and "## Schema" in card and "karma" in card
+    assert run(store, documents, rows_per_shard=10, rows_per_row_group=4).reused
+
+
+def test_pull_copies_and_verifies_and_every_reader_reads_it(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    rows = [document(f"d{i}", prose(t)) for i, t in enumerate(TOPICS[:12])]
+    result = run(store, documents_version(store, rows, "pull"))
+    destination = tmp_path / "pulled"
+    store.pull(result.ref, str(destination))
+    copy = Store(str(destination))
+    copy.verify(result.ref)
+    data = f"{copy.version_dir(result.ref)}/data"
+
+    import duckdb
+    import polars as pl
+    from datasets import load_dataset
+
+    assert pq.read_table(data).num_rows == 12
+    assert duckdb.sql(f"SELECT count(*) FROM '{data}/*.parquet'").fetchall() == [(12,)]
+    frame = pl.read_parquet(f"{data}/*.parquet")
+    assert frame.height == 12 and frame["karma"].sum() == 60
+    dataset = load_dataset("parquet", data_files=f"{data}/*.parquet", split="train")
+    assert len(dataset) == 12 and set(dataset.column_names) == set(PUBLISHED_COLUMNS)
+
+    tampered = Path(store.version_dir(result.ref)) / "data" / "part-00000.parquet"
+    tampered.write_bytes(tampered.read_bytes()[:-10] + b"0" * 10)
+    with pytest.raises(StoreError, match="does not match its sha256"):
+        store.pull(result.ref, str(tmp_path / "second"))
+    assert not (tmp_path / "second" / "webtext" / result.ref.version / "manifest.json").exists()
+    json.loads((Path(copy.version_dir(result.ref)) / "manifest.json").read_text())
