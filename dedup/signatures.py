@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from dedup.minhash import MinHashSettings, band_keys, signatures, text_hash
 from webtext.config import code_version
+from webtext.parquet import put_table
 from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "minhash"
@@ -69,10 +70,7 @@ def minhash_part(
         schema=minhash_schema(settings),
     )
     name = part.replace("documents/", "minhash/", 1)
-    buffer = pa.BufferOutputStream()
-    pq.write_table(rows, buffer, compression="zstd")
-    writer = VersionWriter(store.fs, staging_dir, VersionRef(STAGE, "staging"))
-    writer.put(name, buffer.getvalue().to_pybytes())
+    put_table(VersionWriter(store.fs, staging_dir, VersionRef(STAGE, "staging")), name, rows)
     return name
 
 

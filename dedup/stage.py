@@ -30,7 +30,9 @@ import pyarrow.parquet as pq
 
 from dedup.card import dataset_card
 from dedup.minhash import MinHashSettings
+from scraping.extract_stage import DOCUMENTS_SCHEMA
 from webtext.config import code_version
+from webtext.parquet import RollingParquetWriter, put_table
 from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "webtext"
@@ -77,10 +79,12 @@ class PublishSettings:
 
 
 class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
+    """Clusters over document positions; only documents in some pair are stored."""
 
-    def find(self, item: str) -> str:
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, item: int) -> int:
         root = item
         while self.parent.get(root, root) != root:
             root = self.parent[root]
@@ -88,10 +92,13 @@ class _UnionFind:
             self.parent[item], item = root, self.parent.get(item, item)
         return root
 
-    def union(self, a: str, b: str) -> None:
+    def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
+
+    def members(self) -> set[int]:
+        return set(self.parent) | set(self.parent.values())
 
 
 def deduplicate(
@@ -114,39 +121,42 @@ def deduplicate(
     parents = (documents, minhash, *(m.ref for m in earlier))
 
     new = _load_new(store, documents, minhash)
-    ids = new["doc_id"].to_pylist()
+    doc_ids = new["doc_id"].combine_chunks()
     union = _UnionFind()
-    kinds: dict[str, tuple[str, float]] = {}
-    published_match: dict[str, str] = {}  # new doc id -> earlier version holding its twin
+    kinds: dict[int, tuple[str, float]] = {}
+    published_match: dict[int, tuple[str, str]] = {}  # position -> (version, doc id) kept
 
     _exact_pairs(new, union, kinds)
     for manifest in earlier:
-        _match_earlier(store, manifest, new, settings, union, kinds, published_match)
+        _match_earlier(store, manifest, new, settings, kinds, published_match)
     _near_pairs(new, settings, union, kinds)
 
-    clusters: dict[str, list[int]] = defaultdict(list)
-    for index, doc in enumerate(ids):
-        clusters[union.find(doc)].append(index)
-    keep = np.zeros(len(ids), dtype=bool)
+    # Documents in no pair (nearly all of them) are kept without ever becoming objects.
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for position in union.members() | set(published_match):
+        clusters[union.find(position)].append(position)
+    keep = np.ones(new.num_rows, dtype=bool)
     cluster_rows: list[dict[str, Any]] = []
     karma = new["karma"].fill_null(0).to_numpy(zero_copy_only=False)
     first_seen = (
         pc.cast(new["first_seen"], pa.int64()).fill_null(2**62).to_numpy(zero_copy_only=False)
     )
     for members in clusters.values():
-        holder = _published_holder(members, ids, union, published_match)
+        keep[members] = False
+        holder = next((published_match[i] for i in sorted(members) if i in published_match), None)
         if holder is not None:
-            survivor_id, kept_in = holder
+            kept_in, survivor_id = holder
         else:
-            best = min(members, key=lambda i: (-karma[i], first_seen[i], ids[i]))
+            best = min(members, key=lambda i: (-karma[i], first_seen[i], doc_ids[i].as_py()))
             keep[best] = True
-            survivor_id, kept_in = ids[best], "this"
-        for i in members:
-            if ids[i] != survivor_id:
-                kind, similarity = kinds.get(ids[i], ("near", 0.0))
+            kept_in, survivor_id = "this", doc_ids[best].as_py()
+        for i in sorted(members):
+            doc = doc_ids[i].as_py()
+            if doc != survivor_id:
+                kind, similarity = kinds.get(i, ("near", 0.0))
                 cluster_rows.append(
                     {
-                        "doc_id": ids[i],
+                        "doc_id": doc,
                         "kept_doc_id": survivor_id,
                         "kind": kind,
                         "similarity": similarity,
@@ -154,20 +164,20 @@ def deduplicate(
                     }
                 )
 
-    kept = new.filter(pa.array(keep))
+    kept_mask = pa.array(keep)
+    kept_ids = doc_ids.filter(kept_mask)
     counts = {
-        "documents_in": len(ids),
+        "documents_in": new.num_rows,
         "exact_duplicates": sum(1 for r in cluster_rows if r["kind"] == "exact"),
         "near_duplicates": sum(1 for r in cluster_rows if r["kind"] == "near"),
         "duplicates_of_earlier_versions": sum(1 for r in cluster_rows if r["kept_in"] != "this"),
-        "published": kept.num_rows,
+        "published": len(kept_ids),
     }
     with store.write(STAGE, parameters, version, parents) as out:
-        _write_shards(out, kept, publish)
-        _write_table(
-            out, "clusters/part-00000.parquet", pa.Table.from_pylist(cluster_rows, CLUSTER_SCHEMA)
-        )
-        _write_index(out, kept, settings)
+        _write_shards(store, documents, kept_ids, out, publish)
+        clusters_table = pa.Table.from_pylist(cluster_rows, CLUSTER_SCHEMA)
+        put_table(out, "clusters/part-00000.parquet", clusters_table)
+        _write_index(out, new, kept_mask, settings)
         out.stats["counts"] = counts
         lineage = [store.manifest(ref) for ref in _lineage(store, documents)]
         card = dataset_card(out.ref, counts, parameters, lineage, PUBLISHED_COLUMNS)
@@ -177,17 +187,16 @@ def deduplicate(
 
 
 def _load_new(store: Store, documents: VersionRef, minhash: VersionRef) -> pa.Table:
-    """Documents joined with their MinHash rows, in doc id order."""
-    docs = _read_all(store, documents, "documents/")
+    """The MinHash rows of the new documents with the two fields the survivor rule needs
+    (no text), in the documents' own order."""
     rows = _read_all(store, minhash, "minhash/")
-    # Acero's join cannot carry list columns: align by position instead.
-    position = pc.index_in(docs["doc_id"], value_set=rows["doc_id"].combine_chunks())
-    if position.null_count:
-        raise ValueError(f"{minhash} lacks rows for {position.null_count} documents")
-    matched = rows.take(position)
-    for name in ("text_hash", "signature", "bands"):
-        docs = docs.append_column(name, matched[name])
-    return docs.sort_by("doc_id")
+    docs = _read_all(store, documents, "documents/", ["doc_id", "karma", "first_seen"])
+    position = pc.index_in(rows["doc_id"], value_set=docs["doc_id"].combine_chunks())
+    if position.null_count or len(rows) != len(docs):
+        raise ValueError(f"{minhash} does not match the documents of {documents}")
+    for name in ("karma", "first_seen"):
+        rows = rows.append_column(name, docs[name].take(position))
+    return rows
 
 
 def _read_all(
@@ -201,38 +210,39 @@ def _read_all(
     return pa.concat_tables(tables)
 
 
-def _exact_pairs(new: pa.Table, union: _UnionFind, kinds: dict[str, tuple[str, float]]) -> None:
-    first: dict[str, str] = {}
-    for doc, digest in zip(new["doc_id"].to_pylist(), new["text_hash"].to_pylist(), strict=True):
+def _exact_pairs(new: pa.Table, union: _UnionFind, kinds: dict[int, tuple[str, float]]) -> None:
+    first: dict[str, int] = {}
+    for position, digest in enumerate(new["text_hash"].to_pylist()):
         if digest in first:
-            union.union(first[digest], doc)
-            kinds[doc] = kinds[first[digest]] = ("exact", 1.0)
+            union.union(first[digest], position)
+            kinds[position] = kinds[first[digest]] = ("exact", 1.0)
         else:
-            first[digest] = doc
+            first[digest] = position
 
 
 def _near_pairs(
     new: pa.Table,
     settings: MinHashSettings,
     union: _UnionFind,
-    kinds: dict[str, tuple[str, float]],
+    kinds: dict[int, tuple[str, float]],
 ) -> None:
     """Pairs among the new documents that share a band key and pass the estimate."""
-    ids = new["doc_id"].to_pylist()
     bands = _matrix(new["bands"], settings.bands)
     sigs = _matrix(new["signature"], settings.num_perm)
     for band in range(settings.bands):
         keys = bands[:, band]
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
+        repeated = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+        if repeated.size == 0:
+            continue
+        # Only buckets of two or more: start where a run of equal keys begins.
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         ends = np.r_[starts[1:], len(order)]
         for start, end in zip(starts, ends, strict=True):
-            if end - start < 2:
-                continue
-            bucket = order[start:end]
-            for a, b in _bucket_pairs(bucket):
-                _link(ids[a], ids[b], sigs[a], sigs[b], settings, union, kinds)
+            if end - start > 1:
+                for a, b in _bucket_pairs(order[start:end]):
+                    _link(a, b, sigs, settings, union, kinds)
 
 
 def _bucket_pairs(bucket: np.ndarray) -> Iterable[tuple[int, int]]:
@@ -246,21 +256,20 @@ def _bucket_pairs(bucket: np.ndarray) -> Iterable[tuple[int, int]]:
 
 
 def _link(
-    a: str,
-    b: str,
-    sig_a: np.ndarray,
-    sig_b: np.ndarray,
+    a: int,
+    b: int,
+    sigs: np.ndarray,
     settings: MinHashSettings,
     union: _UnionFind,
-    kinds: dict[str, tuple[str, float]],
-) -> float | None:
-    similarity = float(np.mean(sig_a == sig_b))
-    if similarity < settings.threshold or union.find(a) == union.find(b):
-        return None
-    union.union(a, b)
-    kinds.setdefault(a, ("near", similarity))
-    kinds.setdefault(b, ("near", similarity))
-    return similarity
+    kinds: dict[int, tuple[str, float]],
+) -> None:
+    if union.find(a) == union.find(b):
+        return
+    similarity = float(np.mean(sigs[a] == sigs[b]))
+    if similarity >= settings.threshold:
+        union.union(a, b)
+        kinds.setdefault(a, ("near", similarity))
+        kinds.setdefault(b, ("near", similarity))
 
 
 def _match_earlier(
@@ -268,36 +277,34 @@ def _match_earlier(
     manifest: Manifest,
     new: pa.Table,
     settings: MinHashSettings,
-    union: _UnionFind,
-    kinds: dict[str, tuple[str, float]],
-    published_match: dict[str, str],
+    kinds: dict[int, tuple[str, float]],
+    published_match: dict[int, tuple[str, str]],
 ) -> None:
-    """Link new documents to the documents an earlier version published."""
+    """Find new documents that an earlier version already published (or a twin of)."""
     ref = manifest.ref
-    ids = new["doc_id"].to_pylist()
     index_dir = f"{store.version_dir(ref)}/index"
     # Exact: the earlier version's text hashes.
     with store.fs.open(f"{index_dir}/hashes.parquet", "rb") as handle:
         hashes = pq.read_table(handle)
     hit = hashes.filter(pc.is_in(hashes["text_hash"], value_set=new["text_hash"]))
     old_by_hash = dict(zip(hit["text_hash"].to_pylist(), hit["doc_id"].to_pylist(), strict=True))
-    for doc, digest in zip(ids, new["text_hash"].to_pylist(), strict=True):
+    for position, digest in enumerate(new["text_hash"].to_pylist()):
         if digest in old_by_hash:
-            _link_published(doc, old_by_hash[digest], ref, union, published_match)
-            kinds[doc] = ("exact", 1.0)
-    # Near: band by band, candidates whose keys match, then their signatures.
+            published_match.setdefault(position, (str(ref), old_by_hash[digest]))
+            kinds[position] = ("exact", 1.0)
+    # Near: band by band, the earlier keys equal to new ones, then their signatures.
     bands = _matrix(new["bands"], settings.bands)
     candidates: dict[str, set[int]] = defaultdict(set)
     for band in range(settings.bands):
         with store.fs.open(f"{index_dir}/band-{band:03d}.parquet", "rb") as handle:
             old = pq.read_table(handle)
-        new_keys = pa.array(bands[:, band], pa.uint64())
-        matched = old.filter(pc.is_in(old["key"], value_set=new_keys))
+        matched = old.filter(pc.is_in(old["key"], value_set=pa.array(bands[:, band])))
         if matched.num_rows == 0:
             continue
+        wanted = set(matched["key"].to_pylist())
         by_key: dict[int, list[int]] = defaultdict(list)
-        for i, key in enumerate(bands[:, band].tolist()):
-            by_key[key].append(i)
+        for position in np.flatnonzero(np.isin(bands[:, band], list(wanted))):
+            by_key[int(bands[position, band])].append(int(position))
         for key, old_doc in zip(
             matched["key"].to_pylist(), matched["doc_id"].to_pylist(), strict=True
         ):
@@ -310,27 +317,11 @@ def _match_earlier(
     old_matrix = _matrix(sigs["signature"], settings.num_perm)
     new_matrix = _matrix(new["signature"], settings.num_perm)
     for row, old_doc in enumerate(sigs["doc_id"].to_pylist()):
-        for i in candidates[old_doc]:
-            similarity = float(np.mean(old_matrix[row] == new_matrix[i]))
+        for position in candidates[old_doc]:
+            similarity = float(np.mean(old_matrix[row] == new_matrix[position]))
             if similarity >= settings.threshold:
-                _link_published(ids[i], old_doc, ref, union, published_match)
-                kinds.setdefault(ids[i], ("near", similarity))
-
-
-def _link_published(
-    new_doc: str, old_doc: str, ref: VersionRef, union: _UnionFind, published: dict[str, str]
-) -> None:
-    published.setdefault(new_doc, f"{ref}:{old_doc}")
-
-
-def _published_holder(
-    members: list[int], ids: list[str], union: _UnionFind, published: dict[str, str]
-) -> tuple[str, str] | None:
-    for i in members:
-        if ids[i] in published:
-            where, _, old_doc = published[ids[i]].rpartition(":")
-            return old_doc, where
-    return None
+                published_match.setdefault(position, (str(ref), old_doc))
+                kinds.setdefault(position, ("near", similarity))
 
 
 def _matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
@@ -339,31 +330,40 @@ def _matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).reshape(-1, width)
 
 
-def _write_table(
-    out: VersionWriter, name: str, table: pa.Table, row_group: int | None = None
+def _write_shards(
+    store: Store,
+    documents: VersionRef,
+    kept_ids: pa.Array,
+    out: VersionWriter,
+    publish: PublishSettings,
 ) -> None:
-    buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=row_group)
-    out.put(name, buffer.getvalue().to_pybytes(), table.num_rows)
+    """Stream the kept documents, part by part, into shards of `rows_per_shard` rows."""
+    columns = list(PUBLISHED_COLUMNS)
+    schema = pa.schema([DOCUMENTS_SCHEMA.field(name) for name in columns])
+    shards = RollingParquetWriter(
+        out, "data", schema, publish.rows_per_shard, publish.rows_per_row_group
+    )
+    for entry in store.manifest(documents).files:
+        if entry.path.startswith("documents/"):
+            with store.fs.open(f"{store.version_dir(documents)}/{entry.path}", "rb") as handle:
+                part = pq.read_table(handle, columns=columns)
+            part = part.filter(pc.is_in(part["doc_id"], value_set=kept_ids))
+            shards.write(part.sort_by("doc_id").cast(schema))
+    shards.close()
 
 
-def _write_shards(out: VersionWriter, kept: pa.Table, publish: PublishSettings) -> None:
-    table = kept.select(list(PUBLISHED_COLUMNS))
-    shards = max(1, -(-table.num_rows // publish.rows_per_shard))
-    for shard in range(shards):
-        piece = table.slice(shard * publish.rows_per_shard, publish.rows_per_shard)
-        _write_table(out, f"data/part-{shard:05d}.parquet", piece, publish.rows_per_row_group)
-
-
-def _write_index(out: VersionWriter, kept: pa.Table, settings: MinHashSettings) -> None:
+def _write_index(
+    out: VersionWriter, new: pa.Table, kept: pa.Array, settings: MinHashSettings
+) -> None:
     """What a later run needs to match against this version: hashes, band keys (sorted
-    per band), signatures."""
-    _write_table(out, "index/hashes.parquet", kept.select(["doc_id", "text_hash"]))
-    _write_table(out, "index/signatures.parquet", kept.select(["doc_id", "signature"]))
-    bands = _matrix(kept["bands"], settings.bands)
+    per band), signatures, of the documents it publishes."""
+    put_table(out, "index/hashes.parquet", new.select(["doc_id", "text_hash"]).filter(kept))
+    put_table(out, "index/signatures.parquet", new.select(["doc_id", "signature"]).filter(kept))
+    doc_ids = new["doc_id"].filter(kept)
+    bands = _matrix(new["bands"].filter(kept), settings.bands)
     for band in range(settings.bands):
-        table = pa.table({"key": pa.array(bands[:, band], pa.uint64()), "doc_id": kept["doc_id"]})
-        _write_table(out, f"index/band-{band:03d}.parquet", table.sort_by("key"))
+        table = pa.table({"key": pa.array(bands[:, band], pa.uint64()), "doc_id": doc_ids})
+        put_table(out, f"index/band-{band:03d}.parquet", table.sort_by("key"))
 
 
 def _lineage(store: Store, documents: VersionRef) -> list[VersionRef]:

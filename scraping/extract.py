@@ -331,6 +331,7 @@ _UNLINKED_TEXT_WITH = etree.XPath("//body//text()[contains(., $word)][not(ancest
 _UNLINKED_TEXT_IN = etree.XPath(".//text()[not(ancestor::a)]", smart_strings=False)
 _LINK_BLOCK_SCAN_WORDS = 60  # longer blocks of the output are not looked up
 _LINK_BLOCK_SCAN_CHARS = 600  # nor longer blocks of the page
+_NAVIGATION_LINE_WORDS = 8  # median line length below which a text may be all links
 
 
 def extract_page(
@@ -347,10 +348,8 @@ def extract_page(
     if not html.strip():
         return None
     tree = _parse(html)
-    if tree is None:
-        return None
-    title = _title(tree)
-    text, method = _trafilatura_text(tree, url, title, settings)
+    title = _title(tree) if tree is not None else None
+    text, method = _trafilatura_text(tree, url, title, settings) if tree is not None else ("", "")
     if settings.fallback and len(text) < settings.fallback_below_chars:
         fallback = _fallback_text(html)
         if len(fallback) > len(text):
@@ -361,7 +360,7 @@ def extract_page(
     return ExtractedPage(
         text=text,
         title=title,
-        date=_date(tree, url) if settings.with_date else None,
+        date=_date(tree, url) if settings.with_date and tree is not None else None,
         language=language,
         language_score=score,
         method=method,
@@ -392,7 +391,22 @@ def _trafilatura_text(
             if settings.merge_rescue:
                 rescued = _merge(text, rescued, tree)
             text, method = rescued, "trafilatura-rescue"
+    if settings.drop_link_blocks and _only_links(text, page):
+        return "", method  # a page of navigation: trafilatura's last resort dumped its links
     return text, method
+
+
+def _only_links(text: str, page: _Page) -> bool:
+    """Whether every line of a text of short lines is, on the page, mostly links."""
+    lines = [line.strip().removeprefix("- ") for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return False
+    lengths = sorted(len(line.split()) for line in lines)
+    if lengths[len(lengths) // 2] > _NAVIGATION_LINE_WORDS:
+        return False  # the lines of an article: not worth a look
+    candidates = [(0, line, _norm(line), 0.5) for line in lines]
+    return bool(_dense([c for c in candidates if c[2]], page, every=True))
 
 
 def _merge(first: str, second: str, tree: HtmlElement) -> str:
@@ -606,35 +620,58 @@ def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettin
 
 def _link_blocks(blocks: list[etree._Element], page: _Page, settings: ExtractSettings) -> set[int]:
     """Indexes of output blocks that are, on the page, blocks made mostly of links: short
-    ones from `link_block_density`, longer ones (to 60 words) from `link_list_density`,
-    lists when every item is (`drop_link_lists`)."""
-    # (block index, text, normalised text, density)
-    candidates: list[tuple[int, str, str, float]] = []
+    ones from `link_block_density`, longer ones (to 60 words) from `link_list_density`;
+    lists when every item is, if `drop_link_lists` or if nothing else is left (a page of
+    navigation only)."""
+    candidates: list[tuple[int, str, str, float]] = []  # (index, text, normalised, density)
+    lists: list[int] = []
+    texts: set[int] = set()
     for i, block in enumerate(blocks):
-        if block.tag in _LINK_BLOCKS:
-            text = " ".join(block.itertext())
-            if len(text) > 20 * _LINK_BLOCK_SCAN_WORDS:
-                continue
-            words = _norm(text)
-            count = words.count(" ") + 1
-            if not words or count > _LINK_BLOCK_SCAN_WORDS:
-                continue
-            short = count <= settings.link_block_max_words
-            density = settings.link_block_density if short else settings.link_list_density
-            candidates.append((i, text, words, density))
-        elif block.tag == "list" and settings.drop_link_lists:
-            for item in block.iter("item"):
-                text = " ".join(item.itertext())
-                if words := _norm(text):
-                    candidates.append((i, text, words, settings.link_block_density))
+        text = " ".join(block.itertext())
+        if not text.strip():
+            continue
+        texts.add(i)
+        if block.tag == "list":
+            lists.append(i)
+        if block.tag not in _LINK_BLOCKS or len(text) > 20 * _LINK_BLOCK_SCAN_WORDS:
+            continue
+        words = _norm(text)
+        count = words.count(" ") + 1
+        if not words or count > _LINK_BLOCK_SCAN_WORDS:
+            continue
+        short = count <= settings.link_block_max_words
+        density = settings.link_block_density if short else settings.link_list_density
+        candidates.append((i, text, words, density))
+    dense = _dense(candidates, page)
+    rest = texts - dense
+    if lists and (settings.drop_link_lists or rest <= set(lists)):
+        for i in lists:
+            items = [" ".join(item.itertext()) for item in blocks[i].iter("item")]
+            items = [(i, text, _norm(text), settings.link_block_density) for text in items]
+            items = [item for item in items if item[2]]
+            if items and _dense(items, page, every=True):
+                dense.add(i)
+        if not settings.drop_link_lists and not texts <= dense:
+            dense -= set(lists)  # lists go only with everything else
+    return dense
+
+
+def _dense(
+    candidates: list[tuple[int, str, str, float]], page: _Page, every: bool = False
+) -> set[int]:
+    """Indexes of the candidates mostly made of links on the page; with `every`, the
+    candidates are the items of one block and it is dense if all of them are."""
     if not candidates:
         return set()
     shares = page.link_shares({words for _, _, words, _ in candidates})
-    dense: dict[int, bool] = {}
+    dense = set()
     for i, text, words, density in candidates:
         linked = shares.get(words, 0.0) >= density and not page.stands_unlinked(text)
-        dense[i] = dense.get(i, True) and linked  # a list: every item
-    return {i for i, linked in dense.items() if linked}
+        if linked:
+            dense.add(i)
+        elif every:
+            return set()
+    return dense
 
 
 def _is_boilerplate(text: str, max_words: int) -> bool:
@@ -679,11 +716,11 @@ def _remove(element: etree._Element) -> None:
 # ---------------------------------------------------------------------------------------
 # beautifulsoup4 fallback
 
-_FALLBACK_DROP_TAGS = (
+_FALLBACK_DROP_TAGS = frozenset((
     "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
     "nav", "header", "footer", "aside", "form", "button", "select", "input", "textarea",
     "menu", "dialog", "figure", "figcaption",
-)  # fmt: skip
+))  # fmt: skip
 _BOILERPLATE_ATTR = re.compile(
     r"(?:^|[\s_-])(?:comments?|share|sharing|social|related|recommend\w*|newsletter|"
     r"subscri\w*|cookie\w*|consent|sidebar|widget|menu|nav\w*|breadcrumbs?|footer|header|"
@@ -693,6 +730,7 @@ _BOILERPLATE_ATTR = re.compile(
 )
 _FALLBACK_BLOCKS = ("p", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "td")
 _FALLBACK_MAX_CHARS = 1_000_000
+_FALLBACK_MAX_TAGS = 50_000
 
 
 def _fallback_text(html: str) -> str:
@@ -709,52 +747,87 @@ def _fallback_text(html: str) -> str:
 
 
 def _fallback(html: str) -> str:
-    from bs4 import BeautifulSoup, Comment
+    from bs4 import BeautifulSoup, Comment, Tag
 
     soup = BeautifulSoup(html, "lxml")
-    for element in soup(_FALLBACK_DROP_TAGS):
-        element.decompose()
-    for comment in soup.find_all(string=lambda s: isinstance(s, Comment)):
-        comment.extract()
-    for element in soup.find_all(True):
-        if element.decomposed or element.name in ("html", "body"):
-            continue
-        names = " ".join(element.get("class") or []) + " " + (element.get("id") or "")
-        if names.strip() and _BOILERPLATE_ATTR.search(names):
-            element.decompose()
+    # One walk (a stack, not recursion: pages can nest thousands deep): the outermost
+    # boilerplate elements and the comments go; everything else is kept for scoring.
+    doomed: list[Any] = []
+    paragraphs: list[Any] = []
+    stack: list[Any] = [soup]
+    seen = 0
+    while stack:
+        node = stack.pop()
+        for child in node.contents:
+            if not isinstance(child, Tag):
+                if isinstance(child, Comment):
+                    doomed.append(child)
+                continue
+            seen += 1
+            if seen > _FALLBACK_MAX_TAGS:
+                return ""
+            if child.name in _FALLBACK_DROP_TAGS or _boilerplate_container(child):
+                doomed.append(child)
+                continue
+            if child.name == "p":
+                paragraphs.append(child)
+            stack.append(child)
+    for element in doomed:
+        element.extract()
     scores: dict[int, float] = {}
     nodes: dict[int, Any] = {}
-    for paragraph in soup.find_all("p"):
+    for paragraph in paragraphs:
         length = len(paragraph.get_text(" ", strip=True))
         if length < 25:
             continue
         parent = paragraph.parent
-        if parent is None:
+        for weight in (1.0, 0.5):  # the parent, then half as much to the grandparent
+            if parent is None or not isinstance(parent, Tag):
+                break
+            scores[id(parent)] = scores.get(id(parent), 0.0) + weight * length
+            nodes[id(parent)] = parent
+            parent = parent.parent
+    if not scores:
+        # no paragraphs: the page's remaining text lines that read like sentences
+        root = soup.body or soup
+        lines = (" ".join(line.split()) for line in root.get_text("\n").splitlines())
+        text = "\n".join(line for line in lines if len(line.split()) >= 8)
+        return unicodedata.normalize("NFC", text)
+    best = nodes[max(scores, key=scores.__getitem__)]
+    blocks = best.find_all(_FALLBACK_BLOCKS)
+    # a block holding other blocks (a <li> around <p>s) leaves the text to them; the walk
+    # up is bounded, so absurd nesting costs linear time and at worst repeats a line
+    containers: set[int] = set()
+    for block in blocks:
+        parent = block.parent
+        for _ in range(8):
+            if parent is None or parent is best:
+                break
+            if parent.name in _FALLBACK_BLOCKS:
+                containers.add(id(parent))
+                break
+            parent = parent.parent
+    lines = []
+    for block in blocks:
+        if id(block) in containers:
             continue
-        scores[id(parent)] = scores.get(id(parent), 0.0) + length
-        nodes[id(parent)] = parent
-        grandparent = parent.parent
-        if grandparent is not None:
-            scores[id(grandparent)] = scores.get(id(grandparent), 0.0) + length / 2
-            nodes[id(grandparent)] = grandparent
-    if scores:
-        best = nodes[max(scores, key=scores.__getitem__)]
-        lines = []
-        for block in best.find_all(_FALLBACK_BLOCKS):
-            if block.find(_FALLBACK_BLOCKS):
-                continue  # the innermost blocks carry the text
-            text = " ".join(block.get_text(" ", strip=True).split())
-            if not text:
-                continue
-            linked = sum(len(a.get_text(" ", strip=True)) for a in block.find_all("a"))
-            if linked > 0.5 * len(text):
-                continue
-            lines.append(f"- {text}" if block.name == "li" else text)
-        return unicodedata.normalize("NFC", "\n".join(lines))
-    # no paragraphs: the page's remaining text lines that read like sentences
-    root = soup.body or soup
-    lines = (" ".join(line.split()) for line in root.get_text("\n").splitlines())
-    return unicodedata.normalize("NFC", "\n".join(line for line in lines if len(line.split()) >= 8))
+        text = " ".join(block.get_text(" ", strip=True).split())
+        if not text:
+            continue
+        linked = sum(len(a.get_text(" ", strip=True)) for a in block.find_all("a"))
+        if linked > 0.5 * len(text):
+            continue
+        lines.append(f"- {text}" if block.name == "li" else text)
+    return unicodedata.normalize("NFC", "\n".join(lines))
+
+
+def _boilerplate_container(tag: Any) -> bool:
+    if tag.name in ("html", "body"):
+        return False
+    classes = tag.get("class") or []
+    names = " ".join(classes) if isinstance(classes, list) else str(classes)
+    names = f"{names} {tag.get('id') or ''}"
+    return bool(names.strip()) and bool(_BOILERPLATE_ATTR.search(names))
 
 
 # ---------------------------------------------------------------------------------------

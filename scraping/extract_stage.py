@@ -36,6 +36,7 @@ from scraping.extract import ExtractSettings, extract_page
 from scraping.quality import QUALITY_REASONS, QualityFilters
 from scraping.warc_replay import WarcFile
 from webtext.config import code_version
+from webtext.parquet import put_table
 from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "documents"
@@ -219,8 +220,9 @@ class _Extraction:
             if self.on_page:
                 self.on_page()
         documents_name, rejected_name = _outputs(part)
-        _put_table(out, rejected_name, rejected, REJECTED_SCHEMA)
-        _put_table(out, documents_name, documents, DOCUMENTS_SCHEMA)  # marks the shard done
+        put_table(out, rejected_name, pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA))
+        # Last: its presence marks the shard done.
+        put_table(out, documents_name, pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA))
         for warc in self._warcs.values():
             warc.close()
         self._warcs.clear()
@@ -308,12 +310,6 @@ def _outputs(part: str) -> tuple[str, str]:
     """The documents and rejected files made from one fetches part."""
     name = part.rsplit("/", 1)[-1]
     return f"documents/{name}", f"rejected/{name}"
-
-
-def _put_table(out: VersionWriter, name: str, rows: list[dict], schema: pa.Schema) -> None:
-    buffer = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer, compression="zstd")
-    out.put(name, buffer.getvalue().to_pybytes(), len(rows))
 
 
 def _resume(out: VersionWriter, part: str) -> bool:

@@ -34,6 +34,7 @@ from scraping.page_source import FetchResult, PageSource
 from scraping.warc_replay import ArchiveSource
 from scraping.warc_writer import RotatingWarcWriter
 from webtext.config import code_version
+from webtext.parquet import put_table
 from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "fetches"
@@ -100,9 +101,7 @@ class _Shard:
         for name in self.warc.files:
             out.set_rows(name, sum(row["warc_file"] == name for row in self.rows))
         table = pa.Table.from_pylist(self.rows, schema=FETCHES_SCHEMA)
-        buffer = pa.BufferOutputStream()
-        pq.write_table(table, buffer)
-        out.put(self.part, buffer.getvalue().to_pybytes(), table.num_rows)  # marks it done
+        put_table(out, self.part, table)  # last: its presence marks the shard done
 
 
 def _part_name(index: int) -> str:

@@ -47,7 +47,8 @@ from scraping.dumps import (
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
 from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
 from webtext.config import code_version
-from webtext.store import StageResult, Store, VersionRef, VersionWriter, input_fingerprint
+from webtext.parquet import RollingParquetWriter
+from webtext.store import StageResult, Store, VersionRef, input_fingerprint
 
 STAGE = "links"
 log = logging.getLogger(__name__)
@@ -263,57 +264,6 @@ def _aggregate(part_dir: Path, min_karma: int) -> tuple[pa.Table, pa.Table, Coun
     return links, posts.sort_by("url"), counts
 
 
-class _RollingParquet:
-    """Writes tables into `<prefix>/part-NNNNN.parquet` files of at most `rows_per_file`."""
-
-    def __init__(
-        self, version: VersionWriter, prefix: str, schema: pa.Schema, rows_per_file: int
-    ) -> None:
-        self.version = version
-        self.prefix = prefix
-        self.schema = schema
-        self.rows_per_file = rows_per_file
-        self.files = 0
-        self.rows = 0
-        self._writer: pq.ParquetWriter | None = None
-        self._handle: Any = None
-        self._name = ""
-        self._rows_in_file = 0
-
-    def write(self, table: pa.Table) -> None:
-        offset = 0
-        while offset < table.num_rows:
-            if self._writer is None:
-                self._open()
-            take = min(self.rows_per_file - self._rows_in_file, table.num_rows - offset)
-            self._writer.write_table(table.slice(offset, take))
-            offset += take
-            self._rows_in_file += take
-            self.rows += take
-            if self._rows_in_file >= self.rows_per_file:
-                self._close_file()
-
-    def close(self) -> None:
-        if self._writer is None and self.files == 0:
-            self._open()  # an empty result still gets one readable, empty file
-        self._close_file()
-
-    def _open(self) -> None:
-        self._name = f"{self.prefix}/part-{self.files:05d}.parquet"
-        self._handle = self.version.fs.open(self.version.path(self._name), "wb")
-        self._writer = pq.ParquetWriter(self._handle, self.schema)
-        self._rows_in_file = 0
-        self.files += 1
-
-    def _close_file(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.close()
-        self._handle.close()
-        self.version.set_rows(self._name, self._rows_in_file)
-        self._writer = None
-
-
 def collect_links(
     store: Store,
     dumps: Iterable[str] = (),
@@ -405,8 +355,8 @@ def collect_links(
             stats.counts["previous_dropped"] = kept.counts["records"] - kept.counts["passed"]
 
         with store.write(STAGE, parameters, version, parents) as out:
-            links = _RollingParquet(out, "links", LINKS_SCHEMA, rows_per_file)
-            posts = _RollingParquet(out, "submissions", SUBMISSIONS_SCHEMA, rows_per_file)
+            links = RollingParquetWriter(out, "links", LINKS_SCHEMA, rows_per_file)
+            posts = RollingParquetWriter(out, "submissions", SUBMISSIONS_SCHEMA, rows_per_file)
             for part_dir in sorted(spill_dir.glob("part-*")):
                 kept, distinct, counts = _aggregate(part_dir, filters.min_karma)
                 links.write(kept)
