@@ -97,3 +97,32 @@ def test_fetch_refuses_loopback_unless_allowed(tmp_path) -> None:
     counts = json.loads(run("show", "fetches", "--store", store)[1])["stats"]["counts"]
     assert counts["fetched"] == 0 and counts["refused_address"] == counts["attempted"]
     assert sum(web.hits.values()) == 0  # not one request reached the server
+
+
+def test_the_whole_chain_then_pull(tmp_path) -> None:
+    from webtext.demo import write_demo_dump
+    from webtext.demo_web import DemoWeb
+
+    store = str(tmp_path / "store")
+    with DemoWeb() as web:
+        dump = write_demo_dump(tmp_path / "inputs", web.base_url)
+        run("links", str(dump), "--store", store)
+        run(
+            "fetch",
+            "--store",
+            store,
+            "--allow-loopback",
+            "--per-host-delay",
+            "0",
+            "--total-timeout",
+            "2",
+        )
+    code, output = run("extract", "--store", store, "--workers", "2")
+    assert code == 0 and "documents version" in output, output
+    code, output = run("dedup", "--store", store, "--workers", "2")
+    assert code == 0 and "webtext version" in output, output
+    counts = json.loads(run("show", "webtext", "--store", store)[1])["stats"]["counts"]
+    assert counts["near_duplicates"] > 0  # the demo web's mirrors
+    code, output = run("pull", "latest", str(tmp_path / "copy"), "--store", store)
+    assert code == 0 and "pulled" in output
+    assert list((tmp_path / "copy" / "webtext").glob("*/data/part-00000.parquet"))

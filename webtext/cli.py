@@ -219,6 +219,37 @@ def extract(
 
 
 @app.command()
+def dedup(
+    documents_version: Annotated[
+        str, typer.Option("--documents", help="documents version to deduplicate")
+    ] = LATEST,
+    rows_per_shard: Annotated[int, typer.Option(help="Documents per published shard")] = 100_000,
+    workers: Annotated[int | None, typer.Option(help="Processes for signatures")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Deduplicate documents against themselves and every published version, and
+    publish the rest as a new `webtext` version."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dedup.minhash import MinHashSettings
+    from dedup.signatures import compute_minhash
+    from dedup.stage import PublishSettings, deduplicate
+
+    artifacts = open_store(store)
+    documents = artifacts.resolve("documents", documents_version)
+    settings = MinHashSettings()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        minhash = compute_minhash(artifacts, documents, settings, map_parts=pool.map)
+    result = deduplicate(
+        artifacts, documents, minhash.ref, settings, PublishSettings(rows_per_shard=rows_per_shard)
+    )
+    _print_counts(result.stats["counts"], "deduplication")
+    note = " (already built: reused)" if result.reused else ""
+    ref_url = artifacts.url(result.ref)
+    console.print(f"webtext version [bold]{result.ref}[/]{note}: {ref_url}", soft_wrap=True)
+
+
+@app.command()
 def pull(
     version: Annotated[str, typer.Argument(help="A version id, or latest")] = LATEST,
     dest: Annotated[str, typer.Argument(help="Folder or fsspec URL to copy it into")] = ".",
