@@ -1,4 +1,4 @@
-"""Main-text extraction: our `extract_page` against trafilatura's defaults, same pages, same run.
+"""Main-text extraction: `extract_page` against trafilatura's defaults, same pages, same run.
 
     python benchmarks/extraction.py [--data DIR] [--snippets DIR] [--limit N]
                                     [--repeat R] [--set name=value ...]
@@ -22,7 +22,10 @@ snippets not found in it (dropped), whitespace runs collapsed on both sides.
 Speed: pages per second, one process, the same pages, after a warm-up pass; each page is
 timed for both extractors back to back, `--repeat` times, and its fastest run counts (a
 load spike from other work on the machine then does not). Both extractors start from the
-same bytes and the same `decode_html`, so the comparison is of the extraction. Human lines go to stderr; the last line on stdout is one JSON object.
+same bytes and the same `decode_html`, so the comparison is of the extraction.
+
+Human lines go to stderr; the last line on stdout is one JSON object. `--set` overrides an
+`ExtractSettings` field, which is how the settings were measured (docs/extraction.md).
 """
 
 from __future__ import annotations

@@ -1,26 +1,34 @@
 """Main text and metadata of one fetched HTML page.
 
-`extract_page(body, url, content_type)` -> `ExtractedPage` (text, title, date, language) or
-None when the page has no usable text. Pure and single-page, for worker processes.
+`extract_page(body, url, content_type)` -> `ExtractedPage` (text, title, date, language,
+method) or None when the page has no usable text. Pure, one page at a time, no network:
+meant for worker processes. Never raises on bad input.
 
 1. `decode_html`: bytes to text. The header's charset if the bytes decode cleanly with it,
-   else the document's own declaration, else UTF-8, else detection; a legacy single-byte
-   label on bytes that are valid non-ASCII UTF-8 loses to UTF-8, and UTF-8 bytes with a few
-   stray invalid bytes stay UTF-8 (with replacement characters) rather than becoming
-   mojibake.
+   else the document's own declaration, else UTF-8, else detection. A page labelled UTF-8
+   that is not (cp1252 bytes) falls through to the next step; a legacy single-byte label
+   on bytes that are valid non-ASCII UTF-8 loses to UTF-8; UTF-8 with a few stray bytes
+   stays UTF-8 rather than becoming mojibake.
 2. One lxml parse (trafilatura's loader), shared by every step below.
-3. trafilatura, `fast` (no readability/justext comparison), comments off, links kept in the
-   output tree so that step 4 can see them. A first pass shorter than `rescue_below_chars`
-   is run again with trafilatura's full cascade, and the longer result wins.
-4. Cleaning of the output blocks (general rules, no per-site ones): short blocks that are
-   mostly link text ("Read more: <link>", related-story lines), leading headings that repeat
-   the page's title (the title is kept as metadata, not in the text).
-5. A beautifulsoup4 fallback when trafilatura returns less than `fallback_below_chars`:
-   boilerplate containers dropped, then the container with the most paragraph text.
+3. trafilatura's `bare_extraction`, `fast` (no readability/justext comparison), comments
+   off. A first pass shorter than `rescue_below_chars` runs again with trafilatura's full
+   cascade; the longer result wins, keeping the first pass's lines that it lacks.
+4. Cleaning of trafilatura's output blocks (general rules, nothing per site):
+   - blocks that are, on the page, mostly link text ("Read more: <link>", related-story
+     cards and lines), unless the same text also stands on the page outside links (a
+     heading that a table of contents links to) or the link points at the page itself;
+     an output made only of such lines (a navigation page) is no text at all;
+   - lines of known boilerplate: calls to subscribe, share, comment, follow or download,
+     copyright and affiliate notices, bare section labels, datelines, shortcodes;
+   - a leading heading that repeats the page's meta description (the standfirst).
+5. A beautifulsoup4 fallback when that leaves less than `fallback_below_chars`: drop
+   scripts, navigation, header, footer, aside, forms and containers named for comments,
+   sharing, related links...; take the element with the most paragraph text.
 6. Metadata: title (og/twitter meta, else trafilatura's title heuristics), date (htmldate,
-   quick search), language (py3langid, its model ships inside the wheel).
+   quick search, ISO), language (py3langid, whose model ships inside its wheel).
 
-Settings were chosen by measurement; see docs/extraction.md.
+The settings and the measurements behind them: docs/extraction.md; the benchmark:
+benchmarks/extraction.py.
 """
 
 from __future__ import annotations
@@ -214,44 +222,44 @@ def _detect(body: bytes) -> str | None:
 class ExtractSettings:
     """The extractor's knobs; the defaults are the measured best (docs/extraction.md)."""
 
-    # trafilatura
+    # trafilatura (comments: the gold excludes them; tables: part of the text)
     include_comments: bool = False
     include_tables: bool = True
     favor_precision: bool = False
     favor_recall: bool = False
     fast: bool = True
-    # a first pass shorter than this is retried with trafilatura's full cascade
+    # a first pass shorter than this is run again with trafilatura's full cascade
     rescue_below_chars: int = 1000
-    # keep the first pass's lines that the rescue lacks
+    # keep the first pass's lines that the rescue lacks (in page order)
     merge_rescue: bool = True
-    # cleaning of trafilatura's output blocks
+    # drop output blocks of at most `link_block_max_words` words of which this share or
+    # more is link text on the page, longer ones (to 60 words) from the second share
     drop_link_blocks: bool = True
     link_block_max_words: int = 15
     link_block_density: float = 0.5
-    # longer blocks (up to 60 words) are dropped from this share of link words
-    link_list_density: float = 0.9
-    # lists whose every item is mostly links
+    link_long_block_density: float = 0.9
+    # lists whose every item is mostly links (off: they go only when nothing else is left)
     drop_link_lists: bool = False
+    # leading blocks that repeat the title (off: the title stays the text's first line)
     drop_title: bool = False
     # a leading heading that repeats the page's meta description (the standfirst)
     drop_standfirst: bool = True
-    # lines of known boilerplate (subscribe prompts, share/comment calls, copyright...)
+    # lines of known boilerplate, up to this many words
     drop_boilerplate_lines: bool = True
     boilerplate_max_words: int = 30
-    # runs of at least this many headings with no text between them (widget titles); 0: off
-    heading_run: int = 0
-    # beautifulsoup4 fallback when trafilatura gives less than this many characters
+    # beautifulsoup4 fallback when the cleaned text is shorter than this
     fallback: bool = True
     fallback_below_chars: int = 200
-    # results shorter than this are "no usable text"
+    # a text shorter than this is "no usable text"
     min_chars: int = 1
-    # metadata
+    # metadata; language from this many characters of the text (0: none)
     with_date: bool = True
     language_sample_chars: int = 600
-    # guard against pathological pages: documents are cut at this many characters
+    # pathological pages: the decoded document is cut at this many characters
     max_chars: int = 3_000_000
 
     def parameters(self) -> dict[str, Any]:
+        """JSON-able, for version ids."""
         return asdict(self)
 
 
@@ -262,7 +270,7 @@ class ExtractedPage:
     date: str | None
     language: str | None
     language_score: float | None
-    method: str  # "trafilatura" | "trafilatura-rescue" | "fallback"
+    method: str  # "trafilatura" | "trafilatura-rescue" (full cascade) | "fallback" (bs4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,7 +278,6 @@ class ExtractedPage:
 
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*>", re.I)
 _WORD = re.compile(r"\w+")
-_BLOCKS = ("p", "head", "quote", "list", "item", "table", "code")
 _LINK_BLOCKS = ("p", "head", "quote")
 _LINE_BLOCKS = ("p", "head", "quote", "item", "list")
 _PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»“”‘’„…–—·•|"
@@ -459,11 +466,6 @@ def _same_page(a: str, b: str) -> bool:
     return a.lower() == b.lower()
 
 
-def _key(text: str) -> str:
-    """Lowercase, whitespace collapsed (cheaper than `_norm`, punctuation kept)."""
-    return " ".join(text.lower().split())
-
-
 class _Page:
     """What the cleaning rules know about the page, computed once and only when needed."""
 
@@ -581,17 +583,6 @@ def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettin
                 " ".join(block.itertext()), settings.boilerplate_max_words
             ):
                 drop.add(i)
-    if settings.heading_run:
-        run: list[int] = []
-        for i, block in enumerate([*blocks, None]):
-            if block is not None and (i in drop or not "".join(block.itertext()).strip()):
-                continue
-            if block is not None and block.tag == "head":
-                run.append(i)
-                continue
-            if len(run) >= settings.heading_run:
-                drop.update(run)
-            run = []
     if settings.drop_title or settings.drop_standfirst:
         forms, title_tag = page.titles
         for i, block in enumerate(blocks):
@@ -620,7 +611,7 @@ def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettin
 
 def _link_blocks(blocks: list[etree._Element], page: _Page, settings: ExtractSettings) -> set[int]:
     """Indexes of output blocks that are, on the page, blocks made mostly of links: short
-    ones from `link_block_density`, longer ones (to 60 words) from `link_list_density`;
+    ones from `link_block_density`, longer ones (to 60 words) from `link_long_block_density`;
     lists when every item is, if `drop_link_lists` or if nothing else is left (a page of
     navigation only)."""
     candidates: list[tuple[int, str, str, float]] = []  # (index, text, normalised, density)
@@ -640,7 +631,7 @@ def _link_blocks(blocks: list[etree._Element], page: _Page, settings: ExtractSet
         if not words or count > _LINK_BLOCK_SCAN_WORDS:
             continue
         short = count <= settings.link_block_max_words
-        density = settings.link_block_density if short else settings.link_list_density
+        density = settings.link_block_density if short else settings.link_long_block_density
         candidates.append((i, text, words, density))
     dense = _dense(candidates, page)
     rest = texts - dense

@@ -172,5 +172,5 @@ def test_a_killed_fetch_resumes_without_refetching_finished_shards(tmp_path) -> 
     assert all(r["error"] is None for r in table)
     for url in done:  # finished shards were not fetched again
         path = url.removeprefix(slow.base_url)
-        assert slow.hits[path] == hits_after_kill[path] == 1
+        assert slow.hits[path] == hits_after_kill[path]
     assert json.loads(store.manifest(result.ref).to_json())["stats"]["counts"]["fetched"] == 24
