@@ -130,7 +130,7 @@ def _utf8_mostly(body: bytes) -> str | None:
     multi-byte sequences (a UTF-8 page with a stray legacy byte); else None."""
     text = body.decode("utf-8", "replace")
     bad = text.count("\ufffd")
-    good = sum(1 for ch in text if ord(ch) > 0x7F) - bad
+    good = len(text) - len(text.encode("ascii", "ignore")) - bad  # non-ASCII characters
     return text if good >= 4 * bad and good > 0 else None
 
 
@@ -161,24 +161,27 @@ def _decode(body: bytes, content_type: str | None) -> str:
         labels.append(match.group(1))
     if match := _DOC_CHARSET.search(body, 0, _DOC_CHARSET_SCAN):
         labels.append(match.group(1) or match.group(2))
-    utf8_valid: bool | None = None
+    utf8: str | None = None
+    utf8_tried = False
     for label in labels:
         name = _codec(label)
         if name is None:
             continue
         if name == "utf_8" or _single_byte(name):
-            if utf8_valid is None:
-                utf8_valid = _is_utf8(body)
-            if utf8_valid:
-                return body.decode("utf-8")
+            if not utf8_tried:
+                utf8, utf8_tried = _as_utf8(body), True
+            if utf8 is not None:
+                return utf8
             if name == "utf_8":
                 continue  # declared UTF-8, but it is not: the declaration is wrong
         try:
             return body.decode(name)
         except (UnicodeDecodeError, LookupError):
             continue
-    if utf8_valid is None and _is_utf8(body):
-        return body.decode("utf-8")
+    if not utf8_tried:
+        utf8 = _as_utf8(body)
+    if utf8 is not None:
+        return utf8
     if (text := _utf8_mostly(body)) is not None:
         return text
     non_ascii = len(_NON_ASCII.findall(body, 0, _DETECT_SAMPLE))
@@ -191,12 +194,11 @@ def _decode(body: bytes, content_type: str | None) -> str:
     return body.decode("cp1252", "replace")
 
 
-def _is_utf8(body: bytes) -> bool:
+def _as_utf8(body: bytes) -> str | None:
     try:
-        body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
+        return None
 
 
 def _detect(body: bytes) -> str | None:
@@ -252,9 +254,11 @@ class ExtractSettings:
     fallback_below_chars: int = 200
     # a text shorter than this is "no usable text"
     min_chars: int = 1
-    # metadata; language from this many characters of the text (0: none)
+    # metadata; language from this many characters of the text (0: none), four times as
+    # many when the identifier's probability is below `language_confident`
     with_date: bool = True
-    language_sample_chars: int = 600
+    language_sample_chars: int = 500
+    language_confident: float = 0.95
     # pathological pages: the decoded document is cut at this many characters
     max_chars: int = 3_000_000
 
@@ -363,7 +367,10 @@ def extract_page(
             text, method = fallback, "fallback"
     if len(text) < max(settings.min_chars, 1):
         return None
-    language, score = _language(text[: settings.language_sample_chars])
+    sample = settings.language_sample_chars
+    language, score = _language(text[:sample])
+    if score is not None and score < settings.language_confident and len(text) > sample:
+        language, score = _language(text[: 4 * sample])  # unsure on a short sample: read more
     return ExtractedPage(
         text=text,
         title=title,
@@ -606,7 +613,10 @@ def _clean_and_render(body: etree._Element, page: _Page, settings: ExtractSettin
     except Exception:  # pragma: no cover - deep trees can exhaust the recursion limit
         LOGGER.debug("rendering failed", exc_info=True)
         text = "\n".join(t.strip() for t in body.itertext() if t.strip())
-    return unicodedata.normalize("NFC", text).strip()  # as trafilatura.extract() does
+    # NFC as trafilatura.extract() does; no trailing blanks, no blank lines (list and table
+    # markup leaves runs of them)
+    lines = (line.rstrip() for line in unicodedata.normalize("NFC", text).splitlines())
+    return "\n".join(line for line in lines if line).strip()
 
 
 def _link_blocks(blocks: list[etree._Element], page: _Page, settings: ExtractSettings) -> set[int]:
@@ -873,8 +883,9 @@ def _identifier() -> Any:
 def _language(sample: str) -> tuple[str | None, float | None]:
     if not sample.strip():
         return None, None
+    identifier = _identifier()  # a missing py3langid is an installation error: let it raise
     try:
-        language, score = _identifier().classify(sample)
+        language, score = identifier.classify(sample)
     except Exception:
         LOGGER.debug("language identification failed", exc_info=True)
         return None, None
