@@ -9,6 +9,8 @@ from typing import Any
 
 from prefect import flow
 
+from flows.dedup import dedup_flow
+from flows.extract import extract_text_flow
 from flows.fetch import fetch_pages_flow
 from flows.links import collect_links_flow
 from webtext.store import VersionRef
@@ -31,4 +33,6 @@ def build_webtext(
         dumps=dumps, listings=listings, incremental=incremental, store_url=store_url
     )
     fetches = fetch_pages_flow(links_version=links.version, store_url=store_url, **(fetch or {}))
-    return {"links": links, "fetches": fetches}
+    documents = extract_text_flow(fetches_version=fetches.version, store_url=store_url)
+    webtext = dedup_flow(documents_version=documents.version, store_url=store_url)
+    return {"links": links, "fetches": fetches, "documents": documents, "webtext": webtext}

@@ -31,9 +31,15 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
         assert fetched["attempted"] == counts["links"]  # one row per link
         assert fetched["fetched"] > 0 and fetched["robots_disallowed"] > 0
         assert fetched["timeout"] > 0 and fetched["refused_address"] > 0
+        extracted = store.manifest(refs["documents"]).stats["counts"]
+        assert extracted["pages"] == fetched["fetched"] and extracted["documents"] > 50
+        published = store.manifest(refs["webtext"]).stats["counts"]
+        assert published["documents_in"] == extracted["documents"]
+        assert published["near_duplicates"] > 0  # the demo web's mirrors
 
         with get_client(sync_client=True) as client:
-            keys = ArtifactFilterKey(any_=["links-counts", "links-version", "fetches-counts"])
+            names = ["links-counts", "links-version", "fetches-counts", "webtext-counts"]
+            keys = ArtifactFilterKey(any_=names)
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
         table = next(a for a in artifacts if a.key == "links-counts")
         assert '"links"' in str(table.data) and str(counts["links"]) in str(table.data)
@@ -41,6 +47,7 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
         assert refs["links"].version in str(link.data)
         fetch_table = next(a for a in artifacts if a.key == "fetches-counts")
         assert '"robots_disallowed"' in str(fetch_table.data)
+        assert any(a.key == "webtext-counts" for a in artifacts)
 
         # The scheduler's rerun over the same dump is incremental: nothing new, same version.
         rerun = build_webtext(dumps=[str(dump)], fetch=DEMO_FETCH, store_url=store_url)
