@@ -250,6 +250,46 @@ def dedup(
 
 
 @app.command()
+def tokenize(
+    webtext_version: Annotated[
+        str, typer.Option("--webtext", help="webtext version to encode")
+    ] = LATEST,
+    gpt2_bpe_dir: Annotated[
+        Path | None,
+        typer.Option(help="Use OpenAI's GPT-2 vocabulary from encoder.json + vocab.bpe here"),
+    ] = None,
+    vocab_size: Annotated[int, typer.Option(help="Size of a vocabulary trained here")] = 50_257,
+    val_fraction: Annotated[float, typer.Option(help="Share of documents held out")] = 0.005,
+    store: StoreOption = None,
+) -> None:
+    """Train (or load GPT-2's) byte-level BPE and encode a dataset into token shards."""
+    from training.token_shards import ShardSettings, encode_version
+    from training.tokenizer_stage import (
+        gpt2_tokenizer_version,
+        load_encoder,
+        train_tokenizer_version,
+    )
+
+    artifacts = open_store(store)
+    webtext = artifacts.resolve("webtext", webtext_version)
+    if gpt2_bpe_dir is not None:
+        vocabulary = gpt2_tokenizer_version(artifacts, gpt2_bpe_dir)
+    else:
+        vocabulary = train_tokenizer_version(artifacts, webtext, vocab_size)
+    encoder = load_encoder(artifacts, vocabulary.ref)
+    documents = sum(
+        f.rows or 0 for f in artifacts.manifest(webtext).files if f.path.startswith("data/")
+    )
+    with _count_progress("encoding documents") as (start, advance):
+        start(documents)
+        result = encode_version(
+            artifacts, webtext, encoder, vocabulary.ref, ShardSettings(val_fraction), advance
+        )
+    _print_counts(result.stats["counts"], "token shards")
+    console.print(f"tokenizer {vocabulary.ref}, tokens {result.ref}", soft_wrap=True)
+
+
+@app.command()
 def pull(
     version: Annotated[str, typer.Argument(help="A version id, or latest")] = LATEST,
     dest: Annotated[str, typer.Argument(help="Folder or fsspec URL to copy it into")] = ".",

@@ -1,0 +1,210 @@
+"""Token shards: a `webtext` version encoded into uint16 files that training memory-maps.
+
+File format (little-endian), one file per published data part and split:
+
+    offset 0   8 bytes  magic b"WTTOKENS"
+    offset 8   uint32   format version (1)
+    offset 12  uint32   vocabulary size (ids must fit in uint16: at most 65,536)
+    offset 16  uint64   token count
+    offset 24  8 bytes  reserved (zero)
+    offset 32  token count x uint16 ids; every document ends with <|endoftext|>
+
+Documents go to `train` or `val` by a hash of their doc id, so the split is the same on
+every run and for every tokenizer. Parts are encoded one after another, each in batches
+of documents with the encoder's all-cores batch call, through a local temporary file, so
+memory stays at one batch; a part is committed when its `val` file lands (written last),
+so a killed run resumes at the first unfinished part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from training.bpe import Encoder
+from webtext.config import code_version
+from webtext.store import StageResult, Store, VersionRef, VersionWriter
+
+STAGE = "tokens"
+MAGIC = b"WTTOKENS"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sIIQ8x")
+SPLITS = ("train", "val")
+_COPY_CHUNK = 1 << 22
+
+
+class ShardError(ValueError):
+    """A file that is not a token shard this code can read."""
+
+
+def split_of(doc_id: str, val_fraction: float) -> str:
+    """`val` for a stable `val_fraction` of documents, by a hash of the id."""
+    bucket = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big")
+    return "val" if bucket < val_fraction * 2**64 else "train"
+
+
+class TokenShard:
+    """A shard memory-mapped read-only: `tokens` is a numpy uint16 view of the file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with self.path.open("rb") as handle:
+            head = handle.read(HEADER.size)
+        if len(head) < HEADER.size:
+            raise ShardError(f"{path}: too short for a token shard header")
+        magic, version, vocab_size, count = HEADER.unpack(head)
+        if magic != MAGIC:
+            raise ShardError(f"{path}: not a token shard (magic {magic!r})")
+        if version != FORMAT_VERSION:
+            raise ShardError(f"{path}: format version {version}, this code reads {FORMAT_VERSION}")
+        expected = HEADER.size + 2 * count
+        if self.path.stat().st_size != expected:
+            raise ShardError(f"{path}: {self.path.stat().st_size} bytes, header says {expected}")
+        self.vocab_size = vocab_size
+        self.tokens = np.memmap(self.path, np.uint16, "r", offset=HEADER.size, shape=(count,))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+class TokenDataset:
+    """Every shard of one split in a local folder: random training windows, nanoGPT-style."""
+
+    def __init__(self, folder: str | Path, split: str = "train") -> None:
+        paths = sorted(Path(folder).glob(f"tokens/{split}/part-*.bin"))
+        self.shards = [shard for shard in map(TokenShard, paths) if len(shard)]
+        if not self.shards:
+            raise ShardError(f"no {split} tokens under {folder}")
+        self.sizes = np.array([len(shard) for shard in self.shards], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.sizes.sum())
+
+    def batch(
+        self, batch_size: int, block_size: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of shape (batch_size, block_size), targets shifted by one."""
+        usable = np.maximum(self.sizes - block_size - 1, 0)
+        if not usable.any():
+            raise ShardError(f"every shard is shorter than block_size + 1 = {block_size + 1}")
+        shards = rng.choice(len(self.shards), size=batch_size, p=usable / usable.sum())
+        rows = []
+        for index in shards:
+            start = int(rng.integers(0, usable[index]))
+            rows.append(np.asarray(self.shards[index].tokens[start : start + block_size + 1]))
+        window = np.stack(rows).astype(np.int64)
+        return window[:, :-1], window[:, 1:]
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    val_fraction: float = 0.005
+    docs_per_batch: int = 1_024
+
+    def parameters(self) -> dict[str, float | int]:
+        return {"val_fraction": self.val_fraction, "docs_per_batch": self.docs_per_batch}
+
+
+def encode_version(
+    store: Store,
+    webtext: VersionRef,
+    encoder: Encoder,
+    tokenizer: VersionRef | None = None,
+    settings: ShardSettings | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> StageResult:
+    """Encode every published document of `webtext` into train/val token shards."""
+    settings = settings or ShardSettings()
+    if encoder.vocab_size > 2**16:
+        raise ValueError(f"vocabulary of {encoder.vocab_size} ids does not fit in uint16")
+    parameters = {
+        "encoder": encoder.name,
+        "vocab_size": encoder.vocab_size,
+        **settings.parameters(),
+    }
+    parents = (webtext, tokenizer) if tokenizer else (webtext,)
+    version = code_version("training")
+    ref = store.ref_for(STAGE, parameters, version, parents)
+    if store.exists(ref):
+        return StageResult(ref, True, store.manifest(ref).stats)
+    parts = sorted(f.path for f in store.manifest(webtext).files if f.path.startswith("data/"))
+    with store.write(STAGE, parameters, version, parents, resumable=True) as out:
+        for part in parts:
+            names = {split: _shard_name(part, split) for split in SPLITS}
+            if out.exists(names["val"]):  # committed by an earlier try
+                for name in names.values():
+                    out.set_rows(name, _token_count(out, name))
+                continue
+            out.remove(names["train"])
+            _encode_part(store, webtext, part, encoder, settings, out, names, on_progress)
+        out.stats["counts"] = _counts(out, parts)
+        ref = out.ref
+    return StageResult(ref, False, store.manifest(ref).stats)
+
+
+def _shard_name(part: str, split: str) -> str:
+    return f"tokens/{split}/{part.rsplit('/', 1)[-1].removesuffix('.parquet')}.bin"
+
+
+def _encode_part(
+    store: Store,
+    webtext: VersionRef,
+    part: str,
+    encoder: Encoder,
+    settings: ShardSettings,
+    out: VersionWriter,
+    names: dict[str, str],
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    eot = np.array([encoder.eot_id], dtype=np.uint16)
+    with tempfile.TemporaryDirectory(prefix="webtext-tokens-") as scratch:
+        spool = {split: open(Path(scratch) / split, "wb") for split in SPLITS}  # noqa: SIM115
+        counts = dict.fromkeys(SPLITS, 0)
+        with store.fs.open(f"{store.version_dir(webtext)}/{part}", "rb") as handle:
+            source = pq.ParquetFile(handle)
+            for batch in source.iter_batches(settings.docs_per_batch, columns=["doc_id", "text"]):
+                texts = batch.column("text").to_pylist()
+                ids = batch.column("doc_id").to_pylist()
+                for doc_id, tokens in zip(ids, encoder.encode_batch(texts), strict=True):
+                    split = split_of(doc_id, settings.val_fraction)
+                    array = np.asarray(tokens, dtype=np.uint16)
+                    spool[split].write(array.tobytes())
+                    spool[split].write(eot.tobytes())
+                    counts[split] += len(array) + 1
+                if on_progress:
+                    on_progress(len(texts))  # documents done
+        for split in SPLITS:  # train first: the val file marks the part done
+            spool[split].close()
+            _publish_shard(out, names[split], Path(scratch) / split, encoder, counts[split])
+
+
+def _publish_shard(out: VersionWriter, name: str, body: Path, encoder: Encoder, count: int) -> None:
+    """Header, then the spooled ids, under a temporary name renamed when complete."""
+    target = out.path(name, rows=count)
+    partial = f"{target}.partial"
+    with out.fs.open(partial, "wb") as handle, body.open("rb") as tokens:
+        handle.write(HEADER.pack(MAGIC, FORMAT_VERSION, encoder.vocab_size, count))
+        shutil.copyfileobj(tokens, handle, _COPY_CHUNK)
+    out.fs.mv(partial, target)
+
+
+def _token_count(out: VersionWriter, name: str) -> int:
+    with out.fs.open(out.path(name), "rb") as handle:
+        return HEADER.unpack(handle.read(HEADER.size))[3]
+
+
+def _counts(out: VersionWriter, parts: list[str]) -> dict[str, int]:
+    counts = {f"{split}_tokens": 0 for split in SPLITS}
+    for part in parts:
+        for split in SPLITS:
+            counts[f"{split}_tokens"] += _token_count(out, _shard_name(part, split))
+    counts["parts"] = len(parts)
+    return counts
