@@ -123,6 +123,10 @@ def test_the_whole_chain_then_pull(tmp_path) -> None:
     assert code == 0 and "webtext version" in output, output
     counts = json.loads(run("show", "webtext", "--store", store)[1])["stats"]["counts"]
     assert counts["near_duplicates"] > 0  # the demo web's mirrors
+    code, output = run("tokenize", "--store", store, "--vocab-size", "2000")
+    assert code == 0 and "tokens" in output, output
+    tokens = json.loads(run("show", "tokens", "--store", store)[1])["stats"]["counts"]
+    assert tokens["train_tokens"] > 0
     code, output = run("pull", "latest", str(tmp_path / "copy"), "--store", store)
     assert code == 0 and "pulled" in output
     assert list((tmp_path / "copy" / "webtext").glob("*/data/part-00000.parquet"))

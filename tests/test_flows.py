@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webtext.demo import DEMO_FETCH, demo_records, write_demo_dump
+from webtext.demo import DEMO_FETCH, DEMO_TOKENIZE, demo_records, write_demo_dump
 from webtext.demo_web import DemoWeb
 from webtext.store import Store
 
@@ -20,7 +20,9 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
     with DemoWeb() as web:
         dump = write_demo_dump(tmp_path / "inputs", web.base_url)
         store_url = str(tmp_path / "store")
-        refs = build_webtext(dumps=[str(dump)], fetch=DEMO_FETCH, store_url=store_url)
+        refs = build_webtext(
+            dumps=[str(dump)], fetch=DEMO_FETCH, tokenize=DEMO_TOKENIZE, store_url=store_url
+        )
         store = Store(store_url)
         counts = store.manifest(refs["links"]).stats["counts"]
         records = demo_records(web.base_url)
@@ -36,6 +38,8 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
         published = store.manifest(refs["webtext"]).stats["counts"]
         assert published["documents_in"] == extracted["documents"]
         assert published["near_duplicates"] > 0  # the demo web's mirrors
+        tokens = store.manifest(refs["tokens"]).stats["counts"]
+        assert tokens["train_tokens"] > 10_000 and tokens["val_tokens"] > 0
 
         with get_client(sync_client=True) as client:
             names = ["links-counts", "links-version", "fetches-counts", "webtext-counts"]
@@ -50,7 +54,9 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
         assert any(a.key == "webtext-counts" for a in artifacts)
 
         # The scheduler's rerun over the same dump is incremental: nothing new, same version.
-        rerun = build_webtext(dumps=[str(dump)], fetch=DEMO_FETCH, store_url=store_url)
+        rerun = build_webtext(
+            dumps=[str(dump)], fetch=DEMO_FETCH, tokenize=DEMO_TOKENIZE, store_url=store_url
+        )
         assert rerun == refs
 
 

@@ -8,12 +8,12 @@ as the reference encoder for that vocabulary (tests/test_bpe.py, benchmarks/toke
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,13 @@ EOT = "<|endoftext|>"
 # tiktoken's form of GPT-2's split pattern (possessive quantifiers, same pieces as the original
 # `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, which is
 # what `tokenizers`' ByteLevel pre-tokenizer uses).
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
 
-# A batch smaller than this is encoded on the calling thread: handing it to the pool costs
-# more than it saves.
-_MIN_PARALLEL_BYTES = 1 << 20
+# A batch of fewer characters is encoded on the calling thread: sending it to the worker
+# processes costs more than it saves.
+_MIN_PARALLEL_CHARS = 1 << 20
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -54,13 +56,6 @@ _UNICODE_TO_BYTE = {c: b for b, c in _bytes_to_unicode().items()}
 
 def _symbol_bytes(symbol: str) -> bytes:
     return bytes(_UNICODE_TO_BYTE[c] for c in symbol)
-
-
-@functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    # One long-lived pool per size: tiktoken's batch builds a pool per call, which costs
-    # more than encoding a small batch.
-    return ThreadPoolExecutor(workers, thread_name_prefix="bpe")
 
 
 def _available_cores() -> int:
@@ -89,6 +84,15 @@ class Encoder:
             explicit_n_vocab=self.vocab_size,
         )
         self._core = self._encoding._core_bpe
+        self._eot_set = {EOT}
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_workers = 0
+
+    def __getstate__(self) -> tuple[str, dict[bytes, int], int]:
+        return self.name, self._encoding._mergeable_ranks, self.eot_id
+
+    def __setstate__(self, state: tuple[str, dict[bytes, int], int]) -> None:
+        self.__init__(*state)
 
     def __repr__(self) -> str:
         return f"Encoder({self.name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
@@ -115,22 +119,71 @@ class Encoder:
     ) -> list[np.ndarray]:
         """`encode_batch` as uint32 arrays: what writers of token shards want."""
         workers = workers or _available_cores()
-        if workers == 1 or sum(map(len, texts)) < _MIN_PARALLEL_BYTES:
-            return [self.encode_array(t) for t in texts]
-        # Contiguous slices, a few per thread for balance: one task per slice, not per text,
-        # and tiktoken releases the GIL while it encodes.
-        step = max(1, -(-len(texts) // (workers * 4)))
+        if workers == 1 or sum(map(len, texts)) < _MIN_PARALLEL_CHARS:
+            return self._encode_joined(texts)
+        # Processes, a few contiguous slices each for balance. Threads scale worse although
+        # tiktoken releases the GIL while it encodes: on 2 cores, 2 threads gave 1.2-1.5x one
+        # thread, 2 processes 1.6-1.8x (benchmarks/tokenize.py --strategies).
+        step = -(-len(texts) // (workers * 4))
         slices = [texts[i : i + step] for i in range(0, len(texts), step)]
         out: list[np.ndarray] = []
-        for part in _pool(workers).map(lambda s: [self.encode_array(t) for t in s], slices):
-            out.extend(part)
+        for ids, lengths in self._processes(workers).map(_encode_in_worker, slices):
+            flat = np.frombuffer(ids, dtype=np.uint32)
+            out.extend(np.split(flat, np.cumsum(np.frombuffer(lengths, dtype=np.int64))[:-1]))
         return out
+
+    def _processes(self, workers: int) -> ProcessPoolExecutor:
+        """This encoder's worker processes, started once (spawned: safe with threads about)."""
+        if self._pool is None or self._pool_workers != workers:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(self,),
+            )
+            self._pool_workers = workers
+        return self._pool
+
+    def _encode_joined(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Encode texts in one call: joined by <|endoftext|> and encoded with it allowed.
+
+        tiktoken encodes each stretch between special tokens on its own, exactly as if it were
+        the whole text, so cutting the ids at the special id gives each text's ordinary ids.
+        A text that holds <|endoftext|> itself would be cut wrongly: such slices go one by one.
+        """
+        if not texts or any(EOT in t for t in texts):
+            return [self.encode_array(t) for t in texts]
+        try:
+            buffer = self._core.encode_to_tiktoken_buffer(EOT.join(texts), self._eot_set)
+        except UnicodeEncodeError:  # a lone surrogate somewhere: repaired text by text
+            return [self.encode_array(t) for t in texts]
+        ids = np.frombuffer(buffer, dtype=np.uint32)
+        parts = np.split(ids, np.flatnonzero(ids == self.eot_id))
+        return [parts[0], *(p[1:] for p in parts[1:])]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._encoding.decode(list(ids))
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         return self._encoding.decode_bytes(list(ids))
+
+
+_worker_encoder: Encoder | None = None
+
+
+def _start_worker(encoder: Encoder) -> None:
+    global _worker_encoder
+    _worker_encoder = encoder
+
+
+def _encode_in_worker(texts: Sequence[str]) -> tuple[bytes, bytes]:
+    """One slice in a worker process: all ids, then each text's count (cheap to send back)."""
+    assert _worker_encoder is not None
+    arrays = _worker_encoder._encode_joined(texts)
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+    return np.concatenate(arrays).tobytes(), lengths.tobytes()
 
 
 def gpt2_encoder(bpe_dir: Path) -> Encoder:

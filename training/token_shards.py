@@ -173,9 +173,9 @@ def _encode_part(
             for batch in source.iter_batches(settings.docs_per_batch, columns=["doc_id", "text"]):
                 texts = batch.column("text").to_pylist()
                 ids = batch.column("doc_id").to_pylist()
-                for doc_id, tokens in zip(ids, encoder.encode_batch(texts), strict=True):
+                for doc_id, tokens in zip(ids, encoder.encode_batch_arrays(texts), strict=True):
                     split = split_of(doc_id, settings.val_fraction)
-                    array = np.asarray(tokens, dtype=np.uint16)
+                    array = tokens.astype(np.uint16)
                     spool[split].write(array.tobytes())
                     spool[split].write(eot.tobytes())
                     counts[split] += len(array) + 1

@@ -339,7 +339,7 @@ def demo(
 ) -> None:
     """Run the `build-webtext` flow on inputs built on this machine (no network)."""
     from flows.build import build_webtext
-    from webtext.demo import DEMO_FETCH, write_demo_dump
+    from webtext.demo import DEMO_FETCH, DEMO_TOKENIZE, write_demo_dump
     from webtext.demo_web import DEMO_PORT, DemoWeb
 
     with ExitStack() as stack:
@@ -352,7 +352,10 @@ def demo(
         console.print(f"demo dump: {dump}")
         artifacts = open_store(store)
         refs = build_webtext(
-            dumps=[str(dump.resolve())], fetch=DEMO_FETCH, store_url=artifacts.root_url
+            dumps=[str(dump.resolve())],
+            fetch=DEMO_FETCH,
+            tokenize=DEMO_TOKENIZE,
+            store_url=artifacts.root_url,
         )
     for stage, ref in refs.items():
         _print_counts(artifacts.manifest(ref).stats["counts"], stage)

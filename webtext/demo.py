@@ -31,6 +31,8 @@ DEMO_FETCH = {
     "per_host_delay": 0.0,
     "total_timeout": 5.0,
 }
+# The demo's dataset is small: a vocabulary of GPT-2's size would have nothing to learn.
+DEMO_TOKENIZE = {"vocab_size": 4_096, "val_fraction": 0.05}
 
 
 def demo_records(base_url: str, seed: int = 2019) -> list[dict]:
