@@ -19,7 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from webtext.config import open_store
-from webtext.store import LATEST, StoreError
+from webtext.store import LATEST, StageResult, Store, StoreError
 
 app = typer.Typer(
     help="Build GPT-2's WebText: Reddit links, pages, text, dedup, tokens, model, evaluation.",
@@ -120,15 +120,11 @@ def links(
             workers=workers,
             on_bytes=advance,
         )
-    _print_counts(result.stats.get("counts", {}), "link collection")
     for line in result.stats.get("line_errors", [])[:10]:
         console.print(f"[yellow]skipped[/] {line}")
     for line in result.stats.get("failed_files", []):
         console.print(f"[red]truncated[/] {line}")
-    note = " (already built: reused)" if result.reused else ""
-    console.print(
-        f"links version [bold]{result.ref}[/]{note}: {artifacts.url(result.ref)}", soft_wrap=True
-    )
+    _report(artifacts, result, "link collection")
 
 
 @app.command()
@@ -175,9 +171,7 @@ def fetch(
             on_start=start,
             on_page=lambda page: advance(1),
         )
-    _print_counts(result.stats["counts"], "page fetching")
-    note = " (already built: reused)" if result.reused else ""
-    console.print(f"fetches version [bold]{result.ref}[/]{note}: {artifacts.url(result.ref)}")
+    _report(artifacts, result, "page fetching")
 
 
 @app.command()
@@ -212,10 +206,7 @@ def extract(
             on_start=start,
             on_page=lambda: advance(1),
         )
-    _print_counts(result.stats["counts"], "text extraction")
-    note = " (already built: reused)" if result.reused else ""
-    ref_url = artifacts.url(result.ref)
-    console.print(f"documents version [bold]{result.ref}[/]{note}: {ref_url}", soft_wrap=True)
+    _report(artifacts, result, "text extraction")
 
 
 @app.command()
@@ -243,10 +234,7 @@ def dedup(
     result = deduplicate(
         artifacts, documents, minhash.ref, settings, PublishSettings(rows_per_shard=rows_per_shard)
     )
-    _print_counts(result.stats["counts"], "deduplication")
-    note = " (already built: reused)" if result.reused else ""
-    ref_url = artifacts.url(result.ref)
-    console.print(f"webtext version [bold]{result.ref}[/]{note}: {ref_url}", soft_wrap=True)
+    _report(artifacts, result, "deduplication")
 
 
 @app.command()
@@ -285,8 +273,8 @@ def tokenize(
         result = encode_version(
             artifacts, webtext, encoder, vocabulary.ref, ShardSettings(val_fraction), advance
         )
-    _print_counts(result.stats["counts"], "token shards")
-    console.print(f"tokenizer {vocabulary.ref}, tokens {result.ref}", soft_wrap=True)
+    _report(artifacts, vocabulary, "vocabulary")
+    _report(artifacts, result, "token shards")
 
 
 @app.command()
@@ -361,6 +349,16 @@ def demo(
         _print_counts(artifacts.manifest(ref).stats["counts"], stage)
     for stage, ref in refs.items():
         console.print(f"{stage}: [bold]{ref}[/] {artifacts.url(ref)}", soft_wrap=True)
+
+
+def _report(artifacts: Store, result: StageResult, title: str) -> None:
+    """A stage run's counts, then which version it made (or found) and where."""
+    _print_counts(result.stats.get("counts", {}), title)
+    note = " (already built: reused)" if result.reused else ""
+    where = artifacts.url(result.ref)
+    console.print(
+        f"{result.ref.stage} version [bold]{result.ref}[/]{note}: {where}", soft_wrap=True
+    )
 
 
 def _print_counts(counts: dict[str, int], title: str) -> None:
