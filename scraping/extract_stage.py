@@ -126,8 +126,10 @@ def extract_documents(
         if pending:
             reddit = _reddit_metadata(store, links, tables.values())
             workers = workers or os.cpu_count() or 1
-            work = _Extraction(store, fetches, settings, filters, reddit, on_page)
-            work.timeout, work.window = page_timeout, 4 * workers
+            # 4 pages in flight per worker keep every worker busy while results come back.
+            work = _Extraction(
+                store, fetches, settings, filters, reddit, page_timeout, 4 * workers, on_page
+            )
             with ProcessPool(
                 max_workers=workers,
                 max_tasks=500,  # recycle workers: lxml and friends keep memory
@@ -188,6 +190,8 @@ class _Extraction:
         settings: ExtractSettings,
         filters: QualityFilters,
         reddit: dict[str, dict[str, Any]],
+        timeout: float,
+        window: int,
         on_page: Callable[[], None] | None,
     ) -> None:
         self.store = store
@@ -195,9 +199,9 @@ class _Extraction:
         self.settings = settings
         self.filters = filters
         self.reddit = reddit
+        self.timeout = timeout
+        self.window = window
         self.on_page = on_page
-        self.timeout = 20.0  # seconds a page may take
-        self.window = 8  # pages in flight: enough to keep every worker busy
         self._warcs: dict[str, WarcFile] = {}
 
     def shard(self, pool: ProcessPool, out: VersionWriter, part: str, rows: pa.Table) -> None:
