@@ -15,11 +15,14 @@ def test_the_default_deployment_points_at_build_webtext() -> None:
     from prefect.flows import load_flow_from_entrypoint
 
     config = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
-    (deployment,) = [d for d in config["deployments"] if d["name"] == "default"]
-    flow = load_flow_from_entrypoint(str(REPO_ROOT / deployment["entrypoint"]))
+    flows = {}
+    for deployment in config["deployments"]:
+        flow = load_flow_from_entrypoint(str(REPO_ROOT / deployment["entrypoint"]))
+        assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties)
+        flows[f"{flow.name}/{deployment['name']}"] = deployment
     # `prefect deployment run build-webtext/default` resolves through these two names.
-    assert flow.name == "build-webtext"
-    assert set(deployment["parameters"]) <= set(flow.parameters.properties)
+    assert "build-webtext/default" in flows
+    assert "train-gpt2/default" in flows
 
 
 def test_the_worker_image_copies_every_package() -> None:

@@ -1,0 +1,153 @@
+"""`train-gpt2`: a `tokens` version to a trained checkpoint, its metrics and loss curve.
+
+The flow runs torchrun for its own node. With `nodes` > 1 the other nodes run the same
+command (the Indexed Job of docker/k8s/multinode-job.yaml) and `runs_dir` must be a
+filesystem every node shares, so the flow sees what rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections import deque
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
+
+from training.launch import final_metrics, plot_loss, read_metrics, stream, torchrun_command
+from webtext.config import open_store
+from webtext.store import Store, VersionRef
+
+RUNS_ENV = "WEBTEXT_RUNS"
+METRICS_FILE = "metrics.jsonl"
+LOSS_PNG = "loss.png"
+TAIL_LINES = 20
+
+
+def local_tokens(store: Store, ref: VersionRef, cache_dir: Path) -> str:
+    """The version's folder on this machine: the store's own when it is local, else a
+    verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete)."""
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+    if "file" in protocols:
+        return store.version_dir(ref)
+    cache = Store(str(cache_dir))
+    if not cache.exists(ref):
+        store.pull(ref, str(cache_dir))
+    return cache.version_dir(ref)
+
+
+def publish_training(out_dir: Path, metrics: list[dict], tokens: VersionRef) -> None:
+    final = final_metrics(metrics)
+    create_table_artifact(
+        key="train-gpt2-metrics",
+        table=[{"metric": name, "value": value} for name, value in final.items()],
+        description=f"Last value of every metric ({len(metrics)} records), trained on {tokens}",
+    )
+    files = sorted(p for p in out_dir.rglob("*") if p.is_file())
+    listing = "\n".join(f"| `{p.relative_to(out_dir)}` | {p.stat().st_size:,} |" for p in files)
+    create_markdown_artifact(
+        key="train-gpt2-checkpoint",
+        markdown=(
+            f"# Checkpoint folder\n\n[{out_dir}]({out_dir.resolve().as_uri()})\n\n"
+            f"Tokens: `{tokens}`\n\n| file | bytes |\n|---|---|\n{listing}\n"
+        ),
+        description="Where this run's checkpoint, metrics and loss plot are",
+    )
+    if any("loss" in record for record in metrics):
+        png = plot_loss(metrics, out_dir / LOSS_PNG)
+        # A data: URI renders in the UI's <img> with no server to host the file; a file://
+        # URL would point at the worker's disk, which a browser neither can nor may read.
+        encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+        create_image_artifact(
+            key="train-gpt2-loss",
+            image_url=f"data:image/png;base64,{encoded}",
+            description=f"Loss curve; also at {png}",
+        )
+
+
+@flow(name="train-gpt2")
+def train_gpt2_flow(
+    tokens_version: str = "latest",
+    model: str = "124M",
+    nodes: int = 1,
+    gpus_per_node: int = 1,
+    rdzv_endpoint: str | None = None,
+    # nanoGPT's GPT-2 (124M) schedule: 600k steps of ~0.5M tokens
+    max_steps: int = 600_000,
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
+    block_size: int | None = None,
+    extra_args: list[str] | None = None,
+    evaluate_deployment: str | None = "evaluate-zero-shot/default",
+    store_url: str | None = None,
+    runs_dir: str | None = None,
+) -> str:
+    """Train `model` on a tokens version with torchrun (`gpus_per_node=0`: one CPU process)
+    and return the checkpoint folder, `<runs_dir>/<model>-<run id>` (runs_dir: the
+    parameter, else `$WEBTEXT_RUNS`, else ./runs)."""
+    logger = get_run_logger()
+    store = open_store(store_url)
+    tokens = store.resolve("tokens", tokens_version)
+    root = Path(runs_dir or os.environ.get(RUNS_ENV, "runs"))
+    tokens_dir = local_tokens(store, tokens, root / "tokens-cache")
+    run_id = flow_run.id or uuid.uuid4().hex
+    out_dir = root / f"{model}-{run_id[:8]}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    command = torchrun_command(
+        tokens_dir=tokens_dir,
+        out_dir=str(out_dir),
+        model=model,
+        max_steps=max_steps,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_id=f"train-{run_id}",
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        block_size=block_size,
+        extra_args=extra_args or (),
+    )
+    logger.info("training %s on %s: %s", model, tokens, " ".join(command))
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def on_line(line: str) -> None:
+        tail.append(line)
+        logger.info(line)
+
+    # Unbuffered, so each line reaches the log when printed, not when a buffer fills.
+    returncode = stream(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, on_line)
+
+    malformed: list[int] = []
+    metrics = read_metrics(out_dir / METRICS_FILE, malformed)
+    if malformed:
+        logger.warning("%d malformed metrics lines skipped (lines %s)", len(malformed), malformed)
+    if returncode != 0:
+        last_step = final_metrics(metrics).get("step", "none")
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        raise RuntimeError(
+            f"training {model} failed with {how} after step {last_step} (last logged step); "
+            f"output in {out_dir}; last lines:\n" + "\n".join(tail)
+        )
+
+    publish_training(out_dir, metrics, tokens)
+    if evaluate_deployment:
+        try:
+            evaluation = run_deployment(
+                evaluate_deployment,
+                parameters={"checkpoint": str(out_dir.resolve())},
+                timeout=0,  # start it and return: evaluation is its own run
+            )
+            logger.info("started evaluation %s (%s)", evaluation.name, evaluate_deployment)
+        except ObjectNotFound:
+            logger.info("evaluation skipped: no deployment %r", evaluate_deployment)
+    return str(out_dir)

@@ -1,0 +1,270 @@
+"""Launching training: torchrun commands, output streaming, metrics, the loss plot, the
+Kubernetes manifests, and the `train-gpt2` flow over a fake trainer."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from training.launch import (
+    final_metrics,
+    plot_loss,
+    read_metrics,
+    stream,
+    torchrun_command,
+)
+from webtext.store import Store
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+K8S = REPO_ROOT / "docker" / "k8s"
+K8S_VERSION = "1.30"
+COMMON = {"tokens_dir": "/data/tokens/abc", "out_dir": "/runs/x", "model": "124M"}
+
+
+def trainer_args(command: list[str]) -> list[str]:
+    return command[command.index("training.train") + 1 :]
+
+
+def test_command_one_gpu_is_standalone_torchrun() -> None:
+    command = torchrun_command(**COMMON, max_steps=10, python="py")
+    assert command[:6] == [
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+    ]
+    assert command[6:8] == ["-m", "training.train"]
+    assert trainer_args(command) == [
+        "--tokens", "/data/tokens/abc", "--model", "124M", "--out", "/runs/x",
+        "--max-steps", "10", "--device", "cuda",
+    ]  # fmt: skip
+    assert "--nnodes" not in command and "--rdzv-endpoint" not in command
+
+
+def test_command_eight_gpus_passes_sizes_and_extra_args_last() -> None:
+    command = torchrun_command(
+        **COMMON, max_steps=5, gpus_per_node=8, batch_size=16, grad_accum=4, block_size=1024,
+        extra_args=["--compile", "--dtype", "bf16"],
+    )  # fmt: skip
+    assert command[command.index("--nproc_per_node") + 1] == "8"
+    args = trainer_args(command)
+    assert args[args.index("--batch-size") + 1] == "16"
+    assert args[args.index("--grad-accum") + 1] == "4"
+    assert args[args.index("--block-size") + 1] == "1024"
+    assert args[-3:] == ["--compile", "--dtype", "bf16"]
+
+
+def test_command_two_nodes_uses_c10d_rendezvous() -> None:
+    command = torchrun_command(
+        **COMMON, max_steps=5, nodes=2, gpus_per_node=8,
+        rdzv_endpoint="train-gpt2-0.train-gpt2:29400", rdzv_id="run-1",
+    )  # fmt: skip
+    launcher = command[: command.index("training.train")]
+    assert "--standalone" not in launcher
+    flags = dict(zip(launcher[3::2], launcher[4::2], strict=False))
+    assert flags["--nproc_per_node"] == "8" and flags["--nnodes"] == "2"
+    assert flags["--rdzv-backend"] == "c10d"
+    assert flags["--rdzv-endpoint"] == "train-gpt2-0.train-gpt2:29400"
+    assert flags["--rdzv-id"] == "run-1"
+    with pytest.raises(ValueError, match="rdzv_endpoint"):
+        torchrun_command(**COMMON, max_steps=5, nodes=2, gpus_per_node=8)
+
+
+def test_command_cpu_is_one_plain_process() -> None:
+    command = torchrun_command(**COMMON, max_steps=3, gpus_per_node=0, python="py")
+    assert command[:3] == ["py", "-m", "training.train"]
+    assert "torch.distributed.run" not in command
+    assert command[-2:] == ["--device", "cpu"]
+    with pytest.raises(ValueError, match="one node"):
+        torchrun_command(**COMMON, max_steps=3, nodes=2, gpus_per_node=0, rdzv_endpoint="h:1")
+
+
+def test_read_metrics_skips_and_counts_malformed_lines(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(
+        '{"step": 0, "loss": 10.9, "lr": 0.0}\n'
+        '{"step": 1, "loss": 10.1, "val_loss": 10.3}\n'
+        "not json\n"
+        "\n"
+        "[1, 2]\n"
+        '{"step": 2, "loss": 9.5, "tokens_per_s": 1200.0, "mfu": 0.31}\n'
+        '{"step": 3, "loss": 9.'  # a write cut short by a crash
+    )
+    malformed: list[int] = []
+    metrics = read_metrics(path, malformed)
+    assert [m["step"] for m in metrics] == [0, 1, 2]
+    assert malformed == [3, 5, 7]
+    final = final_metrics(metrics)
+    assert final["step"] == 2 and final["loss"] == 9.5 and final["val_loss"] == 10.3
+    assert read_metrics(tmp_path / "absent.jsonl") == []
+
+
+def test_plot_loss_writes_a_png(tmp_path) -> None:
+    metrics = [{"step": s, "loss": 11.0 - s / 10} for s in range(50)]
+    metrics += [{"step": 49, "val_loss": 6.4}, {"step": 10, "val_loss": 9.9}]
+    png = plot_loss(metrics, tmp_path / "plots" / "loss.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+    assert (width, height) == (800, 450) and len(data) > 10_000
+
+
+def test_stream_passes_lines_in_order_and_returns_the_exit_code() -> None:
+    script = (
+        "import sys\n"
+        "for i in range(200):\n"
+        "    print(f'line {i}', file=sys.stderr if i % 2 else sys.stdout, flush=True)\n"
+        "sys.exit(7)"
+    )
+    lines: list[str] = []
+    assert stream([sys.executable, "-c", script], None, lines.append) == 7
+    assert lines == [f"line {i}" for i in range(200)]
+    utf8 = {"PYTHONIOENCODING": "utf-8"}
+    assert stream([sys.executable, "-c", "print('é')"], utf8, lines.append) == 0
+    assert lines[-1] == "é"
+
+
+def test_multinode_manifests_validate() -> None:
+    import kubernetes_validate
+    import yaml
+
+    documents = list(yaml.safe_load_all((K8S / "multinode-job.yaml").read_text()))
+    assert [d["kind"] for d in documents] == ["Service", "Job"]
+    for document in documents:
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    service, job = documents
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
+    assert spec["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+    env = {e["name"]: e["value"] for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["NNODES"] == str(spec["completions"])
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert (
+        f"--rdzv-endpoint={job['metadata']['name']}-0.{service['metadata']['name']}:29400" in args
+    )
+
+
+def test_gpu_job_template_fills_to_a_valid_job() -> None:
+    import kubernetes_validate
+    from prefect.utilities.templating import apply_values
+
+    template = json.loads((K8S / "gpu-job-template.json").read_text())
+    properties = template["variables"]["properties"]
+    values = {name: p["default"] for name, p in properties.items() if "default" in p}
+    # What the worker supplies for a run (it turns env into a list before submitting).
+    values |= {
+        "name": "train-gpt2-abc",
+        "labels": {"prefect.io/flow-run-id": "abc"},
+        "env": [{"name": "PREFECT__FLOW_RUN_ID", "value": "abc"}],
+        "command": ["prefect", "flow-run", "execute"],
+        "gpus": 8,
+    }
+    manifest = apply_values(template["job_configuration"]["job_manifest"], values)
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    dshm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert dshm["emptyDir"]["medium"] == "Memory"
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert "serviceAccountName" not in pod  # unset variables drop out, as in the worker
+
+
+def test_prefect_yaml_has_the_training_deployment() -> None:
+    import yaml
+
+    deployments = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+    train = next(d for d in deployments if d["entrypoint"] == "flows/train.py:train_gpt2_flow")
+    assert train["name"] == "default" and train["work_pool"]["name"] == "webtext-gpu"
+
+
+# A stand-in for training.train: the same arguments, a metrics.jsonl, a checkpoint.
+FAKE_TRAINER = textwrap.dedent(
+    """
+    import argparse, json, pathlib, sys
+    parser = argparse.ArgumentParser()
+    for flag in ("--tokens", "--model", "--out", "--device"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--max-steps", type=int, required=True)
+    parser.add_argument("--fail-at", type=int)
+    args = parser.parse_args()
+    assert sorted(pathlib.Path(args.tokens).glob("tokens/train/*.bin")), args.tokens
+    out = pathlib.Path(args.out)
+    with open(out / "metrics.jsonl", "w") as metrics:
+        for step in range(args.max_steps):
+            if step == args.fail_at:
+                print("CUDA error: out of memory", file=sys.stderr)
+                sys.exit(3)
+            record = {"step": step, "loss": 10.0 - step, "lr": 6e-4, "mfu": 0.1}
+            if step % 2:
+                record["val_loss"] = 10.5 - step
+            metrics.write(json.dumps(record) + "\\n")
+            print(f"step {step} loss {record['loss']:.2f}", flush=True)
+        metrics.write("{broken\\n")
+    (out / "ckpt.pt").write_bytes(b"weights")
+    """
+)
+
+
+@pytest.fixture
+def fake_training(tmp_path, monkeypatch) -> dict[str, str]:
+    """A tokens version in a local store, and the flow's command pointed at the fake."""
+    import flows.train
+
+    store_url = str(tmp_path / "store")
+    with Store(store_url).write("tokens", {"fake": True}, "test") as writer:
+        writer.put("tokens/train/part-00000.bin", b"\0" * 64)
+        writer.put("tokens/val/part-00000.bin", b"\0" * 64)
+    script = tmp_path / "fake_trainer.py"
+    script.write_text(FAKE_TRAINER)
+    real = flows.train.torchrun_command
+
+    def fake_command(**kwargs) -> list[str]:
+        command = real(**kwargs)
+        assert command[1:3] == ["-m", "training.train"]  # gpus_per_node=0: no torchrun
+        return [command[0], str(script), *command[3:]]
+
+    monkeypatch.setattr(flows.train, "torchrun_command", fake_command)
+    return {"store_url": store_url, "runs_dir": str(tmp_path / "runs")}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_train_flow_runs_the_trainer_and_publishes_artifacts(fake_training) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.train import train_gpt2_flow
+
+    assert train_gpt2_flow.name == "train-gpt2"
+    out = Path(train_gpt2_flow(gpus_per_node=0, max_steps=6, model="tiny", **fake_training))
+    assert (out / "ckpt.pt").is_file() and (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    with get_client(sync_client=True) as client:
+        keys = ["train-gpt2-metrics", "train-gpt2-checkpoint", "train-gpt2-loss"]
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    artifacts = {a.key: a for a in found}
+    assert set(artifacts) == set(keys)
+    table = json.loads(artifacts["train-gpt2-metrics"].data)
+    assert {"metric": "step", "value": 5} in table and {"metric": "val_loss", "value": 5.5} in table
+    assert "ckpt.pt" in artifacts["train-gpt2-checkpoint"].data
+    assert artifacts["train-gpt2-loss"].data.startswith("data:image/png;base64,")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_train_flow_failure_names_the_exit_code_and_step(fake_training) -> None:
+    from flows.train import train_gpt2_flow
+
+    with pytest.raises(RuntimeError, match=r"exit code 3 after step 3") as failure:
+        train_gpt2_flow(
+            gpus_per_node=0, max_steps=6, extra_args=["--fail-at", "4"], **fake_training
+        )
+    assert "CUDA error: out of memory" in str(failure.value)

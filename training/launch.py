@@ -1,0 +1,166 @@
+"""Launching `training.train`: the torchrun command, its output, its metrics and loss plot.
+
+Plain functions, no Prefect: the `train-gpt2` flow and a notebook call the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+TRAINER_MODULE = "training.train"
+
+
+def torchrun_command(
+    *,
+    tokens_dir: str,
+    out_dir: str,
+    model: str,
+    max_steps: int,
+    nodes: int = 1,
+    gpus_per_node: int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str = "webtext-train",
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
+    block_size: int | None = None,
+    extra_args: Sequence[str] = (),
+    python: str = sys.executable,
+) -> list[str]:
+    """The command that trains `model` on one node; with `nodes` > 1 every node runs it.
+
+    `gpus_per_node=0` is one CPU process without torchrun. One node uses torchrun's
+    `--standalone` rendezvous; several nodes meet at `rdzv_endpoint` (host:port of the
+    c10d store, e.g. pod 0 of the Indexed Job) under `rdzv_id`.
+    """
+    if nodes < 1 or gpus_per_node < 0:
+        raise ValueError(f"need nodes >= 1 and gpus_per_node >= 0, got {nodes}, {gpus_per_node}")
+    if gpus_per_node == 0 and nodes > 1:
+        raise ValueError("CPU training (gpus_per_node=0) runs on one node only")
+    if nodes > 1 and not rdzv_endpoint:
+        raise ValueError(f"nodes={nodes} needs rdzv_endpoint (host:port of the rendezvous)")
+
+    if gpus_per_node == 0:
+        launcher = [python, "-m", TRAINER_MODULE]
+    elif nodes == 1:
+        launcher = [python, "-m", "torch.distributed.run", "--standalone"]
+        launcher += ["--nproc_per_node", str(gpus_per_node), "-m", TRAINER_MODULE]
+    else:
+        launcher = [python, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus_per_node)]
+        launcher += ["--nnodes", str(nodes), "--rdzv-backend", "c10d"]
+        launcher += ["--rdzv-endpoint", str(rdzv_endpoint), "--rdzv-id", rdzv_id]
+        launcher += ["-m", TRAINER_MODULE]
+
+    args = ["--tokens", tokens_dir, "--model", model, "--out", out_dir]
+    args += ["--max-steps", str(max_steps)]
+    args += ["--device", "cuda" if gpus_per_node else "cpu"]
+    # Unset sizes are left to the trainer's per-model defaults.
+    for flag, value in (
+        ("--batch-size", batch_size),
+        ("--grad-accum", grad_accum),
+        ("--block-size", block_size),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    return [*launcher, *args, *extra_args]
+
+
+def stream(
+    command: Sequence[str], env: Mapping[str, str] | None, on_line: Callable[[str], None]
+) -> int:
+    """Run `command`, handing each line of its stdout and stderr (merged, in order) to
+    `on_line` as it comes; returns the exit code. The process is stopped if we are."""
+    process = subprocess.Popen(
+        list(command),
+        env=dict(env) if env is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",  # a stray byte in a log line must not kill the run
+        bufsize=1,
+    )
+    output = process.stdout
+    assert output is not None  # stdout=PIPE
+    try:
+        for line in output:
+            on_line(line.rstrip("\r\n"))
+        return process.wait()
+    except BaseException:
+        # A cancelled flow or a failing callback: torchrun passes SIGTERM on to its workers.
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
+    finally:
+        output.close()
+
+
+def read_metrics(path: str | Path, malformed: list[int] | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a metrics.jsonl file, in order; an absent file is no metrics.
+
+    Lines that are not JSON objects (a write cut short by a crash) are skipped, and their
+    line numbers appended to `malformed` when it is given.
+    """
+    records: list[dict[str, Any]] = []
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return records
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif malformed is not None:
+            malformed.append(number)
+    return records
+
+
+def final_metrics(metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The last value of every field: val_loss is only in some records, so the latest
+    validation loss survives the training records that follow it."""
+    final: dict[str, Any] = {}
+    for record in metrics:
+        final.update(record)
+    return final
+
+
+def plot_loss(metrics: Sequence[Mapping[str, Any]], png_path: str | Path) -> Path:
+    """Training loss (and validation loss where present) against step, as a PNG."""
+    # The object API on an Agg canvas: no pyplot global state, safe off the main thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        points = [(m["step"], m[key]) for m in metrics if m.get(key) is not None and "step" in m]
+        return [float(s) for s, _ in points], [float(v) for _, v in points]
+
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    steps, losses = series("loss")
+    axes.plot(steps, losses, linewidth=1, label="train loss")
+    val_steps, val_losses = series("val_loss")
+    if val_steps:
+        axes.plot(val_steps, val_losses, marker="o", markersize=3, label="val loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("cross-entropy (nats/token)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path = Path(png_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path

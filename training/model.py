@@ -1,0 +1,241 @@
+"""GPT-2 in one file, nanoGPT-style: the model, its sizes, its FLOPs, and export to Hugging Face.
+
+Pre-LayerNorm transformer blocks, learned position embeddings, GELU with GPT-2's tanh
+approximation, token embeddings tied to the output head, and residual projections
+initialised with std 0.02 / sqrt(2 * n_layer) (GPT-2 paper, section 2.3).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# What `flops_per_token` counts, for logs and benchmark output.
+FLOPS_FORMULA = (
+    "6*N + 12*L*H*Q*T per token (PaLM appendix B, nanoGPT estimate_mfu; "
+    "N = parameters without position embeddings, Q = head size, T = sequence length)"
+)
+
+
+@dataclass
+class GPTConfig:
+    block_size: int
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+
+
+CONFIGS = {
+    "tiny": GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=64),
+    "124M": GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768),
+    "355M": GPTConfig(block_size=1024, vocab_size=50257, n_layer=24, n_head=16, n_embd=1024),
+    "774M": GPTConfig(block_size=1024, vocab_size=50257, n_layer=36, n_head=20, n_embd=1280),
+    "1558M": GPTConfig(block_size=1024, vocab_size=50257, n_layer=48, n_head=25, n_embd=1600),
+}
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.residual_projection = True
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_size)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj.residual_projection = True
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(config.vocab_size, config.n_embd),
+                "wpe": nn.Embedding(config.block_size, config.n_embd),
+                "drop": nn.Dropout(config.dropout),
+                "h": nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                "ln_f": nn.LayerNorm(config.n_embd, bias=config.bias),
+            }
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "residual_projection", False):
+                # Residual stream variance grows with depth: two additions per block.
+                std = 0.02 / math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss."""
+        _, t = idx.size()
+        assert t <= self.config.block_size, f"sequence {t} > block size {self.config.block_size}"
+        pos = torch.arange(t, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, counting the tied embedding once; `non_embedding` drops positions."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs (forward + backward) per token: 6*N + 12*L*H*Q*T (`FLOPS_FORMULA`).
+
+        6*N: a multiply-add per weight, forward once and backward twice; the token
+        embedding counts because it is also the output head. 12*L*H*Q*T: attention scores
+        and their weighted sum, which depend on the sequence length T rather than weights.
+        """
+        c = self.config
+        T = seq_len or c.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_embd * T
+
+    def configure_optimizer(
+        self,
+        weight_decay: float,
+        lr: float,
+        betas: tuple[float, float],
+        device_type: str,
+    ) -> torch.optim.AdamW:
+        """AdamW decaying only 2-D tensors (matmuls, embeddings), not biases or LayerNorms."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
+    """Our weights under `GPT2LMHeadModel`'s names and layouts (lm_head left to tying).
+
+    HF's GPT-2 uses Conv1D, whose weight is (in, out): the transpose of nn.Linear's. With
+    `bias=False` the biases HF always has are written as zeros, which computes the same.
+    """
+    c = model.config
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+            tensor = tensor.t()
+        out[name] = tensor.detach().to("cpu", torch.float32).contiguous()
+    if not c.bias:
+        for i in range(c.n_layer):
+            p = f"transformer.h.{i}"
+            zeros = {
+                f"{p}.ln_1.bias": c.n_embd,
+                f"{p}.ln_2.bias": c.n_embd,
+                f"{p}.attn.c_attn.bias": 3 * c.n_embd,
+                f"{p}.attn.c_proj.bias": c.n_embd,
+                f"{p}.mlp.c_fc.bias": 4 * c.n_embd,
+                f"{p}.mlp.c_proj.bias": c.n_embd,
+            }
+            out.update({k: torch.zeros(n) for k, n in zeros.items()})
+        out["transformer.ln_f.bias"] = torch.zeros(c.n_embd)
+    return out
+
+
+def export_hf(
+    model: GPT,
+    config: GPTConfig,
+    folder: str | Path,
+    tokenizer_files: dict[str, bytes] | None = None,
+    eot_id: int | None = None,
+) -> Path:
+    """Write `folder` as a Hugging Face `GPT2LMHeadModel`: config.json, model.safetensors,
+    and the given tokenizer files (e.g. tokenizer.json) byte for byte."""
+    from safetensors.torch import save_file  # only exporting needs safetensors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    hf_config = {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_ctx": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",  # GPT-2's tanh approximation
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": True,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "torch_dtype": "float32",
+    }
+    (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    save_file(hf_state_dict(model), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    for name, data in (tokenizer_files or {}).items():
+        (folder / name).write_bytes(data)
+    return folder
