@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,7 +61,7 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_after_kill_gives_identical_losses(tokens: Path, tmp_path: Path) -> None:
+def test_resume_after_a_stop_and_a_torn_checkpoint_gives_identical_losses(tokens: Path, tmp_path: Path) -> None:
     # Dropout on, so restoring the torch RNG state matters too.
     extra = ["--batch-size", "4", "--grad-accum", "2", "--dropout", "0.1"]
     straight, broken = tmp_path / "straight", tmp_path / "broken"
@@ -125,3 +127,25 @@ def test_124m_sizes() -> None:
     idx = torch.zeros((2, 16), dtype=torch.long, device="meta")
     logits, loss = model(idx, idx)
     assert logits.shape == (2, 16, 50257) and loss.shape == ()
+
+
+def test_a_sigkill_mid_run_then_resume_matches_a_straight_run(tokens: Path, tmp_path: Path):
+    # Evaluating every step slows the tiny model enough to kill it between checkpoints.
+    extra = ["--batch-size", "4", "--dropout", "0.1", "--eval-interval", "1"]
+    extra += ["--eval-steps", "30", "--checkpoint-interval", "10"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    _run([*_common(tokens, straight, 20), *extra])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "training.train", *_common(tokens, killed, 20), *extra]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (killed / "ckpt-00000010.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no step-10 checkpoint"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "ckpt-00000020.pt").exists(), "the run finished before the kill"
+    _run([*_common(tokens, killed, 20), *extra])
+    expected, got = _metrics(straight), _metrics(killed)
+    assert [r["step"] for r in got] == list(range(1, 21))
+    assert [r["loss"] for r in got] == [r["loss"] for r in expected]

