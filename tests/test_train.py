@@ -61,7 +61,9 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_after_a_stop_and_a_torn_checkpoint_gives_identical_losses(tokens: Path, tmp_path: Path) -> None:
+def test_resume_after_a_stop_and_a_torn_checkpoint_gives_identical_losses(
+    tokens: Path, tmp_path: Path
+) -> None:
     # Dropout on, so restoring the torch RNG state matters too.
     extra = ["--batch-size", "4", "--grad-accum", "2", "--dropout", "0.1"]
     straight, broken = tmp_path / "straight", tmp_path / "broken"
