@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from dedup.card import dataset_card
 from dedup.minhash import MinHashSettings
+from dedup.signatures import minhash_schema
 from scraping.extract_stage import DOCUMENTS_SCHEMA
 from webtext.config import code_version
 from webtext.parquet import RollingParquetWriter, put_table
@@ -120,7 +121,7 @@ def deduplicate(
             return StageResult(manifest.ref, True, manifest.stats)
     parents = (documents, minhash, *(m.ref for m in earlier))
 
-    new = _load_new(store, documents, minhash)
+    new = _load_new(store, documents, minhash, settings)
     doc_ids = new["doc_id"].combine_chunks()
     union = _UnionFind()
     kinds: dict[int, tuple[str, float]] = {}
@@ -186,11 +187,14 @@ def deduplicate(
     return StageResult(ref, False, store.manifest(ref).stats)
 
 
-def _load_new(store: Store, documents: VersionRef, minhash: VersionRef) -> pa.Table:
+def _load_new(
+    store: Store, documents: VersionRef, minhash: VersionRef, settings: MinHashSettings
+) -> pa.Table:
     """The MinHash rows of the new documents with the two fields the survivor rule needs
     (no text), in the documents' own order."""
-    rows = _read_all(store, minhash, "minhash/")
-    docs = _read_all(store, documents, "documents/", ["doc_id", "karma", "first_seen"])
+    rows = _read_all(store, minhash, "minhash/", minhash_schema(settings))
+    columns = ["doc_id", "karma", "first_seen"]
+    docs = _read_all(store, documents, "documents/", DOCUMENTS_SCHEMA, columns)
     position = pc.index_in(rows["doc_id"], value_set=docs["doc_id"].combine_chunks())
     if position.null_count or len(rows) != len(docs):
         raise ValueError(f"{minhash} does not match the documents of {documents}")
@@ -200,14 +204,19 @@ def _load_new(store: Store, documents: VersionRef, minhash: VersionRef) -> pa.Ta
 
 
 def _read_all(
-    store: Store, ref: VersionRef, prefix: str, columns: list[str] | None = None
+    store: Store,
+    ref: VersionRef,
+    prefix: str,
+    schema: pa.Schema,
+    columns: list[str] | None = None,
 ) -> pa.Table:
-    tables = []
+    """Every file under `prefix` of a version as one table (empty, with `schema`, if none)."""
+    tables = [schema.empty_table().select(columns or schema.names)]
     for entry in store.manifest(ref).files:
         if entry.path.startswith(prefix):
             with store.fs.open(f"{store.version_dir(ref)}/{entry.path}", "rb") as handle:
                 tables.append(pq.read_table(handle, columns=columns))
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables, promote_options="permissive")
 
 
 def _exact_pairs(new: pa.Table, union: _UnionFind, kinds: dict[int, tuple[str, float]]) -> None:

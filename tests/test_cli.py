@@ -130,3 +130,21 @@ def test_the_whole_chain_then_pull(tmp_path) -> None:
     code, output = run("pull", "latest", str(tmp_path / "copy"), "--store", store)
     assert code == 0 and "pulled" in output
     assert list((tmp_path / "copy" / "webtext").glob("*/data/part-00000.parquet"))
+
+
+def test_an_input_with_no_links_goes_through_every_stage(tmp_path) -> None:
+    dump = tmp_path / "RS_quiet.ndjson"
+    record = {"id": "a", "url": "http://x.example/", "score": 1, "created_utc": 1_500_000_000}
+    dump.write_text(json.dumps(record) + "\n")
+    store = str(tmp_path / "store")
+    for command in (
+        ["links", str(dump)],
+        ["fetch", "--allow-loopback"],
+        ["extract", "--workers", "1"],
+        ["dedup", "--workers", "1"],
+        ["tokenize", "--vocab-size", "300"],
+    ):
+        code, output = run(*command, "--store", store)
+        assert code == 0, output
+    counts = json.loads(run("show", "webtext", "--store", store)[1])["stats"]["counts"]
+    assert counts["documents_in"] == counts["published"] == 0
