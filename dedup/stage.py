@@ -114,11 +114,20 @@ def deduplicate(
     publish = publish or PublishSettings()
     parameters = {"minhash": settings.parameters(), "publish": publish.parameters()}
     version = code_version("dedup")
-    earlier = store.versions(STAGE)
-    for manifest in earlier:  # the same inputs were published already
+    published = store.versions(STAGE)
+    for manifest in published:  # the same inputs were published already
         same_inputs = manifest.parents[:2] == (documents, minhash)
         if same_inputs and (manifest.code_version, manifest.parameters) == (version, parameters):
             return StageResult(manifest.ref, True, manifest.stats)
+    # Versions made from these same documents (other settings or code) are not "earlier":
+    # matching against them would find every document already published.
+    earlier = [m for m in published if m.parents[0] != documents]
+    for manifest in earlier:
+        if manifest.parameters["minhash"] != settings.parameters():
+            raise ValueError(
+                f"{manifest.ref} was indexed with other MinHash settings; its signatures "
+                "cannot be compared with these (rebuild with its settings)"
+            )
     parents = (documents, minhash, *(m.ref for m in earlier))
 
     new = _load_new(store, documents, minhash, settings)
@@ -242,9 +251,6 @@ def _near_pairs(
         keys = bands[:, band]
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
-        repeated = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-        if repeated.size == 0:
-            continue
         # Only buckets of two or more: start where a run of equal keys begins.
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         ends = np.r_[starts[1:], len(order)]

@@ -23,26 +23,21 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
-from training.launch import final_metrics, plot_loss, read_metrics, stream, torchrun_command
+from training.launch import (
+    final_metrics,
+    local_tokens,
+    plot_loss,
+    read_metrics,
+    stream,
+    torchrun_command,
+)
 from webtext.config import open_store
-from webtext.store import Store, VersionRef
+from webtext.store import VersionRef
 
 RUNS_ENV = "WEBTEXT_RUNS"
 METRICS_FILE = "metrics.jsonl"
 LOSS_PNG = "loss.png"
 TAIL_LINES = 20
-
-
-def local_tokens(store: Store, ref: VersionRef, cache_dir: Path) -> str:
-    """The version's folder on this machine: the store's own when it is local, else a
-    verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete)."""
-    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-    if "file" in protocols:
-        return store.version_dir(ref)
-    cache = Store(str(cache_dir))
-    if not cache.exists(ref):
-        store.pull(ref, str(cache_dir))
-    return cache.version_dir(ref)
 
 
 def publish_training(out_dir: Path, metrics: list[dict], tokens: VersionRef) -> None:

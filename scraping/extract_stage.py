@@ -34,6 +34,7 @@ from pebble import ProcessExpired, ProcessPool
 
 from scraping.extract import ExtractSettings, extract_page
 from scraping.quality import QUALITY_REASONS, QualityFilters
+from scraping.urls import url_host
 from scraping.warc_replay import WarcFile
 from webtext.config import code_version
 from webtext.parquet import put_table
@@ -237,7 +238,12 @@ class _Extraction:
         """(fetch row, outcome) for each page, in order, with a bounded window in flight."""
         window: deque[tuple[dict[str, Any], Any]] = deque()
         for row in rows.to_pylist():
-            body = self._body(row)
+            try:
+                body = self._body(row)
+            except Exception as exc:  # a torn WARC record or a missing file: this page only
+                log.warning("cannot read %s from its WARC: %r", row["url"], exc)
+                yield row, {"reason": EXTRACT_FAILED, "detail": f"WARC record: {exc!r}"[:500]}
+                continue
             future = pool.schedule(
                 _process_page,
                 args=(body, row["url"], row["content_type"], self.settings, self.filters),
@@ -264,7 +270,7 @@ class _Extraction:
             "doc_id": doc_id(url),
             "url": url,
             "final_url": final_url,
-            "domain": reddit.get("domain") or final_url.split("/")[2],
+            "domain": reddit.get("domain") or url_host(final_url),
             "title": outcome.get("title"),
             "text": outcome["text"],
             "language": outcome.get("language"),

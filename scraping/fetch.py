@@ -254,6 +254,10 @@ class LiveSource:
         location = response.headers.get("Location")
         if response.status in REDIRECT_STATUSES and location:
             return location
+        if 300 <= response.status < 400 and not robots:  # a redirect that leads nowhere
+            raise FetchFailure(
+                errors.HTTP_STATUS, f"HTTP {response.status} without a Location", response.status
+            )
         if response.status in RETRY_STATUSES and not robots:
             failure = FetchFailure(errors.HTTP_STATUS, f"HTTP {response.status}", response.status)
             wait = _retry_after(response.headers.get("Retry-After"))

@@ -32,8 +32,11 @@ class AddressPolicy:
 
     def refusal(self, ip: IPAddress) -> str | None:
         """Why `ip` may not be dialled, or None."""
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        if isinstance(ip, ipaddress.IPv6Address):
+            # IPv6 forms that carry an IPv4 address reach that address.
+            embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+            if embedded is not None:
+                return self.refusal(embedded)
         if ip.is_loopback:
             return None if self.allow_loopback else "loopback"
         if ip.is_multicast:

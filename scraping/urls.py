@@ -2,7 +2,8 @@
 
 Only rewrites that cannot change which resource a server returns are applied:
 
-- scheme and host to lower case, IDNA hosts to their ASCII (punycode) form;
+- scheme and host to lower case, IDNA hosts to their ASCII (punycode) form, a trailing
+  dot on the host dropped;
 - the scheme's default port dropped;
 - an empty path becomes `/` (the one trailing-slash rule: `/a` and `/a/` can differ);
 - dot segments (`/a/./b/../c`) resolved, as every browser does before sending;
@@ -13,6 +14,8 @@ Only rewrites that cannot change which resource a server returns are applied:
 - the fragment dropped (browsers never send it), except `#!` "hashbang" routes, which
   name distinct pages on some sites;
 - `&amp;` turned back into `&`: old Pushshift records carry HTML-escaped URLs.
+
+URLs with credentials (`user:pass@host`) are refused: they would be sent to the host.
 """
 
 from __future__ import annotations
@@ -79,8 +82,9 @@ def normalize_url(url: str) -> str:
     if port is not None and port != DEFAULT_PORTS[scheme]:
         netloc = f"{host}:{port}"
     if parts.username is not None or parts.password is not None:
-        userinfo = parts.netloc.rpartition("@")[0]
-        netloc = f"{userinfo}@{netloc}"
+        # A stranger's credentials would be sent to whatever host the URL names, and
+        # stored in every table and WARC record after it: such links are refused.
+        raise UrlError(f"URL carries credentials: {parts.scheme}://…@{parts.hostname}")
     path = _remove_dot_segments(_canonical_escapes(parts.path, _PATH_SAFE)) or "/"
     query = _strip_tracking(_canonical_escapes(parts.query, _QUERY_SAFE))
     fragment = parts.fragment if parts.fragment.startswith("!") else ""
@@ -93,7 +97,7 @@ def url_host(url: str) -> str:
 
 
 def _normalize_host(parts: SplitResult, original: str) -> str:
-    host = parts.hostname
+    host = (parts.hostname or "").rstrip(".")  # "example.com." is the same DNS name
     if not host:
         raise UrlError(f"URL has no host: {original!r}")
     if ":" in host:  # an IPv6 literal, written back in brackets

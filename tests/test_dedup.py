@@ -176,3 +176,14 @@ def test_pull_copies_and_verifies_and_every_reader_reads_it(tmp_path) -> None:
         store.pull(result.ref, str(tmp_path / "second"))
     assert not (tmp_path / "second" / "webtext" / result.ref.version / "manifest.json").exists()
     json.loads((Path(copy.version_dir(result.ref)) / "manifest.json").read_text())
+
+
+def test_republishing_the_same_documents_with_other_settings_keeps_them(tmp_path) -> None:
+    store = Store(str(tmp_path / "store"))
+    rows = [document(f"d{i}", prose(t)) for i, t in enumerate(TOPICS[:6])]
+    documents = documents_version(store, rows, "again")
+    first = run(store, documents, rows_per_shard=100)
+    second = run(store, documents, rows_per_shard=2)  # not "earlier": same documents
+    assert second.ref != first.ref
+    assert set(published(store, second.ref)) == set(published(store, first.ref))
+    assert first.ref not in store.manifest(second.ref).parents

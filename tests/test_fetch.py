@@ -183,7 +183,9 @@ def test_the_default_policy_refuses_non_public_addresses(url: str) -> None:
 
 
 def test_allowing_loopback_allows_nothing_else() -> None:
-    for address in ("10.1.2.3", "172.16.0.1", "169.254.1.1", "100.64.0.1", "fd00::1"):
+    # The last two carry 10.0.0.1 inside IPv6 (6to4, and IPv4-mapped).
+    private = ("10.1.2.3", "172.16.0.1", "169.254.1.1", "100.64.0.1", "fd00::1")
+    for address in (*private, "2002:a00:1::", "::ffff:10.0.0.1"):
         assert LOOPBACK.refusal(ipaddress.ip_address(address)) is not None
     assert LOOPBACK.refusal(ipaddress.ip_address("127.0.0.5")) is None
     assert AddressPolicy().refusal(ipaddress.ip_address("93.184.216.34")) is None

@@ -36,6 +36,7 @@ from scraping.urls import UrlError, normalize_url
         # A hashbang route names a page of its own.
         ("https://twitter.com/#!/user", "https://twitter.com/#!/user"),
         ("http://example.com/100%", "http://example.com/100%25"),
+        ("http://Example.com./a", "http://example.com/a"),
     ],
 )
 def test_examples(raw: str, expected: str) -> None:
@@ -74,6 +75,7 @@ def test_distinct_pages_stay_distinct(a: str, b: str) -> None:
         "http://example.com:99999/",
         "http://[not-ipv6]/",
         "http://example.com/\nx",
+        "http://user:secret@example.com/",  # credentials would be sent to the host
     ],
 )
 def test_malformed_or_non_http_urls_are_refused(bad: str) -> None:

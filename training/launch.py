@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from webtext.store import Store, VersionRef
+
 TRAINER_MODULE = "training.train"
 
 
@@ -164,3 +166,15 @@ def plot_loss(metrics: Sequence[Mapping[str, Any]], png_path: str | Path) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
     return path
+
+
+def local_tokens(store: Store, ref: VersionRef, cache_dir: Path) -> str:
+    """The version's folder on this machine: the store's own when it is local, else a
+    verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete)."""
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+    if "file" in protocols:
+        return store.version_dir(ref)
+    cache = Store(str(cache_dir))
+    if not cache.exists(ref):
+        store.pull(ref, str(cache_dir))
+    return cache.version_dir(ref)

@@ -92,7 +92,8 @@ class TokenDataset:
         self, batch_size: int, block_size: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         """(inputs, targets) of shape (batch_size, block_size), targets shifted by one."""
-        usable = np.maximum(self.sizes - block_size - 1, 0)
+        # A window takes block_size + 1 tokens: starts 0 .. size - block_size - 1.
+        usable = np.maximum(self.sizes - block_size, 0)
         if not usable.any():
             raise ShardError(f"every shard is shorter than block_size + 1 = {block_size + 1}")
         shards = rng.choice(len(self.shards), size=batch_size, p=usable / usable.sum())

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from training.model import CONFIGS, GPT, GPTConfig
-from training.token_shards import TokenDataset
+from training.token_shards import ShardError, TokenDataset
 
 # Dense bf16 peak FLOP/s per device, by a substring of torch.cuda.get_device_name().
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -294,7 +294,12 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     train_data = TokenDataset(args.tokens, "train")
-    val_data = TokenDataset(args.tokens, "val")
+    try:
+        val_data: TokenDataset | None = TokenDataset(args.tokens, "val")
+    except ShardError as exc:  # a small dataset may hold out no document at all
+        val_data = None
+        if d.master:
+            print(f"no validation: {exc}", flush=True)
     config = model_config(args, train_data)
     T = config.block_size
     out = Path(args.out)
@@ -346,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
             "mfu": None if peak is None else flops_per_token * tokens_per_s / (peak * d.world_size),
             "mfu_formula": "6*N + 12*L*H*Q*T",
         }
-        if done % args.eval_interval == 0 or done == args.max_steps:
+        evaluating = done % args.eval_interval == 0 or done == args.max_steps
+        if val_data is not None and evaluating:
             record["val_loss"] = evaluate(model, val_data, args, T, d, autocast)
         if metrics is not None:
             metrics.write(json.dumps(record) + "\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
@@ -270,9 +273,10 @@ class Store:
             name = entry.rstrip("/").rsplit("/", 1)[-1]
             if name == LATEST or name.startswith("."):
                 continue
-            ref = VersionRef(stage, name)
-            if self.exists(ref):
-                found.append(self.manifest(ref))
+            try:
+                found.append(self.manifest(VersionRef(stage, name)))
+            except StoreError as exc:  # incomplete or corrupt: not a version, and not fatal
+                log.warning("skipping %s/%s: %s", stage, name, exc)
         return sorted(found, key=lambda m: m.created_at)
 
     @contextmanager
@@ -325,6 +329,10 @@ class Store:
             if not self.fs.exists(tmp_path):
                 raise StoreError(f"{ref}: file {name!r} was registered but never written")
             files.append(FileEntry(name, self.fs.size(tmp_path), rows, self._sha256(tmp_path)))
+        for leftover in self.fs.find(writer.tmp_dir):  # temp files of a killed earlier try
+            name = leftover[len(writer.tmp_dir) + 1 :]
+            if name not in writer._rows:
+                self.fs.rm(leftover)
         final_dir = self.version_dir(ref)
         if self.fs.exists(final_dir):  # leftovers of a killed publish: never visible
             self.fs.rm(final_dir, recursive=True)
