@@ -1,15 +1,17 @@
-"""`train-gpt2`: a `tokens` version to a trained checkpoint, its metrics and loss curve.
+"""`train-gpt2`: a `tokens` version to a `model` version (weights, metrics, loss curve, a
+Hugging Face export), then the `evaluate-zero-shot` deployment on it.
 
-The flow runs torchrun for its own node. With `nodes` > 1 the other nodes run the same
-command (the Indexed Job of docker/k8s/multinode-job.yaml) and `runs_dir` must be a
-filesystem every node shares, so the flow sees what rank 0 writes.
+The run folder is named by the model version it will publish, so a rerun of a killed run
+resumes from its last checkpoint, and a rerun of a finished one is a cache hit. The flow
+runs torchrun for its own node. With `nodes` > 1 the other nodes run the same command (the
+Indexed Job of docker/k8s/multinode-job.yaml) and `runs_dir` must be a filesystem every
+node shares, so the flow sees what rank 0 writes.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import uuid
 from collections import deque
 from pathlib import Path
 
@@ -21,12 +23,17 @@ from prefect.artifacts import (
 )
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.runtime import flow_run
 
+from flows.artifacts import publish_version
 from training.launch import (
+    LOSS_PNG,
+    METRICS,
+    RUNS_ENV,
     final_metrics,
-    local_tokens,
+    local_version,
+    model_ref,
     plot_loss,
+    publish_model,
     read_metrics,
     stream,
     torchrun_command,
@@ -34,9 +41,6 @@ from training.launch import (
 from webtext.config import open_store
 from webtext.store import VersionRef
 
-RUNS_ENV = "WEBTEXT_RUNS"
-METRICS_FILE = "metrics.jsonl"
-LOSS_PNG = "loss.png"
 TAIL_LINES = 20
 
 
@@ -85,17 +89,31 @@ def train_gpt2_flow(
     evaluate_deployment: str | None = "evaluate-zero-shot/default",
     store_url: str | None = None,
     runs_dir: str | None = None,
-) -> str:
+) -> VersionRef:
     """Train `model` on a tokens version with torchrun (`gpus_per_node=0`: one CPU process)
-    and return the checkpoint folder, `<runs_dir>/<model>-<run id>` (runs_dir: the
-    parameter, else `$WEBTEXT_RUNS`, else ./runs)."""
+    in `<runs_dir>/<model>-<model version>` (runs_dir: the parameter, else `$WEBTEXT_RUNS`,
+    else ./runs) and publish it as a `model` version."""
     logger = get_run_logger()
     store = open_store(store_url)
     tokens = store.resolve("tokens", tokens_version)
+    parameters = {
+        "model": model,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "block_size": block_size,
+        "extra_args": list(extra_args or ()),
+        # The global batch is per-rank batch x accumulation x ranks.
+        "ranks": nodes * max(gpus_per_node, 1),
+    }
+    ref = model_ref(store, tokens, parameters)
+    if store.exists(ref):
+        logger.info("%s already trained on %s: nothing to do", ref, tokens)
+        publish_version(store, ref, store.manifest(ref).stats["counts"], True, "Trained model")
+        return ref
     root = Path(runs_dir or os.environ.get(RUNS_ENV, "runs"))
-    tokens_dir = local_tokens(store, tokens, root / "tokens-cache")
-    run_id = flow_run.id or uuid.uuid4().hex
-    out_dir = root / f"{model}-{run_id[:8]}"
+    tokens_dir = local_version(store, tokens, root / "tokens-cache")
+    out_dir = root / f"{model}-{ref.version}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
     command = torchrun_command(
@@ -106,7 +124,7 @@ def train_gpt2_flow(
         nodes=nodes,
         gpus_per_node=gpus_per_node,
         rdzv_endpoint=rdzv_endpoint,
-        rdzv_id=f"train-{run_id}",
+        rdzv_id=f"train-{ref.version}",
         batch_size=batch_size,
         grad_accum=grad_accum,
         block_size=block_size,
@@ -123,7 +141,7 @@ def train_gpt2_flow(
     returncode = stream(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, on_line)
 
     malformed: list[int] = []
-    metrics = read_metrics(out_dir / METRICS_FILE, malformed)
+    metrics = read_metrics(out_dir / METRICS, malformed)
     if malformed:
         logger.warning("%d malformed metrics lines skipped (lines %s)", len(malformed), malformed)
     if returncode != 0:
@@ -135,14 +153,16 @@ def train_gpt2_flow(
         )
 
     publish_training(out_dir, metrics, tokens)
+    result = publish_model(store, tokens, parameters, out_dir)
+    publish_version(store, result.ref, result.stats["counts"], result.reused, "Trained model")
     if evaluate_deployment:
         try:
             evaluation = run_deployment(
                 evaluate_deployment,
-                parameters={"checkpoint": str(out_dir.resolve())},
+                parameters={"checkpoint": result.ref.version, "store_url": store.root_url},
                 timeout=0,  # start it and return: evaluation is its own run
             )
             logger.info("started evaluation %s (%s)", evaluation.name, evaluate_deployment)
         except ObjectNotFound:
             logger.info("evaluation skipped: no deployment %r", evaluate_deployment)
-    return str(out_dir)
+    return result.ref

@@ -209,7 +209,12 @@ FAKE_TRAINER = textwrap.dedent(
             metrics.write(json.dumps(record) + "\\n")
             print(f"step {step} loss {record['loss']:.2f}", flush=True)
         metrics.write("{broken\\n")
-    (out / "ckpt.pt").write_bytes(b"weights")
+    import torch
+    from training.model import GPT, GPTConfig
+    config = GPTConfig(block_size=8, vocab_size=64, n_layer=1, n_head=1, n_embd=8)
+    state = {"model": GPT(config).state_dict(), "config": vars(config), "optimizer": {},
+             "step": args.max_steps, "args": vars(args), "rng": []}
+    torch.save(state, out / f"ckpt-{args.max_steps:08d}.pt")
     """
 )
 
@@ -244,8 +249,14 @@ def test_train_flow_runs_the_trainer_and_publishes_artifacts(fake_training) -> N
     from flows.train import train_gpt2_flow
 
     assert train_gpt2_flow.name == "train-gpt2"
-    out = Path(train_gpt2_flow(gpus_per_node=0, max_steps=6, model="tiny", **fake_training))
-    assert (out / "ckpt.pt").is_file() and (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    ref = train_gpt2_flow(gpus_per_node=0, max_steps=6, model="tiny", **fake_training)
+    store = Store(fake_training["store_url"])
+    files = {entry.path for entry in store.manifest(ref).files}
+    assert {"checkpoint.pt", "metrics.jsonl", "loss.png", "hf/config.json"} <= files
+    assert "hf/model.safetensors" in files
+    out = Path(fake_training["runs_dir"]) / f"tiny-{ref.version}"  # named by the version
+    assert (out / "ckpt-00000006.pt").is_file()
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     with get_client(sync_client=True) as client:
         keys = ["train-gpt2-metrics", "train-gpt2-checkpoint", "train-gpt2-loss"]
         found = client.read_artifacts(
@@ -255,8 +266,12 @@ def test_train_flow_runs_the_trainer_and_publishes_artifacts(fake_training) -> N
     assert set(artifacts) == set(keys)
     table = json.loads(artifacts["train-gpt2-metrics"].data)
     assert {"metric": "step", "value": 5} in table and {"metric": "val_loss", "value": 5.5} in table
-    assert "ckpt.pt" in artifacts["train-gpt2-checkpoint"].data
+    assert "ckpt-00000006.pt" in artifacts["train-gpt2-checkpoint"].data
     assert artifacts["train-gpt2-loss"].data.startswith("data:image/png;base64,")
+    # The same parameters on the same tokens again: a cache hit, the trainer never runs.
+    (out / "metrics.jsonl").unlink()
+    assert train_gpt2_flow(gpus_per_node=0, max_steps=6, model="tiny", **fake_training) == ref
+    assert not (out / "metrics.jsonl").exists()
 
 
 @pytest.mark.usefixtures("prefect_server")

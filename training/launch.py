@@ -12,9 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from webtext.store import Store, VersionRef
+from webtext.config import code_version
+from webtext.store import StageResult, Store, VersionRef
 
 TRAINER_MODULE = "training.train"
+STAGE = "model"
+RUNS_ENV = "WEBTEXT_RUNS"  # where training runs' folders go (default ./runs)
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+LOSS_PNG = "loss.png"
 
 
 def torchrun_command(
@@ -168,7 +174,7 @@ def plot_loss(metrics: Sequence[Mapping[str, Any]], png_path: str | Path) -> Pat
     return path
 
 
-def local_tokens(store: Store, ref: VersionRef, cache_dir: Path) -> str:
+def local_version(store: Store, ref: VersionRef, cache_dir: Path) -> str:
     """The version's folder on this machine: the store's own when it is local, else a
     verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete)."""
     protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
@@ -178,3 +184,82 @@ def local_tokens(store: Store, ref: VersionRef, cache_dir: Path) -> str:
     if not cache.exists(ref):
         store.pull(ref, str(cache_dir))
     return cache.version_dir(ref)
+
+
+def model_ref(store: Store, tokens: VersionRef, parameters: Mapping[str, Any]) -> VersionRef:
+    """The `model` version training these parameters on `tokens` makes (or made)."""
+    return store.ref_for(STAGE, parameters, code_version("training"), (tokens,))
+
+
+def publish_model(
+    store: Store, tokens: VersionRef, parameters: Mapping[str, Any], run_dir: Path
+) -> StageResult:
+    """A finished run's folder to a `model` version: the last checkpoint's weights (no
+    optimizer state), its metrics and loss plot, and a Hugging Face export in `hf/`."""
+    import tempfile
+
+    import torch
+
+    from training.model import GPT, GPTConfig, export_hf
+    from training.train import checkpoints, load_checkpoint
+
+    ref = model_ref(store, tokens, parameters)
+    if store.exists(ref):
+        return StageResult(ref, True, store.manifest(ref).stats)
+    found = checkpoints(run_dir)
+    if not found:
+        raise FileNotFoundError(f"training finished without a checkpoint in {run_dir}")
+    state = load_checkpoint(found[-1])
+    model = GPT(GPTConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    metrics = read_metrics(run_dir / METRICS)
+    tokenizer_files, encoder = _tokenizer_of(store, tokens)
+    with store.write(STAGE, parameters, code_version("training"), (tokens,)) as out:
+        with out.open(CHECKPOINT) as handle:
+            torch.save({key: state[key] for key in ("model", "config", "step", "args")}, handle)
+        out.put(METRICS, (run_dir / METRICS).read_bytes(), rows=len(metrics))
+        if (run_dir / LOSS_PNG).is_file():
+            out.put(LOSS_PNG, (run_dir / LOSS_PNG).read_bytes())
+        with tempfile.TemporaryDirectory() as hf_dir:
+            export_hf(
+                model,
+                model.config,
+                hf_dir,
+                tokenizer_files,
+                encoder.eot_id if encoder else None,
+                encoder.vocab_size if encoder else None,
+            )
+            for path in sorted(Path(hf_dir).iterdir()):
+                out.put(f"hf/{path.name}", path.read_bytes())
+        out.stats["counts"] = {
+            key: value
+            for key, value in final_metrics(metrics).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        ref = out.ref
+    return StageResult(ref, False, store.manifest(ref).stats)
+
+
+# Our tokenizer versions' files under the names Hugging Face's GPT-2 tokenizers load.
+HF_TOKENIZER_NAMES = {
+    "tokenizer.json": "tokenizer.json",
+    "encoder.json": "vocab.json",
+    "vocab.bpe": "merges.txt",
+}
+
+
+def _tokenizer_of(store: Store, tokens: VersionRef):
+    """The tokenizer version a tokens version was encoded with: its files for a Hugging Face
+    export, and its encoder; nothing when the tokens name none."""
+    from training.tokenizer_stage import load_encoder
+
+    tokenizers = [p for p in store.manifest(tokens).parents if p.stage == "tokenizer"]
+    if not tokenizers:
+        return {}, None
+    folder = store.version_dir(tokenizers[0])
+    files = {
+        HF_TOKENIZER_NAMES[entry.path]: store.fs.cat_file(f"{folder}/{entry.path}")
+        for entry in store.manifest(tokenizers[0]).files
+        if entry.path in HF_TOKENIZER_NAMES
+    }
+    return files, load_encoder(store, tokenizers[0])

@@ -206,17 +206,28 @@ def export_hf(
     folder: str | Path,
     tokenizer_files: dict[str, bytes] | None = None,
     eot_id: int | None = None,
+    vocab_size: int | None = None,
 ) -> Path:
     """Write `folder` as a Hugging Face `GPT2LMHeadModel`: config.json, model.safetensors,
-    and the given tokenizer files (e.g. tokenizer.json) byte for byte."""
+    and the given tokenizer files (e.g. tokenizer.json) byte for byte.
+
+    `vocab_size` keeps only the tokenizer's ids: the rows a padded vocabulary added would
+    otherwise take probability mass in any tool that normalises over all logits.
+    """
     from safetensors.torch import save_file  # only exporting needs safetensors
+
+    state = hf_state_dict(model)
+    vocab_size = vocab_size or config.vocab_size
+    if not 0 < vocab_size <= config.vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} must be 1..{config.vocab_size}")
+    state["transformer.wte.weight"] = state["transformer.wte.weight"][:vocab_size].contiguous()
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     hf_config = {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "vocab_size": config.vocab_size,
+        "vocab_size": vocab_size,
         "n_positions": config.block_size,
         "n_ctx": config.block_size,
         "n_embd": config.n_embd,
@@ -235,7 +246,7 @@ def export_hf(
         "torch_dtype": "float32",
     }
     (folder / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    save_file(hf_state_dict(model), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     for name, data in (tokenizer_files or {}).items():
         (folder / name).write_bytes(data)
     return folder
