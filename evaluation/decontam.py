@@ -18,10 +18,10 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
-import pyarrow.parquet as pq
 from rbloom import Bloom
 
 from webtext.config import code_version
+from webtext.dataset import dataset_parts, iter_texts
 from webtext.store import StageResult, Store, VersionRef
 
 STAGE = "ngram-filter"
@@ -35,7 +35,6 @@ MAGIC = b"ngram-blake2b128"
 # Unicode letters and digits, not just [a-z0-9]: an ASCII-only rule would give non-Latin
 # text no words at all, so its overlap would read as zero instead of being measured.
 _WORD = re.compile(r"[^\W_]+")
-_BATCH = 1_024
 
 
 def words(text: str) -> list[str]:
@@ -111,7 +110,8 @@ def build_ngram_filter(
     fp_rate: float = 1e-4,
     on_progress: Callable[[int], None] | None = None,
 ) -> StageResult:
-    """A filter of every n-gram of the published documents of `webtext`.
+    """A filter of every n-gram of the dataset as of `webtext` (with the earlier versions it
+    names).
 
     Two passes: the first counts n-grams, so the filter is sized for the data (one over
     capacity silently has a worse false-positive rate than recorded); the second adds them.
@@ -123,10 +123,12 @@ def build_ngram_filter(
     ref = store.ref_for(STAGE, parameters, version, (webtext,))
     if store.exists(ref):
         return StageResult(ref, True, store.manifest(ref).stats)
-    capacity = sum(max(len(words(text)) - n + 1, 0) for text in _texts(store, webtext, on_progress))
+    parts = dataset_parts(store, webtext)
+    texts = iter_texts(store, parts, on_progress=on_progress)
+    capacity = sum(max(len(words(text)) - n + 1, 0) for text in texts)
     ngram_filter = NgramFilter(capacity, fp_rate, n)
     added = documents = text_bytes = 0
-    for text in _texts(store, webtext, on_progress):
+    for text in iter_texts(store, parts, on_progress=on_progress):
         added += ngram_filter.add_text(text)
         documents += 1
         text_bytes += len(text.encode())
@@ -171,17 +173,3 @@ def overlap(ngram_filter: NgramFilter, texts: Iterable[str]) -> dict[str, Any]:
         "documents_with_overlap": with_overlap,
         "expected_false_positives": total * ngram_filter.fp_rate,
     }
-
-
-def _texts(
-    store: Store, webtext: VersionRef, on_progress: Callable[[int], None] | None
-) -> Iterator[str]:
-    for entry in store.manifest(webtext).files:
-        if not entry.path.startswith("data/"):
-            continue
-        with store.fs.open(f"{store.version_dir(webtext)}/{entry.path}", "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(_BATCH, columns=["text"]):
-                texts = batch.column("text").to_pylist()
-                yield from texts
-                if on_progress:
-                    on_progress(len(texts))

@@ -110,21 +110,21 @@ def test_an_interrupted_encoding_resumes_at_the_unfinished_part(tmp_path, monkey
     vocabulary = train_tokenizer_version(store, webtext, vocab_size=1_000)
     encoder = load_encoder(store, vocabulary.ref)
     original = token_shards._encode_part
-    done: list[str] = []
+    done: list = []
 
     def fail_after_first(*args, **kwargs):
         if done:
             raise RuntimeError("killed")
         original(*args, **kwargs)
-        done.append(args[2])
+        done.append(args[1])
 
     monkeypatch.setattr(token_shards, "_encode_part", fail_after_first)
     with pytest.raises(RuntimeError):
         encode_version(store, webtext, encoder, vocabulary.ref)
-    encoded: list[str] = []
+    encoded: list = []
 
     def record(*args, **kwargs):
-        encoded.append(args[2])
+        encoded.append(args[1])
         original(*args, **kwargs)
 
     monkeypatch.setattr(token_shards, "_encode_part", record)
@@ -132,3 +132,22 @@ def test_an_interrupted_encoding_resumes_at_the_unfinished_part(tmp_path, monkey
     assert done[0] not in encoded and len(encoded) == 2
     assert result.stats["counts"]["parts"] == 3
     assert encode_version(store, webtext, encoder, vocabulary.ref).reused
+
+
+def test_an_incremental_version_is_encoded_with_the_versions_before_it(tmp_path) -> None:
+    """A webtext version naming an earlier one as parent: training sees both."""
+    store = Store(str(tmp_path / "store"))
+    first = webtext_version(store, TEXTS[:4], parts=1)
+    rows = [{"doc_id": "new", "text": "A new month brings new pages.", "first_seen": None}]
+    with store.write("webtext", {"month": 2}, "test", parents=(first,)) as out:
+        with out.open("data/part-00000.parquet", rows=1) as handle:
+            pq.write_table(pa.Table.from_pylist(rows), handle)
+        second = out.ref
+    vocabulary = train_tokenizer_version(store, second, vocab_size=1_000)
+    encoder = load_encoder(store, vocabulary.ref)
+    result = encode_version(store, second, encoder, vocabulary.ref, ShardSettings(0.0))
+    names = [f.path for f in store.manifest(result.ref).files if f.path.startswith("tokens/train")]
+    assert len(names) == 2 and any(first.version in n for n in names)
+    dataset = TokenDataset(store.version_dir(result.ref))
+    expected = sum(len(encoder.encode(t)) + 1 for t in [*TEXTS[:4], rows[0]["text"]])
+    assert len(dataset) == expected

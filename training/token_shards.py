@@ -1,6 +1,7 @@
 """Token shards: a `webtext` version encoded into uint16 files that training memory-maps.
 
-File format (little-endian), one file per published data part and split:
+File format (little-endian), one file per published data part and split (the parts of the
+webtext version and of every earlier version it names: the whole dataset as of it):
 
     offset 0   8 bytes  magic b"WTTOKENS"
     offset 8   uint32   format version (1)
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from training.bpe import Encoder
 from webtext.config import code_version
+from webtext.dataset import DatasetPart, dataset_parts
 from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "tokens"
@@ -79,7 +81,7 @@ class TokenDataset:
     """Every shard of one split in a local folder: random training windows, nanoGPT-style."""
 
     def __init__(self, folder: str | Path, split: str = "train") -> None:
-        paths = sorted(Path(folder).glob(f"tokens/{split}/part-*.bin"))
+        paths = sorted(Path(folder).glob(f"tokens/{split}/*.bin"))
         self.shards = [shard for shard in map(TokenShard, paths) if len(shard)]
         if not self.shards:
             raise ShardError(f"no {split} tokens under {folder}")
@@ -136,7 +138,7 @@ def encode_version(
     ref = store.ref_for(STAGE, parameters, version, parents)
     if store.exists(ref):
         return StageResult(ref, True, store.manifest(ref).stats)
-    parts = sorted(f.path for f in store.manifest(webtext).files if f.path.startswith("data/"))
+    parts = dataset_parts(store, webtext)
     with store.write(STAGE, parameters, version, parents, resumable=True) as out:
         for part in parts:
             names = {split: _shard_name(part, split) for split in SPLITS}
@@ -145,20 +147,20 @@ def encode_version(
                     out.set_rows(name, _token_count(out, name))
                 continue
             out.remove(names["train"])
-            _encode_part(store, webtext, part, encoder, settings, out, names, on_progress)
+            _encode_part(store, part, encoder, settings, out, names, on_progress)
         out.stats["counts"] = _counts(out, parts)
         ref = out.ref
     return StageResult(ref, False, store.manifest(ref).stats)
 
 
-def _shard_name(part: str, split: str) -> str:
-    return f"tokens/{split}/{part.rsplit('/', 1)[-1].removesuffix('.parquet')}.bin"
+def _shard_name(part: DatasetPart, split: str) -> str:
+    stem = part.path.rsplit("/", 1)[-1].removesuffix(".parquet")
+    return f"tokens/{split}/{part.version.version}-{stem}.bin"
 
 
 def _encode_part(
     store: Store,
-    webtext: VersionRef,
-    part: str,
+    part: DatasetPart,
     encoder: Encoder,
     settings: ShardSettings,
     out: VersionWriter,
@@ -169,7 +171,7 @@ def _encode_part(
     with tempfile.TemporaryDirectory(prefix="webtext-tokens-") as scratch:
         spool = {split: open(Path(scratch) / split, "wb") for split in SPLITS}  # noqa: SIM115
         counts = dict.fromkeys(SPLITS, 0)
-        with store.fs.open(f"{store.version_dir(webtext)}/{part}", "rb") as handle:
+        with store.fs.open(f"{store.version_dir(part.version)}/{part.path}", "rb") as handle:
             source = pq.ParquetFile(handle)
             for batch in source.iter_batches(settings.docs_per_batch, columns=["doc_id", "text"]):
                 texts = batch.column("text").to_pylist()
@@ -202,7 +204,7 @@ def _token_count(out: VersionWriter, name: str) -> int:
         return HEADER.unpack(handle.read(HEADER.size))[3]
 
 
-def _counts(out: VersionWriter, parts: list[str]) -> dict[str, int]:
+def _counts(out: VersionWriter, parts: list[DatasetPart]) -> dict[str, int]:
     counts = {f"{split}_tokens": 0 for split in SPLITS}
     for part in parts:
         for split in SPLITS:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from training.bpe import Encoder, encoder_from_tokenizer, gpt2_encoder, train_tokenizer
 from webtext.config import code_version
+from webtext.dataset import dataset_parts, iter_texts
 from webtext.store import StageResult, Store, VersionRef
 
 STAGE = "tokenizer"
@@ -29,7 +28,8 @@ def train_tokenizer_version(
     ref = store.ref_for(STAGE, parameters, version, (webtext,))
     if store.exists(ref):
         return StageResult(ref, True, store.manifest(ref).stats)
-    tokenizer = train_tokenizer(_texts(store, webtext, max_documents), vocab_size)
+    texts = iter_texts(store, dataset_parts(store, webtext), max_documents)
+    tokenizer = train_tokenizer(texts, vocab_size)
     with store.write(STAGE, parameters, version, (webtext,)) as out:
         out.put("tokenizer.json", tokenizer.to_str().encode())
         out.stats["counts"] = {"vocab_size": tokenizer.get_vocab_size()}
@@ -66,17 +66,3 @@ def load_encoder(store: Store, tokenizer: VersionRef) -> Encoder:
     if not local.is_dir():  # gpt2_encoder reads files: bring them to a local folder
         raise ValueError(f"{tokenizer}: GPT-2 vocabularies load from a local store only")
     return gpt2_encoder(local)
-
-
-def _texts(store: Store, webtext: VersionRef, limit: int | None):
-    seen = 0
-    for entry in store.manifest(webtext).files:
-        if not entry.path.startswith("data/"):
-            continue
-        with store.fs.open(f"{store.version_dir(webtext)}/{entry.path}", "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(1_024, columns=["text"]):
-                for text in batch.column("text").to_pylist():
-                    if limit is not None and seen >= limit:
-                        return
-                    seen += 1
-                    yield text
