@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from webtext.store import Store, VersionRef
 
@@ -25,3 +31,36 @@ def publish_version(
         link_text=f"{ref} manifest",
         description=f"The {ref.stage} version this run produced",
     )
+
+
+class ProgressReporter:
+    """A Prefect progress artifact fed by a stage's callbacks: `start(total)`, then
+    `advance(n)`. Updates are throttled: a stage reports per page, the UI needs a few a
+    minute, and every update is a call to the server."""
+
+    def __init__(self, description: str, min_interval_s: float = 2.0) -> None:
+        self.description = description
+        self.min_interval_s = min_interval_s
+        self.total = 0
+        self.done = 0
+        self._artifact_id = None
+        self._last_update = 0.0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self._artifact_id = create_progress_artifact(0.0, description=self.description)
+        self._last_update = time.monotonic()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self._artifact_id and (now - self._last_update >= self.min_interval_s):
+            self._last_update = now
+            update_progress_artifact(self._artifact_id, self.percent())
+
+    def finish(self) -> None:
+        if self._artifact_id:
+            update_progress_artifact(self._artifact_id, 100.0)
+
+    def percent(self) -> float:
+        return min(100.0, 100.0 * self.done / self.total) if self.total else 100.0

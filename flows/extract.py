@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import publish_version
+from flows.artifacts import ProgressReporter, publish_version
 from scraping.extract import ExtractSettings
 from scraping.extract_stage import extract_documents
 from scraping.quality import QualityFilters
@@ -21,9 +21,19 @@ def extract_documents_task(
     workers: int | None,
     page_timeout: float,
 ) -> StageResult:
-    return extract_documents(
-        store, fetches, ExtractSettings(), filters, workers=workers, page_timeout=page_timeout
+    progress = ProgressReporter(f"Pages of {fetches} extracted")
+    result = extract_documents(
+        store,
+        fetches,
+        ExtractSettings(),
+        filters,
+        workers=workers,
+        page_timeout=page_timeout,
+        on_start=progress.start,
+        on_page=progress.advance,
     )
+    progress.finish()
+    return result
 
 
 @flow(name="extract-text", log_prints=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import publish_version
+from flows.artifacts import ProgressReporter, publish_version
 from scraping.fetch_stage import fetch_pages, open_source
 from webtext.config import open_store
 from webtext.store import StageResult, Store, VersionRef
@@ -16,7 +16,17 @@ def fetch_pages_task(
     store: Store, links: VersionRef, archives: list[str], options: dict
 ) -> StageResult:
     source, concurrency = open_source(archives, **options)
-    return fetch_pages(store, links, source, concurrency=concurrency)
+    progress = ProgressReporter(f"Pages of {links} fetched or failed")
+    result = fetch_pages(
+        store,
+        links,
+        source,
+        concurrency=concurrency,
+        on_start=progress.start,
+        on_page=lambda _: progress.advance(),
+    )
+    progress.finish()
+    return result
 
 
 @flow(name="fetch-pages", log_prints=True)

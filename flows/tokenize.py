@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import publish_version
+from flows.artifacts import ProgressReporter, publish_version
 from training.token_shards import ShardSettings, encode_version
 from training.tokenizer_stage import (
     gpt2_tokenizer_version,
@@ -32,7 +32,15 @@ def encode_task(
     store: Store, webtext: VersionRef, tokenizer: VersionRef, val_fraction: float
 ) -> StageResult:
     encoder = load_encoder(store, tokenizer)
-    return encode_version(store, webtext, encoder, tokenizer, ShardSettings(val_fraction))
+    progress = ProgressReporter(f"Documents of {webtext} encoded")
+    progress.start(
+        sum(f.rows or 0 for f in store.manifest(webtext).files if f.path.startswith("data/"))
+    )
+    result = encode_version(
+        store, webtext, encoder, tokenizer, ShardSettings(val_fraction), progress.advance
+    )
+    progress.finish()
+    return result
 
 
 @flow(name="tokenize", log_prints=True)

@@ -11,8 +11,10 @@ node shares, so the flow sees what rank 0 writes.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections import deque
+from contextlib import suppress
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -24,7 +26,7 @@ from prefect.artifacts import (
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.artifacts import publish_version
+from flows.artifacts import ProgressReporter, publish_version
 from training.launch import (
     LOSS_PNG,
     METRICS,
@@ -132,10 +134,16 @@ def train_gpt2_flow(
     )
     logger.info("training %s on %s: %s", model, tokens, " ".join(command))
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    progress = ProgressReporter(f"Training steps of {model} on {tokens}")
+    progress.start(max_steps)
 
     def on_line(line: str) -> None:
         tail.append(line)
         logger.info(line)
+        if line.startswith('{"step": '):  # the trainer's metrics record, one per step
+            # A line cut short is skipped: the next step's line counts.
+            with suppress(ValueError, KeyError, TypeError):
+                progress.advance(int(json.loads(line)["step"]) - progress.done)
 
     # Unbuffered, so each line reaches the log when printed, not when a buffer fills.
     returncode = stream(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, on_line)
@@ -152,6 +160,7 @@ def train_gpt2_flow(
             f"output in {out_dir}; last lines:\n" + "\n".join(tail)
         )
 
+    progress.finish()
     publish_training(out_dir, metrics, tokens)
     result = publish_model(store, tokens, parameters, out_dir)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Trained model")
