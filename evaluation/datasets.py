@@ -1,0 +1,407 @@
+"""Readers for the GPT-2 paper's zero-shot evaluation sets, in their published formats.
+
+`load_task(name, root)` reads one set into an `EvalSet` of `Document`s (perplexity and
+bits-per-unit tasks), `Cloze`s (LAMBADA) or `Choice`s (CBT, Winograd). Readers stream their
+file line by line; a malformed record is listed in `EvalSet.skipped` as "path:line: reason"
+and reading goes on; a file in which nothing parses is an error. Perplexity tasks keep the
+count of the dataset's original units (words with one <eos> per line, bytes, characters)
+beside the detokenized text the model scores, so results are reported per original unit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from evaluation.detokenize import CBT, ONE_BILLION_WORD, PTB, WIKITEXT, Detokenizer
+
+# enwik8 and text8 are published whole; the test split is the last 5M bytes / characters.
+# A file of any other size is taken to be the test split already.
+ENWIK8_BYTES = 100_000_000
+ENWIK8_TEST_BYTES = 5_000_000
+TEXT8_CHARS = 100_000_000
+TEXT8_TEST_CHARS = 5_000_000
+CHUNK_BYTES = 1 << 20  # enwik8/text8 documents: about this many bytes, cut at a separator
+PTB_LINES = 100  # PTB sentences are in order: documents of this many lines keep context
+
+# English stop-words (with the pieces of contractions) for the GPT-2 paper's
+# stop-word-filtered LAMBADA accuracy.
+STOP_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for
+    from further had has have having he her here hers herself him himself his how i if in
+    into is it its itself just me more most my myself no nor not now of off on once only or
+    other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up
+    very was we were what when where which while who whom why will with would you your
+    yours yourself yourselves also may might must shall upon us
+    s t d ll m o re ve y ain aren couldn didn doesn don hadn hasn haven isn ma mightn mustn
+    needn shan shouldn wasn weren won wouldn""".split()  # noqa: SIM905
+)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A perplexity / bits-per-unit item."""
+
+    text: str  # what the model scores (detokenized when the task has a detokenizer)
+    units: int  # the task's original units it holds: words + one <eos> a line, bytes, chars
+    original: str  # the text as published
+
+
+@dataclass(frozen=True)
+class Cloze:
+    """A LAMBADA passage: predict `target` (scored as " " + target) after `context`."""
+
+    context: str  # the passage without its last word and the space before it
+    target: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A multiple choice: the answer is the option with the likeliest continuation."""
+
+    options: tuple[tuple[str, str], ...]  # (context, continuation starting with its space)
+    gold: int
+
+
+@dataclass
+class EvalSet:
+    """One evaluation set as read: its items, and what could not be read or detokenized."""
+
+    name: str  # task name, e.g. "wikitext2"
+    kind: str  # "perplexity" | "cloze" | "choice"
+    unit: str | None  # "word" | "byte" | "char" for perplexity tasks, else None
+    source: str  # the path read
+    items: list  # Documents, Clozes or Choices
+    skipped: list[str]  # "path:line: reason" for each malformed record
+    lines_not_detokenized: int = 0  # lines kept as published: their detokenization won't invert
+
+
+@dataclass
+class Parsed:
+    """What a reader returns: the items, the records it skipped, the lines not detokenized."""
+
+    items: list = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    lines_not_detokenized: int = 0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    path: str  # default file, relative to the evaluation root
+    reader: Callable[[Path], Parsed]
+    kind: str
+    unit: str | None
+    metric: str  # the paper's metric: "ppl", "acc", "bpb" or "bpc"
+
+
+def _read_lines(path: Path, skipped: list[str]) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline); a line that is not UTF-8 is skipped."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                skipped.append(f"{path}:{number}: undecodable bytes at {error.start}")
+                continue
+            yield number, line.removesuffix("\n")
+
+
+def _read_json_lines(path: Path, parsed: Parsed) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each line holding a JSON object; other lines skipped."""
+    for number, line in _read_lines(path, parsed.skipped):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            parsed.skipped.append(f"{path}:{number}: bad JSON ({error.msg})")
+            continue
+        if isinstance(record, dict):
+            yield number, record
+        else:
+            parsed.skipped.append(f"{path}:{number}: not a JSON object")
+
+
+# LAMBADA
+
+
+def read_lambada(path: Path) -> Parsed:
+    """{"text": passage} a line; the target is the last word, as OpenAI's GPT-2 evaluation
+    and lm-evaluation-harness's lambada_openai split it."""
+    parsed = Parsed()
+    for number, record in _read_json_lines(path, parsed):
+        text = record.get("text")
+        context, _, target = text.rpartition(" ") if isinstance(text, str) else ("", "", "")
+        if not (context and target):
+            parsed.skipped.append(f'{path}:{number}: no "text" of at least two words')
+            continue
+        parsed.items.append(Cloze(context, target))
+    return parsed
+
+
+# Winograd
+
+
+def read_winograd(path: Path) -> Parsed:
+    """Partial scoring (Trinh & Le, as in GPT-2): each option is the sentence up to the
+    pronoun with one candidate in its place; the continuation is the rest of the sentence."""
+    parsed = Parsed()
+    for number, record in _read_json_lines(path, parsed):
+        contexts, continuation, gold = (
+            record.get(k) for k in ("context_options", "continuation", "gold")
+        )
+        valid = (
+            isinstance(contexts, list)
+            and len(contexts) >= 2
+            and all(isinstance(c, str) for c in contexts)
+            and isinstance(continuation, str)
+            and type(gold) is int
+            and 0 <= gold < len(contexts)
+        )
+        if not valid:
+            parsed.skipped.append(
+                f'{path}:{number}: needs "context_options" (2+ strings), '
+                '"continuation" (a string) and "gold" (an index of an option)'
+            )
+            continue
+        options = tuple((context, " " + continuation) for context in contexts)
+        parsed.items.append(Choice(options, gold))
+    return parsed
+
+
+# CBT
+
+
+def read_cbt(path: Path) -> Parsed:
+    """Examples of 21 numbered lines, a blank line between them: sentences 1-20, then
+    "21 question with XXXXX<TAB>answer<TAB><TAB>cand1|...|cand10"."""
+    parsed = Parsed()
+    for number, lines in _cbt_examples(path, parsed.skipped):
+        try:
+            choice, left_as_is = _cbt_choice(lines)
+        except ValueError as error:
+            parsed.skipped.append(f"{path}:{number}: {error}")
+            continue
+        parsed.items.append(choice)
+        parsed.lines_not_detokenized += left_as_is
+    return parsed
+
+
+def _cbt_examples(path: Path, skipped: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, lines) for each block of non-blank lines."""
+    block: list[str] = []
+    start = 0
+    for number, line in _read_lines(path, skipped):
+        if line.strip():
+            start = start if block else number
+            block.append(line)
+        elif block:
+            yield start, block
+            block = []
+    if block:
+        yield start, block
+
+
+def _cbt_choice(lines: list[str]) -> tuple[Choice, int]:
+    """One example as a Choice, and how many of its lines were left tokenized; raises
+    ValueError naming what is malformed.
+
+    The paper scores each candidate together with the rest of the question after it, so a
+    continuation is " candidate rest-of-question", its context the 20 sentences and the
+    question up to the blank. Text glued to the blank (an opening quote) moves into the
+    continuation, which always starts with the space before the word.
+    """
+    if len(lines) != 21:
+        raise ValueError(f"an example has 21 lines, this one {len(lines)}")
+    texts = []
+    for n, line in enumerate(lines, 1):
+        label, _, text = line.partition(" ")
+        if label != str(n):
+            raise ValueError(f"line {n} of the example is numbered {label!r}")
+        texts.append(text)
+    fields = texts[20].split("\t")
+    if len(fields) != 4:
+        raise ValueError("the question line needs question, answer, '' and candidates")
+    question, answer, _, candidates = fields
+    choices = candidates.split("|")
+    if answer not in choices:
+        raise ValueError(f"the answer {answer!r} is not among the candidates")
+    if question.count("XXXXX") != 1:
+        raise ValueError("the question has no single XXXXX blank")
+    lines_out, left_as_is = CBT.detokenize_lines([*texts[:20], question])
+    prefix, suffix = lines_out[20].split("XXXXX")
+    head, _, lead = prefix.rpartition(" ")
+    context = " ".join(lines_out[:20]) + (" " + head if head else "")
+    options = tuple((context, f" {lead}{choice}{suffix}") for choice in choices)
+    return Choice(options, choices.index(answer)), left_as_is
+
+
+# Word-level perplexity: WikiText, PTB, 1BW
+
+
+def _line_units(line: str) -> int:
+    """The line's words and its <eos>, as the published token counts include them."""
+    return len(line.split()) + 1
+
+
+def _add_word_document(parsed: Parsed, lines: list[str], detokenizer: Detokenizer) -> None:
+    """Lines as one Document: detokenized lines joined by newlines, words + <eos> as units."""
+    texts, left_as_is = detokenizer.detokenize_lines(lines)
+    original = "".join(line + "\n" for line in lines)
+    parsed.items.append(Document("\n".join(texts), sum(map(_line_units, lines)), original))
+    parsed.lines_not_detokenized += left_as_is
+
+
+def _is_title(line: str) -> bool:
+    """A level-1 WikiText heading, " = Title = " (not " = = Section = = ")."""
+    words = line.split()
+    return len(words) >= 3 and words[0] == words[-1] == "=" and "=" not in (words[1], words[-2])
+
+
+def _article_lines(path: Path, skipped: list[str]) -> Iterator[list[str]]:
+    """WikiText's lines grouped by article: each starts at a level-1 heading (the blank
+    lines before the first heading belong to the first article)."""
+    article: list[str] = []
+    titled = False
+    for _, line in _read_lines(path, skipped):
+        if _is_title(line) and titled:
+            yield article
+            article = []
+        titled = titled or _is_title(line)
+        article.append(line)
+    if article:
+        yield article
+
+
+def wikitext_articles(path: str | Path) -> list[str]:
+    """The articles of a WikiText file (`wiki.test.tokens` or `wiki.test.raw`), each as its
+    lines with their newlines; undecodable lines are left out."""
+    return ["".join(line + "\n" for line in lines) for lines in _article_lines(Path(path), [])]
+
+
+def read_wikitext(path: Path) -> Parsed:
+    """One Document per article; units = words + one <eos> per line, blank lines included."""
+    parsed = Parsed()
+    for lines in _article_lines(path, parsed.skipped):
+        _add_word_document(parsed, lines, WIKITEXT)
+    return parsed
+
+
+def read_ptb(path: Path) -> Parsed:
+    """PTB's sentences are in order: Documents of PTB_LINES consecutive lines."""
+    parsed = Parsed()
+    batch: list[str] = []
+    for _, line in _read_lines(path, parsed.skipped):
+        batch.append(line)
+        if len(batch) == PTB_LINES:
+            _add_word_document(parsed, batch, PTB)
+            batch = []
+    if batch:
+        _add_word_document(parsed, batch, PTB)
+    return parsed
+
+
+def read_1bw(path: Path) -> Parsed:
+    """One Billion Word's held-out shard: a tokenized sentence a line, shuffled, so each is
+    a Document of its own; units = words + one </S> per sentence."""
+    parsed = Parsed()
+    for number, line in _read_lines(path, parsed.skipped):
+        if not line.strip():
+            parsed.skipped.append(f"{path}:{number}: empty line")
+            continue
+        text, detokenized = ONE_BILLION_WORD.checked(line)
+        parsed.items.append(Document(text, _line_units(line), line))
+        parsed.lines_not_detokenized += not detokenized
+    return parsed
+
+
+# Bits per byte / character: enwik8, text8
+
+
+def read_enwik8(path: Path) -> Parsed:
+    """The last ENWIK8_TEST_BYTES of the 100M-byte file, in Documents cut after newlines."""
+    return Parsed(items=_byte_documents(path, ENWIK8_BYTES, ENWIK8_TEST_BYTES, b"\n"))
+
+
+def read_text8(path: Path) -> Parsed:
+    """The last TEXT8_TEST_CHARS of the 100M-character file (one line of a-z and spaces,
+    so characters are bytes), in Documents cut after spaces."""
+    return Parsed(items=_byte_documents(path, TEXT8_CHARS, TEXT8_TEST_CHARS, b" "))
+
+
+def _byte_documents(path: Path, full_size: int, test_size: int, separator: bytes) -> list[Document]:
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == full_size:
+            handle.seek(full_size - test_size)
+        return [_byte_document(chunk) for chunk in _chunks(handle, separator)]
+
+
+def _chunks(handle: BinaryIO, separator: bytes) -> Iterator[bytes]:
+    """The rest of `handle` in pieces of at least CHUNK_BYTES, each ending in `separator`
+    (except the last)."""
+    buffer = b""
+    while block := handle.read(CHUNK_BYTES):
+        buffer += block
+        while (cut := buffer.find(separator, CHUNK_BYTES - 1)) != -1:
+            yield buffer[: cut + 1]
+            buffer = buffer[cut + 1 :]
+    if buffer:
+        yield buffer
+
+
+def _byte_document(chunk: bytes) -> Document:
+    # The model's encoder takes str, and bytes that are not UTF-8 (the test split starts at
+    # a fixed offset, maybe inside a character) cannot be encoded back: they become U+FFFD
+    # in `text`. Units still count the published bytes, and `original` keeps them exactly
+    # (surrogateescape: original.encode("utf-8", "surrogateescape") is the chunk).
+    return Document(
+        chunk.decode("utf-8", errors="replace"),
+        len(chunk),
+        chunk.decode("utf-8", errors="surrogateescape"),
+    )
+
+
+TASKS: dict[str, TaskSpec] = {
+    "lambada": TaskSpec("lambada/lambada_test.jsonl", read_lambada, "cloze", None, "acc"),
+    "cbt-cn": TaskSpec("cbt/cbtest_CN_test_2500ex.txt", read_cbt, "choice", None, "acc"),
+    "cbt-ne": TaskSpec("cbt/cbtest_NE_test_2500ex.txt", read_cbt, "choice", None, "acc"),
+    "wikitext2": TaskSpec("wikitext2/wiki.test.tokens", read_wikitext, "perplexity", "word", "ppl"),
+    "ptb": TaskSpec("ptb/ptb.test.txt", read_ptb, "perplexity", "word", "ppl"),
+    "enwik8": TaskSpec("enwik8/enwik8", read_enwik8, "perplexity", "byte", "bpb"),
+    "text8": TaskSpec("text8/text8", read_text8, "perplexity", "char", "bpc"),
+    "wikitext103": TaskSpec(
+        "wikitext103/wiki.test.tokens", read_wikitext, "perplexity", "word", "ppl"
+    ),
+    "1bw": TaskSpec("1bw/news.en.heldout-00000-of-00050", read_1bw, "perplexity", "word", "ppl"),
+    "winograd": TaskSpec(
+        "winograd/winograd_wsc273.llm-foundry.jsonl", read_winograd, "choice", None, "acc"
+    ),
+}
+
+
+def load_task(name: str, root: str | Path, path: str | Path | None = None) -> EvalSet:
+    """Read task `name` from `path`, or from its default file under the evaluation `root`."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    spec = TASKS[name]
+    source = Path(path) if path is not None else Path(root) / spec.path
+    if not source.is_file():
+        raise FileNotFoundError(f"{name}: no file at {source}")
+    parsed = spec.reader(source)
+    if not parsed.items:
+        raise ValueError(
+            f"{name}: nothing could be read from {source} ({len(parsed.skipped)} records skipped)"
+        )
+    return EvalSet(
+        name,
+        spec.kind,
+        spec.unit,
+        str(source),
+        parsed.items,
+        parsed.skipped,
+        parsed.lines_not_detokenized,
+    )
