@@ -44,7 +44,7 @@ class LanguageModel:
         """Float32 logits (B, T, vocab) over the tokenizer's ids only: a trained vocabulary
         padded for speed has rows no text maps to, and they must hold no probability."""
         out = self._forward(ids.to(self.device))
-        return out[..., : self.encoder.vocab_size].float()
+        return out[..., : self.encoder.vocab_size].float().contiguous()
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -100,19 +100,24 @@ def _score_batch(model: LanguageModel, batch: Sequence[Request], limit: int) -> 
     rows = [([*context, *continuation])[-(limit + 1) :] for context, continuation in batch]
     width = max(len(row) for row in rows) - 1
     inputs = torch.zeros((len(rows), width), dtype=torch.long)
+    targets = torch.zeros((len(rows), width), dtype=torch.long)
     for r, row in enumerate(rows):
         inputs[r, : len(row) - 1] = torch.tensor(row[:-1])
-    logits = model.logits(inputs).cpu()
+        targets[r, : len(row) - 1] = torch.tensor(row[1:])
+    logits = model.logits(inputs)
+    targets = targets.to(logits.device)
+    # One pass over the batch's logits (the big tensor), then small per-row slices.
+    logprobs = logits.gather(2, targets[..., None]).squeeze(2) - torch.logsumexp(logits, dim=2)
+    hits = (logits.argmax(dim=2) == targets).cpu()
+    logprobs = logprobs.double().cpu()
     out = []
     for r, ((_, continuation), row) in enumerate(zip(batch, rows, strict=True)):
-        n = len(continuation)
-        last = len(row) - 1
-        row_logits = logits[r, last - n : last]
-        targets = torch.tensor(row[-n:])
-        picked = row_logits.gather(1, targets[:, None]).squeeze(1)
-        logprobs = picked - torch.logsumexp(row_logits, dim=-1)
-        greedy = bool((row_logits.argmax(dim=-1) == targets).all())
-        out.append(Score(float(logprobs.double().sum()), greedy, n))
+        n, last = len(continuation), len(row) - 1
+        out.append(
+            Score(
+                float(logprobs[r, last - n : last].sum()), bool(hits[r, last - n : last].all()), n
+            )
+        )
     return out
 
 

@@ -318,6 +318,97 @@ def show(stage: str, version: str = LATEST, store: StoreOption = None) -> None:
     print(manifest.to_json())
 
 
+CheckpointArgument = Annotated[
+    Path, typer.Argument(help="A checkpoint (ckpt-*.pt) or a training run's folder")
+]
+TokenizerOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="tokenizer.json, or a folder with GPT-2's encoder.json + vocab.bpe "
+        "[default: the one the checkpoint's tokens were encoded with]"
+    ),
+]
+
+
+@app.command()
+def evaluate(
+    checkpoint: CheckpointArgument,
+    task: Annotated[
+        list[str] | None,
+        typer.Option(help="A task (repeatable) [default: every one found under --eval-data]"),
+    ] = None,
+    eval_data: Annotated[
+        str | None,
+        typer.Option(help="Evaluation sets in their published layouts [$WEBTEXT_EVAL_DATA]"),
+    ] = None,
+    context: Annotated[int | None, typer.Option(help="Window length [the model's]")] = None,
+    stride: Annotated[int | None, typer.Option(help="New tokens per window [context/2]")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items of each set")] = None,
+    lambada_stopword_filter: bool = False,
+    decontaminate: Annotated[
+        str | None, typer.Option(help="webtext version for the 8-gram overlap ('' to skip)")
+    ] = LATEST,
+    tokenizer: TokenizerOption = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Zero-shot evaluation as in the GPT-2 paper; results in an `evaluation` version."""
+    from evaluation.paper import markdown_table
+    from evaluation.scoring import WindowSettings
+    from evaluation.stage import EvaluationPlan, available_tasks, evaluate_checkpoint
+    from evaluation.zero_shot import EvalSettings
+    from webtext.config import eval_data_root
+
+    artifacts = open_store(store)
+    root = eval_data_root(eval_data)
+    tasks = task or available_tasks(root)
+    if not tasks:
+        raise FileNotFoundError(f"no evaluation sets under {root} (set --eval-data)")
+    webtext = None
+    if decontaminate and not (decontaminate == LATEST and artifacts.latest("webtext") is None):
+        webtext = artifacts.resolve("webtext", decontaminate)
+    settings = EvalSettings(
+        WindowSettings(context, stride),
+        limit=limit,
+        lambada_stopword_filter=lambada_stopword_filter,
+    )
+    plan = EvaluationPlan(tasks=tasks, eval_root=root, settings=settings)
+
+    def on_task(name: str, result: dict) -> None:
+        console.print(f"{name}: {result['metric']} = {result['value']:.4f}")
+
+    result = evaluate_checkpoint(
+        artifacts, checkpoint, plan, webtext, tokenizer and str(tokenizer), device, on_task
+    )
+    print(markdown_table(result.stats["paper_table"]))
+    _report(artifacts, result, "zero-shot results")
+
+
+@app.command()
+def sample(
+    checkpoint: CheckpointArgument,
+    prompt: Annotated[list[str], typer.Option(help="A prompt (repeatable)")],
+    samples: Annotated[int, typer.Option(help="Samples per prompt (seeds seed, seed+1...)")] = 1,
+    max_new_tokens: int = 100,
+    top_k: Annotated[int, typer.Option(help="0: no top-k cut")] = 40,
+    top_p: Annotated[float, typer.Option(help="1.0: no nucleus cut")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="0: greedy")] = 1.0,
+    seed: int = 0,
+    tokenizer: TokenizerOption = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
+) -> None:
+    """Sample continuations of prompts from a checkpoint, as JSON lines."""
+    import json
+
+    from evaluation.models import load_checkpoint_model
+    from evaluation.sampling import SampleSettings, sample_prompts
+
+    model = load_checkpoint_model(checkpoint, tokenizer, device)
+    settings = SampleSettings(max_new_tokens, top_k, top_p, temperature, seed)
+    for row in sample_prompts(model, prompt, settings, samples):
+        print(json.dumps(row, ensure_ascii=False))
+
+
 @app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo's inputs are written")] = Path(

@@ -38,3 +38,13 @@ def code_version(*packages: str) -> str:
             digest.update(str(source.relative_to(root.parent)).encode())
             digest.update(source.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:10]}"
+
+
+EVAL_DATA_ENV = "WEBTEXT_EVAL_DATA"
+DEFAULT_EVAL_DATA = "eval-data"
+
+
+def eval_data_root(path: str | None = None) -> str:
+    """Where evaluation sets are read from, in their published layouts: `path`, else
+    `$WEBTEXT_EVAL_DATA`, else ./eval-data (nothing is ever downloaded)."""
+    return path or os.environ.get(EVAL_DATA_ENV, DEFAULT_EVAL_DATA)

@@ -1,0 +1,196 @@
+"""The `evaluation` stage: a checkpoint and evaluation sets to a versioned results folder.
+
+A version holds `results.json` (every set's metric and the totals behind it, samples and
+decontamination), `table.md` (the paper's layout), `samples.jsonl` and one
+`tasks/<name>.json` per set. Its id covers the checkpoint's and every set file's sha256,
+the settings and the code, so the same evaluation twice is one version; a killed run
+resumes with the sets it had finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, load_task
+from evaluation.decontam import build_ngram_filter, load_ngram_filter, overlap
+from evaluation.models import LanguageModel, find_checkpoint, load_checkpoint_model
+from evaluation.paper import markdown_table, paper_table
+from evaluation.sampling import SampleSettings, sample_prompts
+from evaluation.zero_shot import EvalSettings, evaluate_set
+from webtext.config import code_version
+from webtext.store import MANIFEST, Manifest, StageResult, Store, VersionRef, VersionWriter
+
+STAGE = "evaluation"
+# Prompts of the kind the GPT-2 paper shows samples for (a news lede, a question, a story).
+DEFAULT_PROMPTS = (
+    "In a shocking finding, scientists discovered a herd of unicorns living in a remote, "
+    "previously unexplored valley in the Andes Mountains.",
+    "The Python programming language is",
+    "Q: What is the capital of France?\nA:",
+)
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """What to evaluate and how; every field is part of the version's identity."""
+
+    tasks: Sequence[str]
+    eval_root: str
+    paths: Mapping[str, str] = field(default_factory=dict)  # task -> file, overriding the root
+    settings: EvalSettings = field(default_factory=EvalSettings)
+    prompts: Sequence[str] = DEFAULT_PROMPTS
+    sampling: SampleSettings = field(default_factory=SampleSettings)
+    samples_per_prompt: int = 1
+
+    def task_path(self, task: str) -> Path:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+        return Path(self.paths.get(task) or Path(self.eval_root) / TASKS[task].path)
+
+
+def available_tasks(eval_root: str | Path) -> list[str]:
+    """The tasks whose files are under `eval_root` at their default paths."""
+    return [name for name, spec in TASKS.items() if (Path(eval_root) / spec.path).is_file()]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_parent(checkpoint: Path) -> VersionRef | None:
+    """The version a checkpoint comes from: the `model` version holding it, else the `tokens`
+    version it was trained on (a run's folder), when either is a store version."""
+    here = checkpoint.parent / MANIFEST
+    if here.is_file():
+        return Manifest.from_json(here.read_text(encoding="utf-8"), str(here)).ref
+    import torch  # reading the training arguments needs the checkpoint
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    tokens_dir = Path(state["args"]["tokens"])
+    if (tokens_dir / MANIFEST).is_file() and tokens_dir.parent.name == "tokens":
+        return VersionRef("tokens", tokens_dir.name)
+    return None
+
+
+def evaluate_checkpoint(
+    store: Store,
+    checkpoint: str | Path,
+    plan: EvaluationPlan,
+    webtext: VersionRef | None = None,
+    tokenizer: str | None = None,
+    device: str | None = None,
+    on_task: Callable[[str, dict[str, Any]], None] | None = None,
+) -> StageResult:
+    """Evaluate a checkpoint on `plan.tasks`, sample its prompts and, given a `webtext`
+    version, measure each set's 8-gram overlap with it; write it all as one version."""
+    checkpoint = find_checkpoint(checkpoint)
+    files = {task: plan.task_path(task) for task in plan.tasks}
+    for task, path in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation set {task!r} not found at {path}")
+    parameters = {
+        "checkpoint": {"name": checkpoint.name, "sha256": file_sha256(checkpoint)},
+        "tokenizer": tokenizer,
+        "tasks": {
+            task: {"file": path.name, "sha256": file_sha256(path)} for task, path in files.items()
+        },
+        "settings": plan.settings.parameters(),
+        "prompts": list(plan.prompts),
+        "sampling": plan.sampling.as_dict(),
+        "samples_per_prompt": plan.samples_per_prompt,
+    }
+    ngram_filter = build_ngram_filter(store, webtext).ref if webtext else None
+    parents = tuple(ref for ref in (checkpoint_parent(checkpoint), ngram_filter) if ref)
+    version = code_version("evaluation", "training")
+    ref = store.ref_for(STAGE, parameters, version, parents)
+    if store.exists(ref):
+        return StageResult(ref, True, store.manifest(ref).stats)
+
+    model = load_checkpoint_model(checkpoint, tokenizer, device)
+    with store.write(STAGE, parameters, version, parents, resumable=True) as out:
+        results: dict[str, dict[str, Any]] = {}
+        sets: dict[str, EvalSet] = {}
+        for task, path in files.items():
+            sets[task] = load_task(task, plan.eval_root, path)
+            results[task] = _task_result(out, model, sets[task], plan.settings)
+            if on_task:
+                on_task(task, results[task])
+        samples = sample_prompts(model, list(plan.prompts), plan.sampling, plan.samples_per_prompt)
+        decontamination = (
+            _decontamination(store, ngram_filter, sets, plan.settings.limit) if ngram_filter else {}
+        )
+        table = paper_table(results, f"ours ({model.name})")
+        summary = {
+            "model": model.name,
+            "tokenizer": model.encoder.name,
+            "results": results,
+            "paper_table": table,
+            "decontamination": decontamination,
+            "samples": samples,
+        }
+        out.put("results.json", json.dumps(summary, indent=2).encode())
+        out.put("table.md", markdown_table(table).encode())
+        out.put(
+            "samples.jsonl",
+            "".join(json.dumps(s) + "\n" for s in samples).encode(),
+            rows=len(samples),
+        )
+        out.stats["counts"] = _counts(results, decontamination)
+        out.stats["paper_table"] = table
+        ref = out.ref
+    return StageResult(ref, False, store.manifest(ref).stats)
+
+
+def _task_result(
+    out: VersionWriter, model: LanguageModel, eval_set: EvalSet, settings: EvalSettings
+) -> dict[str, Any]:
+    name = f"tasks/{eval_set.name}.json"
+    if out.exists(name):  # finished by a killed earlier try
+        return json.loads(out.fs.cat_file(out.path(name)))
+    result = evaluate_set(model, eval_set, settings)
+    out.put(name, json.dumps(result, indent=2).encode())
+    return result
+
+
+def _texts(items: Sequence[Any]) -> list[str]:
+    """The text of each item as published: what a training set could have contained."""
+    texts = []
+    for item in items:
+        if isinstance(item, Document):
+            texts.append(item.original)
+        elif isinstance(item, Cloze):
+            texts.append(f"{item.context} {item.target}")
+        elif isinstance(item, Choice):
+            texts.append("".join(item.options[item.gold]))
+    return texts
+
+
+def _decontamination(
+    store: Store, ngram_filter: VersionRef, sets: Mapping[str, EvalSet], limit: int | None
+) -> dict[str, Any]:
+    bloom = load_ngram_filter(store, ngram_filter)
+    report: dict[str, Any] = {"ngram_filter": str(ngram_filter)}
+    for task, eval_set in sets.items():
+        items = eval_set.items[:limit] if limit else eval_set.items
+        report[task] = overlap(bloom, _texts(items))
+    return report
+
+
+def _counts(results: Mapping[str, Mapping[str, Any]], decontamination: Mapping[str, Any]):
+    counts: dict[str, Any] = {}
+    for task, result in results.items():
+        counts[f"{task} {result['metric']}"] = round(result["value"], 4)
+        if "ppl" in result:
+            counts[f"{task} ppl"] = round(result["ppl"], 4)
+        if task in decontamination:
+            counts[f"{task} 8-gram overlap"] = round(decontamination[task]["fraction"], 6)
+    return counts

@@ -1,0 +1,171 @@
+"""The GPT-2 paper's zero-shot tasks: one function per kind of task, one result dict per set.
+
+- perplexity sets (WikiText, PTB, 1BW, enwik8, text8): every document scored after an
+  end-of-text token with sliding windows; perplexity per original word, or bits per
+  original byte/character.
+- LAMBADA: the last word's tokens after the passage; accuracy = every token of the word is
+  the model's greedy choice, perplexity = exp(-mean log p(word)). Optionally the paper's
+  stop-word-filtered accuracy.
+- CBT and Winograd: each option's continuation scored after its context; the most likely
+  option is the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from evaluation.datasets import STOP_WORDS, Choice, Cloze, EvalSet
+from evaluation.models import LanguageModel
+from evaluation.scoring import (
+    WindowSettings,
+    continuation_requests,
+    perplexity,
+    score_requests,
+)
+
+UNIT_METRICS = {"word": "ppl", "byte": "bpb", "char": "bpc"}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    windows: WindowSettings = field(default_factory=WindowSettings)
+    batch_tokens: int = 8192
+    limit: int | None = None  # score only the first `limit` items of each set (smoke runs)
+    lambada_stopword_filter: bool = False
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "context": self.windows.context,
+            "stride": self.windows.stride,
+            "limit": self.limit,
+            "lambada_stopword_filter": self.lambada_stopword_filter,
+        }
+
+
+Progress = Callable[[int], None] | None
+
+
+def evaluate_set(
+    model: LanguageModel, eval_set: EvalSet, settings: EvalSettings, on_progress: Progress = None
+) -> dict[str, Any]:
+    """Score one evaluation set; the result names its metric, value and the totals behind it."""
+    items = eval_set.items[: settings.limit] if settings.limit else eval_set.items
+    if not items:
+        raise ValueError(f"{eval_set.name}: no items to score in {eval_set.source}")
+    if eval_set.kind == "perplexity":
+        result = _perplexity_result(model, eval_set.unit, items, settings, on_progress)
+    elif eval_set.kind == "cloze":
+        result = cloze_result(model, items, settings, on_progress)
+    elif eval_set.kind == "choice":
+        result = choice_result(model, items, settings, on_progress)
+    else:
+        raise ValueError(f"{eval_set.name}: unknown kind of task {eval_set.kind!r}")
+    return {
+        "task": eval_set.name,
+        **result,
+        "items": len(items),
+        "skipped": len(eval_set.skipped),
+        "lines_not_detokenized": getattr(eval_set, "lines_not_detokenized", 0),
+        "source": eval_set.source,
+    }
+
+
+def _perplexity_result(model, unit, documents, settings, on_progress) -> dict[str, Any]:
+    totals = perplexity(
+        model,
+        [d.text for d in documents],
+        [d.units for d in documents],
+        settings.windows,
+        settings.batch_tokens,
+        on_progress,
+    )
+    metric = UNIT_METRICS[unit]
+    value = totals.per_unit() if metric == "ppl" else totals.bits_per_unit()
+    return {
+        "metric": metric,
+        "value": value,
+        "unit": unit,
+        "nll": totals.nll,
+        "tokens": totals.tokens,
+        "units": totals.units,
+        "token_perplexity": totals.per_token(),
+    }
+
+
+def cloze_result(
+    model: LanguageModel,
+    items: Sequence[Cloze],
+    settings: EvalSettings,
+    on_progress: Progress = None,
+) -> dict[str, Any]:
+    requests = continuation_requests(model, [(c.context, " " + c.target) for c in items])
+    scores = score_requests(model, requests, settings.batch_tokens, on_progress)
+    result: dict[str, Any] = {
+        "metric": "acc",
+        "value": sum(s.greedy for s in scores) / len(scores),
+        "ppl": math.exp(-sum(s.logprob for s in scores) / len(scores)),
+    }
+    if settings.lambada_stopword_filter:
+        result["acc_stopword_filtered"] = stopword_filtered_accuracy(model, items)
+    return result
+
+
+def choice_result(
+    model: LanguageModel,
+    items: Sequence[Choice],
+    settings: EvalSettings,
+    on_progress: Progress = None,
+) -> dict[str, Any]:
+    pairs = [option for item in items for option in item.options]
+    scores = score_requests(
+        model, continuation_requests(model, pairs), settings.batch_tokens, on_progress
+    )
+    correct, offset = 0, 0
+    for item in items:
+        options = scores[offset : offset + len(item.options)]
+        offset += len(item.options)
+        best = max(range(len(options)), key=lambda i: options[i].logprob)
+        correct += best == item.gold
+    return {"metric": "acc", "value": correct / len(items)}
+
+
+def stopword_filtered_accuracy(
+    model: LanguageModel, items: Sequence[Cloze], candidates: int = 10, max_word_tokens: int = 8
+) -> float:
+    """The GPT-2 paper's variant: the model's most likely last word that is not a stop-word.
+
+    For each of the `candidates` most likely first tokens, greedily complete the word (until
+    a token that starts something new); answer with the likeliest that is no stop-word.
+    """
+    encoder = model.encoder
+    correct = 0
+    for item in items:
+        context = encoder.encode(item.context)[-(model.max_length - max_word_tokens) :]
+        first = model.logits(torch.tensor([context]))[0, -1]
+        words = [[token] for token in torch.topk(first, min(candidates, first.numel())).indices]
+        growing = list(range(len(words)))  # all of the same length: one batch
+        for _ in range(max_word_tokens - 1):
+            if not growing:
+                break
+            batch = torch.tensor([context + [int(t) for t in words[i]] for i in growing])
+            following = model.logits(batch)[:, -1].argmax(dim=-1).tolist()
+            still = []
+            for i, token in zip(growing, following, strict=True):
+                if not _starts_new_word(encoder.decode([token])):
+                    words[i].append(token)
+                    still.append(i)
+            growing = still
+        guesses = (encoder.decode([int(t) for t in word]).strip() for word in words)
+        correct += next((g for g in guesses if g.lower() not in STOP_WORDS), "") == item.target
+    return correct / len(items)
+
+
+def _starts_new_word(piece: str) -> bool:
+    """GPT-2's BPE puts the space before a word into the word's first token: a piece that
+    starts with a space or punctuation begins something new."""
+    return not piece or not piece[0].isalnum()

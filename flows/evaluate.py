@@ -1,0 +1,125 @@
+"""`evaluate-zero-shot`: a checkpoint to an `evaluation` version, shown in the paper's layout."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from evaluation.sampling import SampleSettings
+from evaluation.scoring import WindowSettings
+from evaluation.stage import DEFAULT_PROMPTS, EvaluationPlan, available_tasks, evaluate_checkpoint
+from evaluation.zero_shot import EvalSettings
+from flows.artifacts import ProgressReporter, publish_version
+from training.launch import CHECKPOINT, RUNS_ENV, local_version
+from webtext.config import eval_data_root, open_store
+from webtext.store import StageResult, Store, VersionRef
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def evaluate_task(
+    store: Store,
+    checkpoint: str,
+    plan: EvaluationPlan,
+    webtext: VersionRef | None,
+    tokenizer: str | None,
+    device: str | None,
+) -> StageResult:
+    logger = get_run_logger()
+    progress = ProgressReporter(f"Evaluation sets of {checkpoint}", min_interval_s=0)
+    progress.start(len(plan.tasks))
+
+    def on_task(name: str, result: dict) -> None:
+        logger.info("%s: %s = %.4f", name, result["metric"], result["value"])
+        progress.advance()
+
+    result = evaluate_checkpoint(store, checkpoint, plan, webtext, tokenizer, device, on_task)
+    progress.finish()
+    return result
+
+
+@flow(name="evaluate-zero-shot", log_prints=True)
+def evaluate_zero_shot_flow(
+    checkpoint: str = "latest",
+    tasks: list[str] | None = None,
+    eval_data: str | None = None,
+    paths: dict[str, str] | None = None,
+    context: int | None = None,
+    stride: int | None = None,
+    batch_tokens: int = 8192,
+    limit: int | None = None,
+    lambada_stopword_filter: bool = False,
+    prompts: list[str] | None = None,
+    samples_per_prompt: int = 1,
+    max_new_tokens: int = 100,
+    top_k: int = 40,
+    top_p: float = 1.0,
+    temperature: float = 1.0,
+    seed: int = 0,
+    decontaminate: str | None = "latest",
+    tokenizer: str | None = None,
+    device: str | None = None,
+    store_url: str | None = None,
+) -> VersionRef:
+    """Evaluate a checkpoint zero-shot: a `model` version id ("latest"), or a checkpoint
+    file or training run's folder on this machine.
+
+    `tasks`: names (lambada, wikitext2, wikitext103, ptb, 1bw, enwik8, text8, cbt-cn, cbt-ne,
+    winograd); default: every one whose file is under `eval_data` (default
+    $WEBTEXT_EVAL_DATA, else ./eval-data). `decontaminate`: a `webtext` version whose 8-gram
+    overlap with each set is measured ("latest"; None to skip).
+    """
+    logger = get_run_logger()
+    store = open_store(store_url)
+    if not Path(checkpoint).exists():
+        model = store.resolve("model", checkpoint)
+        cache = Path(os.environ.get(RUNS_ENV, "runs")) / "models-cache"
+        checkpoint = f"{local_version(store, model, cache)}/{CHECKPOINT}"
+    root = eval_data_root(eval_data)
+    tasks = tasks or available_tasks(root)
+    if not tasks:
+        raise FileNotFoundError(f"no evaluation sets under {root} (set eval_data or paths)")
+    webtext = None
+    if decontaminate:
+        if decontaminate == "latest" and store.latest("webtext") is None:
+            logger.info("no webtext version in %s: decontamination skipped", store.root_url)
+        else:
+            webtext = store.resolve("webtext", decontaminate)
+    plan = EvaluationPlan(
+        tasks=tasks,
+        eval_root=root,
+        paths=paths or {},
+        settings=EvalSettings(
+            WindowSettings(context, stride), batch_tokens, limit, lambada_stopword_filter
+        ),
+        prompts=tuple(prompts) if prompts is not None else DEFAULT_PROMPTS,
+        sampling=SampleSettings(max_new_tokens, top_k, top_p, temperature, seed),
+        samples_per_prompt=samples_per_prompt,
+    )
+    result = evaluate_task(store, checkpoint, plan, webtext, tokenizer, device)
+    publish_version(store, result.ref, result.stats["counts"], result.reused, "Zero-shot results")
+    create_table_artifact(
+        key="evaluate-zero-shot-paper-table",
+        table=result.stats["paper_table"],
+        description="GPT-2 paper, Table 3 layout: the paper's four sizes, then this checkpoint "
+        "(accuracies in %; – = not run)",
+    )
+    create_markdown_artifact(
+        key="evaluate-zero-shot-samples",
+        markdown=_samples_markdown(store, result.ref),
+        description=f"Samples for fixed prompts ({plan.sampling})",
+    )
+    return result.ref
+
+
+def _samples_markdown(store: Store, ref: VersionRef) -> str:
+    lines = [f"# Samples of {ref}\n"]
+    text = store.fs.cat_file(f"{store.version_dir(ref)}/samples.jsonl").decode()
+    for row in map(json.loads, text.splitlines()):
+        quoted = row["text"].replace("\n", "\n> ")
+        lines.append(f"**Prompt** (seed {row['seed']}): {row['prompt']}\n\n> {quoted}\n")
+    return "\n".join(lines)
