@@ -1,20 +1,65 @@
-"""`build-webtext`: the whole pipeline, one sub-flow per stage.
+"""`build-webtext`: the whole pipeline, one sub-flow per stage, each reading and writing versions.
 
-Stages are added here as they land; today: links, fetch, extract, dedup, tokenize.
+    links -> fetch -> extract -> dedup (publish) -> tokenize -> train -> evaluate
+
+Every stage is cached by the store: its version id covers its inputs, parameters and code,
+so a stage whose version exists returns it at once (a rerun with the same inputs is a cache
+hit, shown as "reused"), and a killed stage resumes from what it had committed. Each stage
+has its own retries and timeout; a failure names the stage and the version it was reading.
+`until` stops early: the scheduled `scrape-dedup` deployment ends at dedup.
+
+Training runs through `train_deployment` (the GPU work pool) and this flow waits for it;
+with `train_deployment=None` it runs in this process.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from prefect import flow
+from prefect import Flow, flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.deployments import run_deployment
 
 from flows.dedup import dedup_flow
+from flows.evaluate import evaluate_zero_shot_flow
 from flows.extract import extract_text_flow
 from flows.fetch import fetch_pages_flow
 from flows.links import collect_links_flow
 from flows.tokenize import tokenize_flow
-from webtext.store import VersionRef
+from flows.train import train_gpt2_flow
+from training.launch import model_ref, training_parameters
+from webtext.config import open_store
+from webtext.store import Store, VersionRef
+
+STAGES = ("links", "fetch", "extract", "dedup", "tokenize", "train", "evaluate")
+HOUR = 3600
+
+
+@dataclass(frozen=True)
+class StagePolicy:
+    retries: int
+    timeout_s: int
+
+
+# Fetching resumes from its committed shards, so a retry after a crash loses little; a
+# training retry resumes from the last checkpoint.
+POLICIES = {
+    "links": StagePolicy(retries=2, timeout_s=12 * HOUR),
+    "fetch": StagePolicy(retries=2, timeout_s=96 * HOUR),
+    "extract": StagePolicy(retries=1, timeout_s=48 * HOUR),
+    "dedup": StagePolicy(retries=1, timeout_s=24 * HOUR),
+    "tokenize": StagePolicy(retries=1, timeout_s=24 * HOUR),
+    "train": StagePolicy(retries=1, timeout_s=30 * 24 * HOUR),
+    "evaluate": StagePolicy(retries=1, timeout_s=48 * HOUR),
+}
+RETRY_DELAY_S = 60
+
+
+class StageFailed(RuntimeError):
+    """A stage of build-webtext failed; the message names the stage and its input."""
 
 
 @flow(name="build-webtext")
@@ -22,26 +67,178 @@ def build_webtext(
     dumps: list[str] | None = None,
     listings: list[str] | None = None,
     incremental: bool = True,
+    links: dict[str, Any] | None = None,
     fetch: dict[str, Any] | None = None,
+    extract: dict[str, Any] | None = None,
     tokenize: dict[str, Any] | None = None,
+    train: dict[str, Any] | None = None,
+    evaluate: dict[str, Any] | None = None,
+    train_deployment: str | None = "train-gpt2/default",
+    until: str = "evaluate",
     store_url: str | None = None,
 ) -> dict[str, VersionRef]:
     """Build every stage's next version from Reddit dumps and/or API listings.
 
-    `fetch` and `tokenize` hold options of those flows (connections, per_host_delay,
-    archives, ...; gpt2_bpe_dir, vocab_size, ...).
+    `links`, `fetch`, `extract`, `tokenize`, `train` and `evaluate` hold options of those
+    stages' flows (min_karma; connections, archives; min_words; gpt2_bpe_dir, vocab_size;
+    model, max_steps, gpus_per_node; tasks, eval_data ...). `until` names the last stage.
     """
-    links = collect_links_flow(
-        dumps=dumps, listings=listings, incremental=incremental, store_url=store_url
+    if until not in STAGES:
+        raise ValueError(f"until={until!r}: not one of {', '.join(STAGES)}")
+    stages = STAGES[: STAGES.index(until) + 1]
+    store = open_store(store_url)
+    store_url = store.root_url
+    refs: dict[str, VersionRef] = {}
+
+    def run(name: str, subflow: Flow, reading: str, **parameters: Any) -> VersionRef | None:
+        if name not in stages:
+            return None
+        policy = POLICIES[name]
+        configured = subflow.with_options(
+            retries=policy.retries,
+            retry_delay_seconds=RETRY_DELAY_S,
+            timeout_seconds=policy.timeout_s,
+        )
+        refs[name] = _named_failure(name, reading, lambda: configured(**parameters))
+        publish_summary(store, refs)
+        return refs[name]
+
+    inputs = f"{len(dumps or [])} dumps and {len(listings or [])} listings"
+    link_ref = run(
+        "links",
+        collect_links_flow,
+        inputs,
+        dumps=dumps,
+        listings=listings,
+        incremental=incremental,
+        store_url=store_url,
+        **(links or {}),
     )
-    fetches = fetch_pages_flow(links_version=links.version, store_url=store_url, **(fetch or {}))
-    documents = extract_text_flow(fetches_version=fetches.version, store_url=store_url)
-    webtext = dedup_flow(documents_version=documents.version, store_url=store_url)
-    tokens = tokenize_flow(webtext_version=webtext.version, store_url=store_url, **(tokenize or {}))
-    return {
-        "links": links,
-        "fetches": fetches,
-        "documents": documents,
-        "webtext": webtext,
-        "tokens": tokens,
+    fetches = run(
+        "fetch",
+        fetch_pages_flow,
+        str(link_ref),
+        links_version=_version(link_ref),
+        store_url=store_url,
+        **(fetch or {}),
+    )
+    documents = run(
+        "extract",
+        extract_text_flow,
+        str(fetches),
+        fetches_version=_version(fetches),
+        store_url=store_url,
+        **(extract or {}),
+    )
+    webtext = run(
+        "dedup",
+        dedup_flow,
+        str(documents),
+        documents_version=_version(documents),
+        store_url=store_url,
+    )
+    tokens = run(
+        "tokenize",
+        tokenize_flow,
+        str(webtext),
+        webtext_version=_version(webtext),
+        store_url=store_url,
+        **(tokenize or {}),
+    )
+    if "train" in stages:
+        refs["train"] = _named_failure(
+            "train", str(tokens), lambda: _train(store, tokens, train or {}, train_deployment)
+        )
+        publish_summary(store, refs)
+    run(
+        "evaluate",
+        evaluate_zero_shot_flow,
+        str(refs.get("train")),
+        checkpoint=_version(refs.get("train")),
+        decontaminate=_version(webtext),
+        store_url=store_url,
+        **(evaluate or {}),
+    )
+    return refs
+
+
+def _version(ref: VersionRef | None) -> str:
+    return ref.version if ref else "latest"
+
+
+def _named_failure(stage: str, reading: str, call: Callable[[], VersionRef]) -> VersionRef:
+    try:
+        return call()
+    except Exception as exc:
+        raise StageFailed(
+            f"stage {stage!r} failed reading {reading}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _train(
+    store: Store, tokens: VersionRef | None, options: dict[str, Any], deployment: str | None
+) -> VersionRef:
+    """Train on `tokens`, in this process or through the deployment (waiting for it)."""
+    tokens = tokens or store.resolve("tokens")
+    parameters = {
+        **options,
+        "tokens_version": tokens.version,
+        "evaluate_deployment": None,  # build-webtext evaluates next, itself
+        "store_url": store.root_url,
     }
+    if deployment is None:
+        policy = POLICIES["train"]
+        return train_gpt2_flow.with_options(
+            retries=policy.retries,
+            retry_delay_seconds=RETRY_DELAY_S,
+            timeout_seconds=policy.timeout_s,
+        )(**parameters)
+    expected = model_ref(store, tokens, _training_parameters(parameters))
+    if store.exists(expected):  # trained already: no GPU job at all
+        get_run_logger().info("%s already trained on %s: nothing to do", expected, tokens)
+        return expected
+    run = run_deployment(deployment, parameters=parameters, timeout=POLICIES["train"].timeout_s)
+    if not run.state or not run.state.is_completed():
+        state = run.state.name if run.state else "no state"
+        message = run.state.message if run.state else ""
+        raise RuntimeError(f"{deployment} run {run.name} ended {state}: {message}")
+    if not store.exists(expected):
+        raise RuntimeError(f"{deployment} run {run.name} completed without publishing {expected}")
+    return expected
+
+
+def _training_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The model version's parameters for these flow parameters, the flow's defaults filled in."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(train_gpt2_flow.fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    merged = {**defaults, **parameters}
+    names = inspect.signature(training_parameters).parameters
+    return training_parameters(**{k: merged[k] for k in names if k in merged})
+
+
+def publish_summary(store: Store, refs: dict[str, VersionRef]) -> None:
+    """One table of every stage's counts so far, and links to the versions made."""
+    rows = []
+    lines = [
+        "# build-webtext outputs\n",
+        "| stage | version | created | manifest |",
+        "|---|---|---|---|",
+    ]
+    for stage, ref in refs.items():
+        manifest = store.manifest(ref)
+        for name, value in manifest.stats.get("counts", {}).items():
+            if isinstance(value, int | float | str):
+                rows.append({"stage": stage, "count": name, "value": value})
+        url = store.url(ref, "manifest.json")
+        lines.append(f"| {stage} | `{ref}` | {manifest.created_at} | [manifest]({url}) |")
+    create_table_artifact(
+        key="build-webtext-counts", table=rows, description="Counts of every stage run so far"
+    )
+    create_markdown_artifact(
+        key="build-webtext-versions",
+        markdown="\n".join(lines) + "\n",
+        description="The version each stage produced or reused",
+    )

@@ -21,28 +21,33 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
         dump = write_demo_dump(tmp_path / "inputs", web.base_url)
         store_url = str(tmp_path / "store")
         refs = build_webtext(
-            dumps=[str(dump)], fetch=DEMO_FETCH, tokenize=DEMO_TOKENIZE, store_url=store_url
+            dumps=[str(dump)],
+            fetch=DEMO_FETCH,
+            tokenize=DEMO_TOKENIZE,
+            until="tokenize",
+            store_url=store_url,
         )
         store = Store(store_url)
         counts = store.manifest(refs["links"]).stats["counts"]
         records = demo_records(web.base_url)
         assert counts["records"] == len(records) and counts["malformed_line"] == 1
         assert counts["links"] > 0 and counts["karma_below_min"] > 0
-        fetched = store.manifest(refs["fetches"]).stats["counts"]
-        assert store.manifest(refs["fetches"]).parents[0] == refs["links"]
+        fetched = store.manifest(refs["fetch"]).stats["counts"]
+        assert store.manifest(refs["fetch"]).parents[0] == refs["links"]
         assert fetched["attempted"] == counts["links"]  # one row per link
         assert fetched["fetched"] > 0 and fetched["robots_disallowed"] > 0
         assert fetched["timeout"] > 0 and fetched["refused_address"] > 0
-        extracted = store.manifest(refs["documents"]).stats["counts"]
+        extracted = store.manifest(refs["extract"]).stats["counts"]
         assert extracted["pages"] == fetched["fetched"] and extracted["documents"] > 50
-        published = store.manifest(refs["webtext"]).stats["counts"]
+        published = store.manifest(refs["dedup"]).stats["counts"]
         assert published["documents_in"] == extracted["documents"]
         assert published["near_duplicates"] > 0  # the demo web's mirrors
-        tokens = store.manifest(refs["tokens"]).stats["counts"]
+        tokens = store.manifest(refs["tokenize"]).stats["counts"]
         assert tokens["train_tokens"] > 10_000 and tokens["val_tokens"] > 0
 
         with get_client(sync_client=True) as client:
             names = ["links-counts", "links-version", "fetches-counts", "webtext-counts"]
+            names += ["build-webtext-counts", "build-webtext-versions"]
             keys = ArtifactFilterKey(any_=names)
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
         table = next(a for a in artifacts if a.key == "links-counts")
@@ -52,10 +57,23 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
         fetch_table = next(a for a in artifacts if a.key == "fetches-counts")
         assert '"robots_disallowed"' in str(fetch_table.data)
         assert any(a.key == "webtext-counts" for a in artifacts)
+        # The summary is updated after every stage: the newest holds them all.
+        summary = max(
+            (a for a in artifacts if a.key == "build-webtext-counts"), key=lambda a: a.created
+        )
+        assert '"stage": "fetch"' in str(summary.data) and '"train_tokens"' in str(summary.data)
+        versions = max(
+            (a for a in artifacts if a.key == "build-webtext-versions"), key=lambda a: a.created
+        )
+        assert refs["tokenize"].version in str(versions.data)
 
         # The scheduler's rerun over the same dump is incremental: nothing new, same version.
         rerun = build_webtext(
-            dumps=[str(dump)], fetch=DEMO_FETCH, tokenize=DEMO_TOKENIZE, store_url=store_url
+            dumps=[str(dump)],
+            fetch=DEMO_FETCH,
+            tokenize=DEMO_TOKENIZE,
+            until="tokenize",
+            store_url=store_url,
         )
         assert rerun == refs
 

@@ -98,3 +98,25 @@ def write_demo_dump(folder: Path, base_url: str) -> Path:
     tmp.write_bytes(zstd.compress(data, level=3))
     tmp.replace(path)
     return path
+
+
+# The demo trains the smallest model for about a minute on CPU: enough to see the loss fall
+# and to exercise training, checkpoints, resumption and the export, not to learn English.
+DEMO_TRAIN = {
+    "model": "tiny",
+    "max_steps": 300,
+    "gpus_per_node": 0,
+    "batch_size": 16,
+    "extra_args": [
+        *("--warmup-steps", "30"),
+        *("--eval-interval", "100"),
+        *("--checkpoint-interval", "100"),
+    ],
+}
+# Slices of real evaluation sets shipped with the package (webtext/demo_eval/SOURCES.md).
+DEMO_EVAL_DATA = Path(__file__).parent / "demo_eval"
+DEMO_EVALUATE = {
+    "tasks": ["lambada", "wikitext2", "winograd"],
+    "eval_data": str(DEMO_EVAL_DATA),
+    "max_new_tokens": 40,
+}
