@@ -20,30 +20,43 @@ from webtext.store import MANIFEST, Manifest, Store
 
 
 class LanguageModel:
-    """A causal language model as the scorers see it: token ids in, logits out."""
+    """A causal language model as the scorers see it: token ids in, logits out.
+
+    `trunk` maps ids (B, T) to final hidden states and `head` those to logits; scoring asks
+    for the logits of a few positions only, and the head over a 50k vocabulary is most of
+    the work (and memory) of a small model. A model given as one ids-to-logits function
+    (`head=None`) works too, computing every position.
+    """
 
     def __init__(
         self,
         name: str,
-        forward: Callable[[torch.Tensor], torch.Tensor],
+        trunk: Callable[[torch.Tensor], torch.Tensor],
         encoder: Encoder,
         max_length: int,
         device: torch.device,
+        head: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.name = name
         self.encoder = encoder
         self.max_length = max_length
         self.device = device
-        self._forward = forward
+        self._trunk = trunk
+        self._head = head
 
     def __repr__(self) -> str:
         return f"LanguageModel({self.name!r}, {self.encoder!r}, max_length={self.max_length})"
 
     @torch.inference_mode()
-    def logits(self, ids: torch.Tensor) -> torch.Tensor:
-        """Float32 logits (B, T, vocab) over the tokenizer's ids only: a trained vocabulary
-        padded for speed has rows no text maps to, and they must hold no probability."""
-        out = self._forward(ids.to(self.device))
+    def logits(self, ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 logits over the tokenizer's ids only (a trained vocabulary padded for speed
+        has rows no text maps to, and they must hold no probability): (B, T, vocab), or
+        (N, vocab) for the N positions of the boolean mask `positions` (B, T), row-major."""
+        out = self._trunk(ids.to(self.device))
+        if positions is not None:
+            out = out[positions.to(self.device)]
+        if self._head is not None:
+            out = self._head(out)
         return out[..., : self.encoder.vocab_size].float().contiguous()
 
 
@@ -120,10 +133,11 @@ def load_checkpoint_model(
         )
     return LanguageModel(
         f"{checkpoint.parent.name}/{checkpoint.name}",
-        lambda ids: model(ids)[0],
+        model.hidden_states,
         encoder,
         config.block_size,
         target,
+        head=model.lm_head,
     )
 
 
@@ -139,5 +153,10 @@ def load_hf_model(
     model = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True).to(target).eval()
     encoder = load_tokenizer(tokenizer or folder)
     return LanguageModel(
-        folder.name, lambda ids: model(ids).logits, encoder, model.config.n_positions, target
+        folder.name,
+        lambda ids: model.transformer(ids).last_hidden_state,
+        encoder,
+        model.config.n_positions,
+        target,
+        head=model.lm_head,
     )

@@ -65,9 +65,10 @@ def score_requests(
     requests: Sequence[Request],
     batch_tokens: int = 8192,
     on_progress: Callable[[int], None] | None = None,
+    greedy: bool = True,
 ) -> list[Score]:
-    """Score every request; batches hold at most `batch_tokens` positions (the logits of a
-    batch take positions x vocabulary x 4 bytes)."""
+    """Score every request; batches hold at most `batch_tokens` input positions.
+    `greedy=False` skips the argmax (perplexity needs none); `Score.greedy` is then False."""
     limit = model.max_length
     for i, (context, continuation) in enumerate(requests):
         if not continuation or len(continuation) > limit:
@@ -85,7 +86,7 @@ def score_requests(
         width = min(limit, sum(map(len, requests[order[position]])) - 1)
         rows = max(1, batch_tokens // width)
         batch = order[position : position + rows]
-        batch_scores = _score_batch(model, [requests[i] for i in batch], limit)
+        batch_scores = _score_batch(model, [requests[i] for i in batch], limit, greedy)
         for index, score in zip(batch, batch_scores, strict=True):
             scores[index] = score
         position += len(batch)
@@ -94,31 +95,34 @@ def score_requests(
     return scores  # type: ignore[return-value]
 
 
-def _score_batch(model: LanguageModel, batch: Sequence[Request], limit: int) -> list[Score]:
+def _score_batch(
+    model: LanguageModel, batch: Sequence[Request], limit: int, greedy: bool
+) -> list[Score]:
     # Keep the last limit + 1 tokens: the input is all but the last, the targets all but the
     # first. Right padding never changes a causal model's earlier positions.
     rows = [([*context, *continuation])[-(limit + 1) :] for context, continuation in batch]
     width = max(len(row) for row in rows) - 1
     inputs = torch.zeros((len(rows), width), dtype=torch.long)
     targets = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
+    scored = torch.zeros((len(rows), width), dtype=torch.bool)  # the continuations' positions
+    for r, (row, (_, continuation)) in enumerate(zip(rows, batch, strict=True)):
         inputs[r, : len(row) - 1] = torch.tensor(row[:-1])
         targets[r, : len(row) - 1] = torch.tensor(row[1:])
-    logits = model.logits(inputs)
-    targets = targets.to(logits.device)
-    # One pass over the batch's logits (the big tensor), then small per-row slices.
-    logprobs = logits.gather(2, targets[..., None]).squeeze(2) - torch.logsumexp(logits, dim=2)
-    hits = (logits.argmax(dim=2) == targets).cpu()
-    logprobs = logprobs.double().cpu()
-    out = []
-    for r, ((_, continuation), row) in enumerate(zip(batch, rows, strict=True)):
-        n, last = len(continuation), len(row) - 1
-        out.append(
-            Score(
-                float(logprobs[r, last - n : last].sum()), bool(hits[r, last - n : last].all()), n
-            )
-        )
-    return out
+        scored[r, len(row) - 1 - len(continuation) : len(row) - 1] = True
+    logits = model.logits(inputs, scored)  # (positions, vocab), row-major
+    wanted = targets[scored].to(logits.device)
+    logprobs = logits.gather(1, wanted[:, None]).squeeze(1) - torch.logsumexp(logits, dim=1)
+    owner = torch.arange(len(rows))[:, None].expand_as(scored)[scored]
+    sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner, logprobs.double().cpu())
+    if greedy:
+        misses = (logits.argmax(dim=1) != wanted).cpu().long()
+        missed = torch.zeros(len(rows), dtype=torch.long).index_add_(0, owner, misses)
+    else:
+        missed = torch.ones(len(rows), dtype=torch.long)  # not computed: never claimed
+    return [
+        Score(float(sums[r]), bool(missed[r] == 0), len(continuation))
+        for r, (_, continuation) in enumerate(batch)
+    ]
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ def perplexity(
     for ids in encoder.encode_batch(list(texts), workers=1):
         if ids:
             requests.extend(rolling_requests(ids, encoder.eot_id, context, stride))
-    scores = score_requests(model, requests, batch_tokens, on_progress)
+    scores = score_requests(model, requests, batch_tokens, on_progress, greedy=False)
     return Perplexity(
         nll=-sum(s.logprob for s in scores),
         tokens=sum(s.tokens for s in scores),

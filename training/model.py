@@ -125,17 +125,22 @@ class GPT(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab) and, given targets, the mean cross-entropy loss."""
+        logits = self.lm_head(self.hidden_states(idx))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    def hidden_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final layer-normed states (B, T, n_embd): `lm_head` of them are the logits.
+        Scoring a few positions of a window applies the head to those alone."""
         _, t = idx.size()
         assert t <= self.config.block_size, f"sequence {t} > block size {self.config.block_size}"
         pos = torch.arange(t, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
-        if targets is None:
-            return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
-        return logits, loss
+        return self.transformer.ln_f(x)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, counting the tied embedding once; `non_embedding` drops positions."""

@@ -1,0 +1,157 @@
+"""Zero-shot scoring throughput on WikiText-2: our batched scorer against the usual loop.
+
+    python benchmarks/evaluate.py                                # tiny random GPT, GPT-2 BPE
+    python benchmarks/evaluate.py --checkpoint runs/124M-abc --device cuda
+
+Baseline ("hf-stride-loop"): the recipe most people use for the perplexity of a fixed-length
+model (Hugging Face's "Perplexity of fixed-length models" guide): a `GPT2LMHeadModel`, one
+window at a time, `labels` masked to the window's new tokens. It runs on the same weights
+(exported with `export_hf`), windows and text, so the totals must agree; both runs cover
+the first `--articles` articles. Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Python puts this script's folder first on sys.path, where benchmarks/tokenize.py would
+# shadow the standard library's `tokenize` (torch imports it): swap in the repository root.
+_HERE = os.path.dirname(os.path.realpath(__file__))
+sys.path[:] = [os.path.dirname(_HERE)] + [
+    p for p in sys.path if os.path.realpath(p or os.curdir) != _HERE
+]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from evaluation.datasets import load_task  # noqa: E402
+from evaluation.models import LanguageModel, load_tokenizer, pick_device  # noqa: E402
+from evaluation.scoring import WindowSettings, perplexity, rolling_requests  # noqa: E402
+from training.model import CONFIGS, GPT, GPTConfig, export_hf  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load_gpt(args: argparse.Namespace, device: torch.device):
+    """(GPT module, tokenizer): a checkpoint's, or a random model of --model's shape."""
+    if args.checkpoint:
+        from evaluation.models import checkpoint_tokenizer, find_checkpoint
+
+        path = find_checkpoint(args.checkpoint)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model = GPT(GPTConfig(**state["config"]))
+        model.load_state_dict(state["model"])
+        encoder = (
+            load_tokenizer(args.tokenizer)
+            if args.tokenizer
+            else checkpoint_tokenizer(state["args"]["tokens"])
+        )
+    else:
+        encoder = load_tokenizer(args.tokenizer)
+        torch.manual_seed(0)
+        model = GPT(replace(CONFIGS[args.model], vocab_size=encoder.vocab_size))
+    return model.to(device).eval(), encoder
+
+
+@torch.inference_mode()
+def baseline_nll(hf_model, requests, device: torch.device) -> float:
+    """One window per forward pass, loss over the window's new tokens (the HF guide)."""
+    total = 0.0
+    for context, continuation in requests:
+        ids = torch.tensor([[*context, *continuation][:-1]], device=device)
+        labels = torch.tensor([[*context, *continuation][1:]], device=device)
+        labels[:, : len(context) - 1] = -100  # only the new tokens count
+        logits = hf_model(ids).logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits.view(-1, logits.size(-1)), labels.view(-1), reduction="sum"
+        )
+        total += float(loss)
+    return total
+
+
+def main(argv: list[str] | None = None) -> dict:
+    default_eval = os.environ.get("WEBTEXT_EVAL_DATA", str(SHARED / "eval"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="a checkpoint or run folder; default: a random model")
+    p.add_argument("--model", default="tiny", choices=sorted(CONFIGS), help="random model shape")
+    p.add_argument("--tokenizer", default=str(SHARED / "gpt2-bpe"), help="tokenizer.json or dir")
+    p.add_argument("--eval-data", default=default_eval)
+    p.add_argument("--articles", type=int, default=4, help="WikiText-2 articles to score")
+    p.add_argument("--context", type=int, help="window length [the model's]")
+    p.add_argument("--stride", type=int, help="new tokens per window [context/2]")
+    p.add_argument("--batch-tokens", type=int, default=8192)
+    p.add_argument("--device", help="cpu, cuda [cuda if available]")
+    p.add_argument("--no-baseline", action="store_true", help="ours only (large models)")
+    args = p.parse_args(argv)
+
+    device = pick_device(args.device)
+    torch.set_grad_enabled(False)
+    gpt, encoder = load_gpt(args, device)
+    model = LanguageModel(
+        "bench", gpt.hidden_states, encoder, gpt.config.block_size, device, head=gpt.lm_head
+    )
+    documents = load_task("wikitext2", args.eval_data).items[: args.articles]
+    texts = [d.text for d in documents]
+    windows = WindowSettings(args.context, args.stride)
+
+    def timed(run):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        value = run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return value, time.perf_counter() - start
+
+    perplexity(model, texts[:1], [1], windows, args.batch_tokens)  # warm-up, not timed
+    ours, ours_s = timed(
+        lambda: perplexity(model, texts, [d.units for d in documents], windows, args.batch_tokens)
+    )
+    result = {
+        "model": args.checkpoint or f"random {args.model}",
+        "tokenizer": encoder.name,
+        "articles": len(texts),
+        "tokens": ours.tokens,
+        "words": ours.units,
+        "word_perplexity": ours.per_unit(),
+        "seconds": round(ours_s, 3),
+    }
+    if not args.no_baseline:
+        from transformers import GPT2LMHeadModel
+
+        context, stride = windows.resolve(model.max_length)
+        requests = [
+            request
+            for ids in encoder.encode_batch(texts, workers=1)
+            for request in rolling_requests(ids, encoder.eot_id, context, stride)
+        ]
+        with tempfile.TemporaryDirectory() as folder:
+            export_hf(gpt, gpt.config, folder, None, encoder.eot_id, encoder.vocab_size)
+            hf_model = GPT2LMHeadModel.from_pretrained(folder).to(device).eval()
+        nll, baseline_s = timed(lambda: baseline_nll(hf_model, requests, device))
+        result.update(
+            baseline="hf-stride-loop",
+            baseline_seconds=round(baseline_s, 3),
+            baseline_tokens_per_s=round(ours.tokens / baseline_s, 1),
+            # The same windows over the same weights: the totals agree, or the speed is moot.
+            nll_relative_difference=abs(nll - ours.nll) / ours.nll,
+            ratio=round(baseline_s / ours_s, 2),
+        )
+        if not math.isclose(nll, ours.nll, rel_tol=1e-4):
+            raise SystemExit(f"baseline and ours disagree: {nll} vs {ours.nll} nats")
+    result["tokens_per_s"] = round(ours.tokens / ours_s, 1)
+    result["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
