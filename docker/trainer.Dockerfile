@@ -17,7 +17,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     WEBTEXT_STORE=/data/artifacts \
-    WEBTEXT_RUNS=/data/runs
+    WEBTEXT_RUNS=/data/runs \
+    WEBTEXT_EVAL_DATA=/data/eval
 
 # The base image's tag fixes the Ubuntu release; Ubuntu drops superseded package versions
 # from its archive, so exact pins would break later builds.
