@@ -39,6 +39,7 @@ from training.launch import (
     read_metrics,
     stream,
     torchrun_command,
+    training_parameters,
 )
 from webtext.config import open_store
 from webtext.store import VersionRef
@@ -98,16 +99,9 @@ def train_gpt2_flow(
     logger = get_run_logger()
     store = open_store(store_url)
     tokens = store.resolve("tokens", tokens_version)
-    parameters = {
-        "model": model,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "block_size": block_size,
-        "extra_args": list(extra_args or ()),
-        # The global batch is per-rank batch x accumulation x ranks.
-        "ranks": nodes * max(gpus_per_node, 1),
-    }
+    parameters = training_parameters(
+        model, max_steps, batch_size, grad_accum, block_size, extra_args or (), nodes, gpus_per_node
+    )
     ref = model_ref(store, tokens, parameters)
     if store.exists(ref):
         logger.info("%s already trained on %s: nothing to do", ref, tokens)

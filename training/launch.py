@@ -186,6 +186,29 @@ def local_version(store: Store, ref: VersionRef, cache_dir: Path) -> str:
     return cache.version_dir(ref)
 
 
+def training_parameters(
+    model: str,
+    max_steps: int,
+    batch_size: int | None = None,
+    grad_accum: int | None = None,
+    block_size: int | None = None,
+    extra_args: Sequence[str] = (),
+    nodes: int = 1,
+    gpus_per_node: int = 1,
+) -> dict[str, Any]:
+    """What a `model` version's id covers: everything that changes the trained weights."""
+    return {
+        "model": model,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "block_size": block_size,
+        "extra_args": list(extra_args),
+        # The global batch is per-rank batch x accumulation x ranks.
+        "ranks": nodes * max(gpus_per_node, 1),
+    }
+
+
 def model_ref(store: Store, tokens: VersionRef, parameters: Mapping[str, Any]) -> VersionRef:
     """The `model` version training these parameters on `tokens` makes (or made)."""
     return store.ref_for(STAGE, parameters, code_version("training"), (tokens,))
