@@ -158,29 +158,15 @@ def test_gpt2_tokenizer_export_gives_our_ids(test_data: Path, tmp_path: Path):
 
 
 def test_the_tokenizer_is_found_through_the_runs_tokens(tmp_path: Path):
-    import datetime as dt
+    from versions import tokens_version
 
-    import pyarrow as pa
-
-    from training.token_shards import ShardSettings, encode_version
-    from training.tokenizer_stage import load_encoder, train_tokenizer_version
-    from webtext.parquet import put_table
     from webtext.store import Store
 
     store = Store(str(tmp_path / "store"))
     texts = [
         f"Text {i}: the council met on Tuesday about the park by the river." for i in range(20)
     ]
-    rows = [
-        {"doc_id": f"d{i}", "text": t, "first_seen": dt.datetime(2017, 1, 1, tzinfo=dt.UTC)}
-        for i, t in enumerate(texts)
-    ]
-    with store.write("webtext", {"test": 1}, "test") as out:
-        put_table(out, "data/part-00000.parquet", pa.Table.from_pylist(rows))
-        webtext = out.ref
-    tokenizer = train_tokenizer_version(store, webtext, vocab_size=300).ref
-    encoder = load_encoder(store, tokenizer)
-    tokens = encode_version(store, webtext, encoder, tokenizer, ShardSettings(0.0)).ref
+    _, tokenizer, encoder, tokens = tokens_version(store, texts, vocab_size=300)
 
     state = {"args": {"tokens": store.version_dir(tokens)}}
     source = crosscheck.tokenizer_source(state, None)

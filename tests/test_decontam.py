@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from versions import webtext_version
 
 from evaluation.decontam import (
     NgramFilter,
@@ -21,7 +20,7 @@ from evaluation.decontam import (
     overlap,
     words,
 )
-from webtext.store import Store, VersionRef
+from webtext.store import Store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,15 +37,6 @@ def random_text(rng: random.Random, letters: str, length: int) -> str:
 
 # Training and novel texts use disjoint letters, so no novel n-gram is in the training set.
 TRAIN_LETTERS, NOVEL_LETTERS = "abcdefghijklm", "nopqrstuvwxyz"
-
-
-def webtext_version(store: Store, texts: list[str]) -> VersionRef:
-    with store.write("webtext", {"texts": len(texts)}, "test") as out:
-        for part in range(2):
-            table = pa.Table.from_pylist([{"text": text} for text in texts[part::2]])
-            with out.open(f"data/part-{part:05d}.parquet", rows=table.num_rows) as handle:
-                pq.write_table(table, handle)
-        return out.ref
 
 
 def test_words_are_lower_cased_alphanumeric_runs() -> None:
@@ -133,7 +123,7 @@ def test_stage_builds_a_filter_whose_overlap_is_exact(tmp_path: Path) -> None:
     rng = random.Random(2)
     train = [random_text(rng, TRAIN_LETTERS, rng.randint(20, 300)) for _ in range(40)]
     store = Store(str(tmp_path / "store"))
-    webtext = webtext_version(store, train)
+    webtext = webtext_version(store, train, parts=2)
     progress: list[int] = []
     result = build_ngram_filter(store, webtext, on_progress=progress.append)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 import torch
+from versions import tokens_version
 
 from evaluation import zero_shot
 from evaluation.models import load_checkpoint_model
@@ -17,9 +16,6 @@ from evaluation.sampling import SampleSettings
 from evaluation.stage import EvaluationPlan, evaluate_checkpoint
 from evaluation.zero_shot import EvalSettings
 from training.model import GPT, GPTConfig
-from training.token_shards import ShardSettings, encode_version
-from training.tokenizer_stage import load_encoder, train_tokenizer_version
-from webtext.parquet import put_table
 from webtext.store import Store
 
 TEXTS = [
@@ -32,16 +28,7 @@ TASKS = ["lambada", "wikitext2", "ptb", "winograd"]
 
 def make_checkpoint(store: Store, folder) -> None:
     """A tokens version with its tokenizer, and a small GPT checkpoint trained 'on' it."""
-    rows = [
-        {"doc_id": f"d{i}", "text": t, "first_seen": dt.datetime(2017, 1, 1, tzinfo=dt.UTC)}
-        for i, t in enumerate(TEXTS)
-    ]
-    with store.write("webtext", {"test": 1}, "test") as out:
-        put_table(out, "data/part-00000.parquet", pa.Table.from_pylist(rows))
-        webtext = out.ref
-    tokenizer = train_tokenizer_version(store, webtext, vocab_size=400).ref
-    encoder = load_encoder(store, tokenizer)
-    tokens = encode_version(store, webtext, encoder, tokenizer, ShardSettings(0.0)).ref
+    webtext, _, _, tokens = tokens_version(store, TEXTS, vocab_size=400)
     torch.manual_seed(0)
     config = GPTConfig(block_size=64, vocab_size=448, n_layer=2, n_head=2, n_embd=32)
     state = {

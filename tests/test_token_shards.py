@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import struct
 from pathlib import Path
 from pydoc_data.topics import topics
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from versions import webtext_version
 
 from training import token_shards
 from training.token_shards import (
@@ -23,28 +21,15 @@ from training.token_shards import (
     split_of,
 )
 from training.tokenizer_stage import load_encoder, train_tokenizer_version
-from webtext.store import Store, VersionRef
+from webtext.store import Store
 
 TEXTS = [text for text in topics.values() if len(text) > 2_000][:60]
-
-
-def webtext_version(store: Store, texts: list[str], parts: int = 2) -> VersionRef:
-    seen = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
-    rows = [
-        {"doc_id": f"d{i:04d}", "text": text, "first_seen": seen} for i, text in enumerate(texts)
-    ]
-    with store.write("webtext", {"texts": len(texts), "parts": parts}, "test") as out:
-        for part in range(parts):
-            table = pa.Table.from_pylist(rows[part::parts])
-            with out.open(f"data/part-{part:05d}.parquet", rows=table.num_rows) as handle:
-                pq.write_table(table, handle)
-        return out.ref
 
 
 @pytest.fixture
 def tokenized(tmp_path):
     store = Store(str(tmp_path / "store"))
-    webtext = webtext_version(store, TEXTS)
+    webtext = webtext_version(store, TEXTS, parts=2)
     vocabulary = train_tokenizer_version(store, webtext, vocab_size=2_000)
     encoder = load_encoder(store, vocabulary.ref)
     result = encode_version(store, webtext, encoder, vocabulary.ref, ShardSettings(0.2))
@@ -137,17 +122,14 @@ def test_an_interrupted_encoding_resumes_at_the_unfinished_part(tmp_path, monkey
 def test_an_incremental_version_is_encoded_with_the_versions_before_it(tmp_path) -> None:
     """A webtext version naming an earlier one as parent: training sees both."""
     store = Store(str(tmp_path / "store"))
-    first = webtext_version(store, TEXTS[:4], parts=1)
-    rows = [{"doc_id": "new", "text": "A new month brings new pages.", "first_seen": None}]
-    with store.write("webtext", {"month": 2}, "test", parents=(first,)) as out:
-        with out.open("data/part-00000.parquet", rows=1) as handle:
-            pq.write_table(pa.Table.from_pylist(rows), handle)
-        second = out.ref
+    first = webtext_version(store, TEXTS[:4])
+    new_text = "A new month brings new pages."
+    second = webtext_version(store, [new_text], parents=(first,))
     vocabulary = train_tokenizer_version(store, second, vocab_size=1_000)
     encoder = load_encoder(store, vocabulary.ref)
     result = encode_version(store, second, encoder, vocabulary.ref, ShardSettings(0.0))
     names = [f.path for f in store.manifest(result.ref).files if f.path.startswith("tokens/train")]
     assert len(names) == 2 and any(first.version in n for n in names)
     dataset = TokenDataset(store.version_dir(result.ref))
-    expected = sum(len(encoder.encode(t)) + 1 for t in [*TEXTS[:4], rows[0]["text"]])
+    expected = sum(len(encoder.encode(t)) + 1 for t in [*TEXTS[:4], new_text])
     assert len(dataset) == expected
