@@ -50,22 +50,36 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
             names += ["build-webtext-counts", "build-webtext-versions"]
             keys = ArtifactFilterKey(any_=names)
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
-        table = next(a for a in artifacts if a.key == "links-counts")
+        # Other tests share the server: pick this run's artifacts by the versions they name.
+        table = next(
+            a for a in artifacts if a.key == "links-counts" and str(refs["links"]) in a.description
+        )
         assert '"links"' in str(table.data) and str(counts["links"]) in str(table.data)
-        link = next(a for a in artifacts if a.key == "links-version")
-        assert refs["links"].version in str(link.data)
-        fetch_table = next(a for a in artifacts if a.key == "fetches-counts")
+        assert any(
+            a.key == "links-version" and refs["links"].version in str(a.data) for a in artifacts
+        )
+        fetch_table = next(
+            a
+            for a in artifacts
+            if a.key == "fetches-counts" and str(refs["fetch"]) in a.description
+        )
         assert '"robots_disallowed"' in str(fetch_table.data)
         assert any(a.key == "webtext-counts" for a in artifacts)
-        # The summary is updated after every stage: the newest holds them all.
+        # The summary is updated after every stage: the last one names every version.
+        versions = next(
+            a
+            for a in artifacts
+            if a.key == "build-webtext-versions" and refs["tokenize"].version in str(a.data)
+        )
         summary = max(
-            (a for a in artifacts if a.key == "build-webtext-counts"), key=lambda a: a.created
+            (
+                a
+                for a in artifacts
+                if a.key == "build-webtext-counts" and a.flow_run_id == versions.flow_run_id
+            ),
+            key=lambda a: a.created,
         )
         assert '"stage": "fetch"' in str(summary.data) and '"train_tokens"' in str(summary.data)
-        versions = max(
-            (a for a in artifacts if a.key == "build-webtext-versions"), key=lambda a: a.created
-        )
-        assert refs["tokenize"].version in str(versions.data)
 
         # The scheduler's rerun over the same dump is incremental: nothing new, same version.
         rerun = build_webtext(

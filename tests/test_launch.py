@@ -283,3 +283,11 @@ def test_train_flow_failure_names_the_exit_code_and_step(fake_training) -> None:
             gpus_per_node=0, max_steps=6, extra_args=["--fail-at", "4"], **fake_training
         )
     assert "CUDA error: out of memory" in str(failure.value)
+
+
+def test_training_parameters_take_the_flows_defaults() -> None:
+    """build-webtext fills in train-gpt2's defaults, `extra_args=None` among them."""
+    from training.launch import training_parameters
+
+    parameters = training_parameters("tiny", 10, extra_args=None, nodes=2, gpus_per_node=8)
+    assert parameters["extra_args"] == [] and parameters["ranks"] == 16

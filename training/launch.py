@@ -192,7 +192,7 @@ def training_parameters(
     batch_size: int | None = None,
     grad_accum: int | None = None,
     block_size: int | None = None,
-    extra_args: Sequence[str] = (),
+    extra_args: Sequence[str] | None = (),
     nodes: int = 1,
     gpus_per_node: int = 1,
 ) -> dict[str, Any]:
@@ -203,7 +203,7 @@ def training_parameters(
         "batch_size": batch_size,
         "grad_accum": grad_accum,
         "block_size": block_size,
-        "extra_args": list(extra_args),
+        "extra_args": list(extra_args or ()),
         # The global batch is per-rank batch x accumulation x ranks.
         "ranks": nodes * max(gpus_per_node, 1),
     }

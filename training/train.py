@@ -259,10 +259,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after `step` by a run that died before its next checkpoint."""
+    """Drop lines logged after `step` by a run that died before its next checkpoint, and a
+    last line the kill cut short."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            logged = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if logged <= step:
+            kept.append(line)
     partial = path.with_suffix(".tmp")
     partial.write_text("".join(f"{line}\n" for line in kept))
     os.replace(partial, path)
