@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -89,10 +90,16 @@ def demo_records(base_url: str, seed: int = 2019) -> list[dict]:
 def write_demo_dump(folder: Path, base_url: str) -> Path:
     """`RS_demo.zst` in `folder` for the site at `base_url`, with one corrupt line as real
     dumps have."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(r, ensure_ascii=False) for r in demo_records(base_url)]
-    lines.insert(len(lines) // 2, '{"id": "truncated", "url": "http://')
-    path = folder / "RS_demo.zst"
+    return write_dump(folder / "RS_demo.zst", demo_records(base_url))
+
+
+def write_dump(path: Path, records: Iterable[dict], bad_line: bool = True) -> Path:
+    """`records` as a zstd Reddit-style dump at `path`, written atomically; with `bad_line`,
+    one corrupt line in the middle, as real dumps have."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r, ensure_ascii=False) for r in records]
+    if bad_line:
+        lines.insert(len(lines) // 2, '{"id": "truncated", "url": "http://')
     data = ("\n".join(lines) + "\n").encode()
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(zstd.compress(data, level=3))
