@@ -48,3 +48,20 @@ def prefect_server():
 def sample_dump(test_data: Path) -> Path:
     """The 31 real Pushshift submissions, 2005 to 2024."""
     return test_data / "reddit" / "pushshift" / "test_submissions.ndjson"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`webtext demo`'s orchestration, run once per session: a Prefect server, `flows.serve`
+    and the build-webtext deployment run, training fewer steps than the demo. The server stays
+    up until the session ends, for the UI check; then every process it started must be gone."""
+    from webtext.demo_run import demo_session
+    from webtext.prefect_server import free_port, session_alive
+
+    root = tmp_path_factory.mktemp("demo")
+    with demo_session(
+        root / "work", str(root / "artifacts"), port=free_port(), train={"max_steps": 40}
+    ) as run:
+        yield run
+    left = [pid for pid in run.pids if session_alive(pid)]
+    assert not left, f"processes of the demo's sessions {left} still run"

@@ -148,3 +148,33 @@ def test_an_input_with_no_links_goes_through_every_stage(tmp_path) -> None:
         assert code == 0, output
     counts = json.loads(run("show", "webtext", "--store", store)[1])["stats"]["counts"]
     assert counts["documents_in"] == counts["published"] == 0
+
+
+def test_demo_names_the_failed_stage_and_exits_non_zero(tmp_path, monkeypatch) -> None:
+    """A build run that failed: the demo still stops what it started, then exits 1 naming the
+    stage (the orchestration itself is tested in test_demo.py)."""
+    from contextlib import contextmanager
+
+    from webtext import demo_run
+
+    stopped = []
+    message = "Flow run encountered an exception: StageFailed: stage 'fetch' failed reading x"
+    failed = demo_run.DemoRun(
+        demo_run.DemoPaths(tmp_path), str(tmp_path / "store"), "http://127.0.0.1:4999/api",
+        "1234", "brave-run", "FAILED", message, {}, (),
+    )  # fmt: skip
+
+    @contextmanager
+    def session(*args, **kwargs):
+        try:
+            yield failed
+        finally:
+            stopped.append(True)
+
+    monkeypatch.setattr(demo_run, "demo_session", session)
+    code, output = run("demo", "--workdir", str(tmp_path))
+    assert code == 1
+    assert stopped == [True]
+    assert "http://127.0.0.1:4999/runs/flow-run/1234" in output
+    assert "FAILED at stage fetch" in output and "failed reading x" in output
+    assert f"PREFECT_HOME={tmp_path / 'prefect'}" in output

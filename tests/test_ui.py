@@ -1,64 +1,39 @@
-"""The Prefect UI of a finished run, opened in headless Chromium, shows its sub-flows and artifacts.
+"""The Prefect UI of the demo's build-webtext run, opened in headless Chromium, shows its sub-flows
+(training among them, as a deployment run) and every stage's artifacts.
 
-A real `prefect server start` with its UI (not the session's test harness, which serves no UI),
-a flow run in a subprocess that reports to it, then screenshots of the run's pages.
+The run is the session's `demo_run` (conftest.py): a real `prefect server start` with its UI,
+`python -m flows.serve`, and `prefect deployment run build-webtext/default`.
 Needs Debian's `chromium` (`apt-get install -y chromium`): skipped without it, failed under CI.
+`WEBTEXT_UPDATE_SCREENSHOT=1` also saves the Subflow Runs tab to docs/images/ui-build-webtext.png.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from webtext.ui_check import (
-    assert_run_shows,
-    chromium_executable,
-    flow_env,
-    start_prefect_server,
-    wait_flow_run_final,
-)
+from webtext.demo_run import DemoRun
+from webtext.ui_check import assert_run_shows, chromium_executable
 
-PARENT = "build-webtext-ui-check"
-# sub-flow name -> the key of the table artifact it creates
-STAGES = {"collect-links": "ui-check-links-counts", "fetch-pages": "ui-check-fetches-counts"}
+pytestmark = pytest.mark.xdist_group("demo")  # one demo per session under --dist loadgroup
 
-# Run in a subprocess, so that only the environment we give it configures Prefect.
-FLOW_SCRIPT = """
-import json, sys
-
-from prefect import flow
-from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
-
-parent_name, stages = sys.argv[1], json.loads(sys.argv[2])
-
-
-def stage_flow(name, key):
-    @flow(name=name)
-    def stage():
-        rows = [{"count": "kept", "value": 3}, {"count": "dropped", "value": 1}]
-        create_table_artifact(key=key, table=rows, description=f"{name} counts")
-
-    return stage
-
-
-@flow(name=parent_name)
-def parent():
-    for name, key in stages.items():
-        stage_flow(name, key)()
-    return flow_run.get_id()
-
-
-print(json.dumps({"flow_run_id": parent()}))
-"""
+SUBFLOWS = [
+    "collect-links", "fetch-pages", "extract-text", "dedup", "tokenize", "train-gpt2",
+    "evaluate-zero-shot",
+]  # fmt: skip
+# One or more per stage, each on its own sub-flow run's Artifacts tab.
+STAGE_ARTIFACTS = [
+    "links-counts", "fetches-counts", "documents-counts", "webtext-counts", "tokens-counts",
+    "model-counts", "train-gpt2-metrics", "train-gpt2-loss", "evaluation-counts",
+    "evaluate-zero-shot-paper-table",
+]  # fmt: skip
+# The build run's own, on its Artifacts tab.
+BUILD_ARTIFACTS = ["build-webtext-counts", "build-webtext-versions"]
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "images" / "ui-build-webtext.png"
 
 
 @pytest.fixture
@@ -72,19 +47,6 @@ def chromium() -> str:
     return path
 
 
-def run_flows(api_url: str, home: Path) -> str:
-    """Run the parent flow and its sub-flows against `api_url`; the parent run's id."""
-    done = subprocess.run(
-        [sys.executable, "-c", FLOW_SCRIPT, PARENT, json.dumps(STAGES)],
-        env=flow_env(api_url, home),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])["flow_run_id"]
-
-
 def keep_screenshots(folder: Path) -> None:
     """Copy the screenshots to $WEBTEXT_UI_SCREENSHOTS, when set, for the demo or CI to keep."""
     target = os.environ.get("WEBTEXT_UI_SCREENSHOTS")
@@ -92,31 +54,29 @@ def keep_screenshots(folder: Path) -> None:
         return
     Path(target).mkdir(parents=True, exist_ok=True)
     for png in sorted(folder.glob("*.png")):
-        shutil.copyfile(png, Path(target) / f"{PARENT}-{png.name}")
+        shutil.copyfile(png, Path(target) / f"build-webtext-{png.name}")
 
 
-def test_ui_shows_subflows_and_artifacts(chromium: str, tmp_path: Path) -> None:
-    times = [time.monotonic()]
-    with start_prefect_server(tmp_path / "server") as (_, api_url):
-        times.append(time.monotonic())
-        flow_run_id = run_flows(api_url, tmp_path / "client")
-        assert wait_flow_run_final(api_url, flow_run_id) == "COMPLETED"
-        times.append(time.monotonic())
+def test_ui_shows_the_demo_run(chromium: str, demo_run: DemoRun, tmp_path: Path) -> None:
+    assert demo_run.completed, f"{demo_run.state}: {demo_run.message}"
+    started = time.monotonic()
+    try:
+        shots = assert_run_shows(
+            demo_run.ui_url,
+            demo_run.flow_run_id,
+            subflow_names=SUBFLOWS,
+            artifact_keys=STAGE_ARTIFACTS + BUILD_ARTIFACTS,
+            out_dir=tmp_path / "screenshots",
+        )
+    finally:  # a failed check's screenshots are the ones worth keeping
+        keep_screenshots(tmp_path / "screenshots")
 
-        try:
-            shots = assert_run_shows(
-                api_url.removesuffix("/api"),
-                flow_run_id,
-                subflow_names=list(STAGES),
-                artifact_keys=list(STAGES.values()),
-                out_dir=tmp_path / "screenshots",
-            )
-        finally:  # a failed check's screenshots are the ones worth keeping
-            keep_screenshots(tmp_path / "screenshots")
-
-    assert PARENT in shots.subflows.text
-    # The run itself made no artifact; each stage's shows on its own sub-flow run's page.
-    assert len(shots.artifacts) == 1 + len(STAGES)
-    times.append(time.monotonic())
-    server, flows, browser = (later - earlier for earlier, later in itertools.pairwise(times))
-    print(f"UI check: server {server:.1f} s, flows {flows:.1f} s, browser {browser:.1f} s")
+    assert demo_run.flow_run_name in shots.subflows.text
+    # The first Artifacts tab is the build run's own; the stages' are on their sub-flow runs.
+    own = shots.artifacts[0].text
+    assert all(key in own for key in BUILD_ARTIFACTS), own[:2000]
+    assert len(shots.artifacts) == 1 + len(SUBFLOWS)
+    if os.environ.get("WEBTEXT_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shots.subflows.png, SCREENSHOT)
+    print(f"UI check: {time.monotonic() - started:.1f} s")

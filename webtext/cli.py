@@ -1,16 +1,16 @@
 """The `webtext` command: each stage's plain functions, no Prefect server needed.
 
-`webtext demo` is the exception: it runs the `build-webtext` Prefect flow, as an operator's
-deployment would, on inputs built on this machine.
+`webtext demo` is the exception: it starts a local Prefect server and the process serving the
+deployments, and runs `build-webtext/default` as an operator would, on inputs built here.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Table
 
 from webtext.config import open_store
 from webtext.store import LATEST, StageResult, Store, StoreError
+
+if TYPE_CHECKING:
+    from webtext.demo_run import DemoRun
 
 app = typer.Typer(
     help="Build GPT-2's WebText: Reddit links, pages, text, dedup, tokens, model, evaluation.",
@@ -411,35 +414,66 @@ def sample(
 
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the demo's inputs are written")] = Path(
-        "demo-inputs"
-    ),
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo's inputs, Prefect home and training runs go")
+    ] = Path("demo-inputs"),
     store: StoreOption = None,
+    keep_ui: Annotated[
+        bool, typer.Option(help="Keep the Prefect server (its UI) up until Enter or Ctrl-C")
+    ] = False,
 ) -> None:
-    """Run the `build-webtext` flow on inputs built on this machine (no network)."""
-    from flows.build import build_webtext
-    from webtext.demo import DEMO_FETCH, DEMO_TOKENIZE, write_demo_dump
-    from webtext.demo_web import DEMO_PORT, DemoWeb
+    """Run `build-webtext` as a deployment, offline: a local Prefect server, the deployments
+    served by `python -m flows.serve`, `prefect deployment run build-webtext/default --watch`."""
+    from webtext.demo_run import demo_session, reopen_command
 
-    with ExitStack() as stack:
-        try:
-            web = stack.enter_context(DemoWeb(port=DEMO_PORT))
-        except OSError:  # the port is taken: any free one will do
-            web = stack.enter_context(DemoWeb())
-        console.print(f"demo web: {web.base_url}/")
-        dump = write_demo_dump(workdir, web.base_url)
-        console.print(f"demo dump: {dump}")
-        artifacts = open_store(store)
-        refs = build_webtext(
-            dumps=[str(dump.resolve())],
-            fetch=DEMO_FETCH,
-            tokenize=DEMO_TOKENIZE,
-            store_url=artifacts.root_url,
+    try:
+        with demo_session(workdir, store, say=_say) as run:
+            _report_demo(run)
+            console.print(f"Prefect UI of this build run: [bold]{run.run_url}[/]", soft_wrap=True)
+            if keep_ui:
+                _wait_for_enter("the UI stays up: press Enter (or Ctrl-C) to stop it")
+    except RuntimeError as exc:  # a process of the demo did not start; its log is in the message
+        console.print("[red]error:[/]", escape(str(exc)), soft_wrap=True)
+        raise typer.Exit(1) from exc
+    console.print(
+        f"the UI again, later: {reopen_command(run.paths.prefect_home)}\n"
+        f"  then open http://127.0.0.1:4200/runs/flow-run/{run.flow_run_id}",
+        soft_wrap=True,
+    )
+    if not run.completed:
+        stage = run.failed_stage or "(no stage named)"
+        console.print(
+            f"[red]error:[/] build-webtext ended {run.state} at stage {stage}:",
+            escape(run.message),
+            soft_wrap=True,
         )
-    for stage, ref in refs.items():
-        _print_counts(artifacts.manifest(ref).stats["counts"], stage)
-    for stage, ref in refs.items():
+        raise typer.Exit(1)
+
+
+def _say(text: str) -> None:
+    console.print(escape(text), soft_wrap=True)
+
+
+def _report_demo(run: DemoRun) -> None:
+    """Every stage's counts, the versions and where they are, the evaluation table."""
+    artifacts = open_store(run.store_url)
+    for stage, ref in run.versions.items():
+        _print_counts(artifacts.manifest(ref).stats.get("counts", {}), f"{stage}: {ref}")
+    for stage, ref in run.versions.items():
         console.print(f"{stage}: [bold]{ref}[/] {artifacts.url(ref)}", soft_wrap=True)
+    console.print(
+        f"training runs: {run.paths.runs}; every run's log: {run.paths.serve_log}", soft_wrap=True
+    )
+    evaluation = run.versions.get("evaluate")
+    if evaluation is not None:
+        table = artifacts.fs.cat_file(f"{artifacts.version_dir(evaluation)}/table.md").decode()
+        print(table, flush=True)
+
+
+def _wait_for_enter(prompt: str) -> None:
+    console.print(prompt)
+    with suppress(EOFError, KeyboardInterrupt):  # no terminal, or Ctrl-C: stop now
+        input()
 
 
 def _report(artifacts: Store, result: StageResult, title: str) -> None:

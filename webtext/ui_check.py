@@ -14,21 +14,19 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
+
+from webtext.prefect_server import stop_process, tail
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
@@ -49,139 +47,6 @@ FlowRunTab = Literal[
 _FLOW_RUN_LINK = re.compile(
     r"/runs/flow-run/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 )
-
-
-# --- the Prefect server -------------------------------------------------------------------------
-
-
-class PrefectServer(NamedTuple):
-    """A running `prefect server start`; unpacks as `(process, api_url)`."""
-
-    process: subprocess.Popen[bytes]
-    api_url: str
-
-    @property
-    def ui_url(self) -> str:
-        """The UI's root, e.g. `http://127.0.0.1:4200` (the API is under `/api`)."""
-        return self.api_url.removesuffix("/api")
-
-
-def free_port() -> int:
-    """A loopback port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prefect_env(home: Path, **settings: str) -> dict[str, str]:
-    """This process's environment without its PREFECT_* settings, plus a home and `settings`.
-
-    A test session sets PREFECT_HOME, PREFECT_API_URL... for its own harness; a server or a
-    flow started for the UI must not inherit them.
-    """
-    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    env.update(settings)
-    return env
-
-
-def flow_env(api_url: str, home: Path) -> dict[str, str]:
-    """The environment of a process whose flows report to the server at `api_url`."""
-    return prefect_env(home, PREFECT_API_URL=api_url)
-
-
-@contextlib.contextmanager
-def start_prefect_server(
-    home: Path, port: int | None = None, timeout_s: float = 90.0
-) -> Iterator[PrefectServer]:
-    """Run `prefect server start` on loopback with its UI, until the block exits.
-
-    Its database, UI files and log (`server.log`) live under `home`.
-    """
-    home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(
-        home,
-        PREFECT_LOGGING_LEVEL="INFO",
-        PREFECT_UI_ENABLED="true",
-        # The UI asks /ui-settings where the API is; the default would do, but say it.
-        PREFECT_UI_API_URL=api_url,
-        PREFECT_UI_URL=api_url.removesuffix("/api"),
-        # The server copies the UI bundles before serving them; by default into the installed
-        # prefect package, which may be read-only or shared. ~1 s per start.
-        PREFECT_UI_STATIC_DIRECTORY=str(home / "ui"),
-    )
-    prefect = Path(sys.executable).with_name("prefect")
-    command = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = home / "server.log"
-    with log_path.open("wb") as log:
-        # A session of its own, so that stopping it stops anything it started.
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        _wait_healthy(process, api_url, log_path, timeout_s)
-        yield PrefectServer(process, api_url)
-    finally:
-        _stop(process)
-
-
-def _wait_healthy(
-    process: subprocess.Popen[bytes], api_url: str, log: Path, timeout_s: float
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {process.returncode}:\n{_tail(log)}")
-        if _responds(f"{api_url}/health"):
-            return
-        time.sleep(0.25)
-    raise RuntimeError(f"prefect server not healthy after {timeout_s:.0f} s:\n{_tail(log)}")
-
-
-def _responds(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:  # refused while it starts, or an HTTP error
-        return False
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """Terminate the process, then kill whatever is left of its session."""
-    # The leader alone first, so that it can stop its children itself.
-    process.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as error:
-        return f"(no log: {error})"
-
-
-def wait_flow_run_final(api_url: str, flow_run_id: str, timeout_s: float = 30.0) -> str:
-    """The final state type (`COMPLETED`, `FAILED`...) of a flow run, once it has one."""
-    final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-    deadline = time.monotonic() + timeout_s
-    state = None
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=5) as response:
-            state = json.load(response).get("state_type")
-        if state in final:
-            return state
-        time.sleep(0.25)
-    raise TimeoutError(f"flow run {flow_run_id} still {state} after {timeout_s:.0f} s")
 
 
 # --- the UI's routes ----------------------------------------------------------------------------
@@ -331,7 +196,7 @@ def open_browser(executable: str | None = None, timeout_s: float = 30.0) -> Iter
                     with contextlib.suppress(Exception):
                         browser.call("Browser.close")
         finally:
-            _stop(process)
+            stop_process(process)
 
 
 def _chromium_flags(profile: str) -> list[str]:
@@ -361,7 +226,7 @@ def _page_socket(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"chromium exited with {process.returncode}:\n{_tail(log)}")
+            raise RuntimeError(f"chromium exited with {process.returncode}:\n{tail(log)}")
         lines = active_port.read_text().split() if active_port.exists() else []
         if lines:
             with contextlib.suppress(OSError, ValueError):
@@ -372,7 +237,7 @@ def _page_socket(
                 if pages:
                     return pages[0]
         time.sleep(0.1)
-    raise RuntimeError(f"chromium's DevTools not up after {timeout_s:.0f} s:\n{_tail(log)}")
+    raise RuntimeError(f"chromium's DevTools not up after {timeout_s:.0f} s:\n{tail(log)}")
 
 
 def shows_text(strings: Sequence[str]) -> str:
