@@ -82,19 +82,6 @@ EVALUATE = {**DEMO_EVALUATE, "limit": 16}
 CHILD_TIMEOUT_S = 600
 
 
-@pytest.fixture(autouse=True)
-def _sources_unchanged() -> Iterator[None]:
-    """Fail clearly when the project's sources change while a test runs (an edit in
-    another window): version ids cover the code, so the stages would all rebuild."""
-    from webtext.config import code_version
-
-    packages = ("scraping", "dedup", "training", "evaluation")
-    before = code_version.__wrapped__(*packages)
-    yield
-    if code_version.__wrapped__(*packages) != before:
-        pytest.fail("the project's sources changed during the test: its results are void, rerun")
-
-
 # Reading versions ------------------------------------------------------------------------
 
 

@@ -24,19 +24,28 @@ def open_store(url: str | None = None) -> Store:
     return Store(url or store_url())
 
 
+# The modules of this package that stage outputs depend on; the CLI, the demo and the UI
+# check are not among them, so editing those rebuilds nothing.
+STAGE_PLUMBING = ("store.py", "config.py", "dataset.py", "parquet.py")
+
+
 @cache
 def code_version(*packages: str) -> str:
-    """The package version plus a hash of the named packages' source files.
+    """The package version plus a hash of the named packages' source files (and of the
+    shared plumbing in `STAGE_PLUMBING`).
 
     A change to a stage's code changes its version ids, so outputs made by older code are
     never mistaken for the current code's.
     """
-    digest = hashlib.sha256()
-    for name in sorted({"webtext", *packages}):
+    here = Path(__file__).parent
+    sources = [here / name for name in STAGE_PLUMBING]
+    for name in sorted(set(packages)):
         root = Path(import_module(name).__file__).parent  # type: ignore[arg-type]
-        for source in sorted(root.rglob("*.py")):
-            digest.update(str(source.relative_to(root.parent)).encode())
-            digest.update(source.read_bytes())
+        sources += sorted(root.rglob("*.py"))
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(str(source.relative_to(here.parent)).encode())
+        digest.update(source.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:10]}"
 
 
