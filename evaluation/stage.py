@@ -2,9 +2,9 @@
 
 A version holds `results.json` (every set's metric and the totals behind it, samples and
 decontamination), `table.md` (the paper's layout), `samples.jsonl` and one
-`tasks/<name>.json` per set. Its id covers the checkpoint's and every set file's sha256,
-the settings and the code, so the same evaluation twice is one version; a killed run
-resumes with the sets it had finished.
+`tasks/<name>.json` per set. Its id covers the checkpoint (its `model` version, else its
+sha256), every set file's sha256, the settings and the code, so the same evaluation twice
+is one version; a killed run resumes with the sets it had finished.
 """
 
 from __future__ import annotations
@@ -97,8 +97,15 @@ def evaluate_checkpoint(
     for task, path in files.items():
         if not path.is_file():
             raise FileNotFoundError(f"evaluation set {task!r} not found at {path}")
+    source = checkpoint_parent(checkpoint)
+    # A model version names its weights by what made them; its checkpoint file also records
+    # the training run's paths, which differ between machines that made the same version.
+    if source and source.stage == "model":
+        identity = {"model": str(source)}
+    else:
+        identity = {"name": checkpoint.name, "sha256": file_sha256(checkpoint)}
     parameters = {
-        "checkpoint": {"name": checkpoint.name, "sha256": file_sha256(checkpoint)},
+        "checkpoint": identity,
         "tokenizer": tokenizer,
         "tasks": {
             task: {"file": path.name, "sha256": file_sha256(path)} for task, path in files.items()
@@ -109,7 +116,7 @@ def evaluate_checkpoint(
         "samples_per_prompt": plan.samples_per_prompt,
     }
     ngram_filter = build_ngram_filter(store, webtext).ref if webtext else None
-    parents = tuple(ref for ref in (checkpoint_parent(checkpoint), ngram_filter) if ref)
+    parents = tuple(ref for ref in (source, ngram_filter) if ref)
     version = code_version("evaluation", "training")
     ref = store.ref_for(STAGE, parameters, version, parents)
     if store.exists(ref):
