@@ -179,3 +179,14 @@ def test_dedup_on_a_dask_cluster_gives_the_single_process_output(tmp_path) -> No
         published[runner] = (ref, files)
         assert manifest.stats["counts"]["exact_duplicates"] == 2
     assert published["threads"] == published["dask"]
+
+
+def test_a_failed_stage_is_named_with_its_input(tmp_path, monkeypatch) -> None:
+    import flows.build
+    from flows.build import StageFailed, StagePolicy, build_webtext
+
+    monkeypatch.setitem(flows.build.POLICIES, "links", StagePolicy(retries=0, timeout_s=60))
+    missing = str(tmp_path / "RS_2017-13.zst")
+    with pytest.raises(StageFailed, match=r"stage 'links' failed reading 1 dumps") as failure:
+        build_webtext(dumps=[missing], until="links", store_url=str(tmp_path / "store"))
+    assert "RS_2017-13.zst" in str(failure.value)
