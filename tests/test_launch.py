@@ -249,7 +249,10 @@ def test_train_flow_runs_the_trainer_and_publishes_artifacts(fake_training) -> N
     from flows.train import train_gpt2_flow
 
     assert train_gpt2_flow.name == "train-gpt2"
-    ref = train_gpt2_flow(gpus_per_node=0, max_steps=6, model="tiny", **fake_training)
+    state = train_gpt2_flow(
+        gpus_per_node=0, max_steps=6, model="tiny", return_state=True, **fake_training
+    )
+    ref = state.result()
     store = Store(fake_training["store_url"])
     files = {entry.path for entry in store.manifest(ref).files}
     assert {"checkpoint.pt", "metrics.jsonl", "loss.png", "hf/config.json"} <= files
@@ -262,7 +265,9 @@ def test_train_flow_runs_the_trainer_and_publishes_artifacts(fake_training) -> N
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
         )
-    artifacts = {a.key: a for a in found}
+    # Other tests train on the same server: keep this run's artifacts.
+    run_id = state.state_details.flow_run_id
+    artifacts = {a.key: a for a in found if a.flow_run_id == run_id}
     assert set(artifacts) == set(keys)
     table = json.loads(artifacts["train-gpt2-metrics"].data)
     assert {"metric": "step", "value": 5} in table and {"metric": "val_loss", "value": 5.5} in table
