@@ -93,12 +93,7 @@ def build_webtext(
     def run(name: str, subflow: Flow, reading: str, **parameters: Any) -> VersionRef | None:
         if name not in stages:
             return None
-        policy = POLICIES[name]
-        configured = subflow.with_options(
-            retries=policy.retries,
-            retry_delay_seconds=RETRY_DELAY_S,
-            timeout_seconds=policy.timeout_s,
-        )
+        configured = _with_policy(name, subflow)
         refs[name] = _named_failure(name, reading, lambda: configured(**parameters))
         publish_summary(store, refs)
         return refs[name]
@@ -166,6 +161,15 @@ def _version(ref: VersionRef | None) -> str:
     return ref.version if ref else "latest"
 
 
+def _with_policy(stage: str, subflow: Flow) -> Flow:
+    policy = POLICIES[stage]
+    return subflow.with_options(
+        retries=policy.retries,
+        retry_delay_seconds=RETRY_DELAY_S,
+        timeout_seconds=policy.timeout_s,
+    )
+
+
 def _named_failure(stage: str, reading: str, call: Callable[[], VersionRef]) -> VersionRef:
     try:
         return call()
@@ -187,12 +191,7 @@ def _train(
         "store_url": store.root_url,
     }
     if deployment is None:
-        policy = POLICIES["train"]
-        return train_gpt2_flow.with_options(
-            retries=policy.retries,
-            retry_delay_seconds=RETRY_DELAY_S,
-            timeout_seconds=policy.timeout_s,
-        )(**parameters)
+        return _with_policy("train", train_gpt2_flow)(**parameters)
     expected = model_ref(store, tokens, _training_parameters(parameters))
     if store.exists(expected):  # trained already: no GPU job at all
         get_run_logger().info("%s already trained on %s: nothing to do", expected, tokens)
