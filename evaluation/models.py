@@ -18,6 +18,8 @@ from training.model import GPT, GPTConfig
 from training.tokenizer_stage import load_encoder
 from webtext.store import MANIFEST, Manifest, Store
 
+HEAD_SLICE = 4096  # positions whose logits exist at once: 823 MB at a 50,257 vocabulary
+
 
 class LanguageModel:
     """A causal language model as the scorers see it: token ids in, logits out.
@@ -58,6 +60,26 @@ class LanguageModel:
         if self._head is not None:
             out = self._head(out)
         return out[..., : self.encoder.vocab_size].float().contiguous()
+
+    @torch.inference_mode()
+    def target_logprobs(
+        self, ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor, greedy: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log p(target) at each position of the mask `positions` (B, T), row-major, and, if
+        `greedy`, whether the target was the argmax there. The head runs a slice of positions
+        at a time, so no (positions, vocab) tensor of the whole batch is ever made."""
+        hidden = self._trunk(ids.to(self.device))[positions.to(self.device)]
+        targets = targets.to(self.device)
+        logprobs, hits = [], []
+        for start in range(0, len(hidden), HEAD_SLICE):
+            chunk = hidden[start : start + HEAD_SLICE]
+            logits = self._head(chunk) if self._head is not None else chunk
+            logits = logits[..., : self.encoder.vocab_size].float()
+            wanted = targets[start : start + HEAD_SLICE]
+            logprobs.append(-torch.nn.functional.cross_entropy(logits, wanted, reduction="none"))
+            if greedy:
+                hits.append(logits.argmax(dim=-1) == wanted)
+        return torch.cat(logprobs).double().cpu(), torch.cat(hits).cpu() if greedy else None
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -109,16 +109,12 @@ def _score_batch(
         inputs[r, : len(row) - 1] = torch.tensor(row[:-1])
         targets[r, : len(row) - 1] = torch.tensor(row[1:])
         scored[r, len(row) - 1 - len(continuation) : len(row) - 1] = True
-    logits = model.logits(inputs, scored)  # (positions, vocab), row-major
-    wanted = targets[scored].to(logits.device)
-    logprobs = logits.gather(1, wanted[:, None]).squeeze(1) - torch.logsumexp(logits, dim=1)
-    owner = torch.arange(len(rows))[:, None].expand_as(scored)[scored]
-    sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner, logprobs.double().cpu())
-    if greedy:
-        misses = (logits.argmax(dim=1) != wanted).cpu().long()
-        missed = torch.zeros(len(rows), dtype=torch.long).index_add_(0, owner, misses)
-    else:
-        missed = torch.ones(len(rows), dtype=torch.long)  # not computed: never claimed
+    logprobs, hits = model.target_logprobs(inputs, scored, targets[scored], greedy)
+    owner = torch.arange(len(rows))[:, None].expand_as(scored)[scored]  # row of each position
+    sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner, logprobs)
+    missed = torch.ones(len(rows), dtype=torch.long)  # not computed: never claimed
+    if hits is not None:
+        missed = torch.zeros(len(rows), dtype=torch.long).index_add_(0, owner, (~hits).long())
     return [
         Score(float(sums[r]), bool(missed[r] == 0), len(continuation))
         for r, (_, continuation) in enumerate(batch)
