@@ -50,13 +50,10 @@ class LanguageModel:
         return f"LanguageModel({self.name!r}, {self.encoder!r}, max_length={self.max_length})"
 
     @torch.inference_mode()
-    def logits(self, ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Float32 logits over the tokenizer's ids only (a trained vocabulary padded for speed
-        has rows no text maps to, and they must hold no probability): (B, T, vocab), or
-        (N, vocab) for the N positions of the boolean mask `positions` (B, T), row-major."""
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Float32 logits (B, T, vocab) over the tokenizer's ids only: a trained vocabulary
+        padded for speed has rows no text maps to, and they must hold no probability."""
         out = self._trunk(ids.to(self.device))
-        if positions is not None:
-            out = out[positions.to(self.device)]
         if self._head is not None:
             out = self._head(out)
         return out[..., : self.encoder.vocab_size].float().contiguous()

@@ -54,5 +54,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     headers = list(rows[0])
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
-        lines.append("| " + " | ".join("–" if row[h] is None else str(row[h]) for h in headers))
-    return "\n".join(line if line.endswith("|") else line + " |" for line in lines) + "\n"
+        cells = ("–" if row[h] is None else str(row[h]) for h in headers)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

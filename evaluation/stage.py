@@ -74,7 +74,8 @@ def checkpoint_parent(checkpoint: Path) -> VersionRef | None:
         return Manifest.from_json(here.read_text(encoding="utf-8"), str(here)).ref
     import torch  # reading the training arguments needs the checkpoint
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    # Memory-mapped: only the arguments are read, not the weights evaluation loads later.
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
     tokens_dir = Path(state["args"]["tokens"])
     if (tokens_dir / MANIFEST).is_file() and tokens_dir.parent.name == "tokens":
         return VersionRef("tokens", tokens_dir.name)

@@ -70,7 +70,7 @@ def evaluate_set(
         **result,
         "items": len(items),
         "skipped": len(eval_set.skipped),
-        "lines_not_detokenized": getattr(eval_set, "lines_not_detokenized", 0),
+        "lines_not_detokenized": eval_set.lines_not_detokenized,
         "source": eval_set.source,
     }
 
