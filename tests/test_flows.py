@@ -43,7 +43,9 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
         assert published["documents_in"] == extracted["documents"]
         assert published["near_duplicates"] > 0  # the demo web's mirrors
         tokens = store.manifest(refs["tokenize"]).stats["counts"]
-        assert tokens["train_tokens"] > 10_000 and tokens["val_tokens"] > 0
+        # Which documents go to val hangs on a hash of their URLs, and so on the demo web's
+        # port: ~80 documents at 5% can leave val empty (tests/test_token_shards checks splits).
+        assert tokens["train_tokens"] + tokens["val_tokens"] > 10_000
 
         with get_client(sync_client=True) as client:
             names = ["links-counts", "links-version", "fetches-counts", "webtext-counts"]
