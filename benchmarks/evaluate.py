@@ -12,25 +12,20 @@ the first `--articles` articles. Prints one JSON line last.
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
 import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
 
-# Python puts this script's folder first on sys.path, where benchmarks/tokenize.py would
-# shadow the standard library's `tokenize` (torch imports it): swap in the repository root.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [os.path.dirname(_HERE)] + [
-    p for p in sys.path if os.path.realpath(p or os.curdir) != _HERE
-]
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 
 from evaluation.datasets import load_task  # noqa: E402
 from evaluation.models import LanguageModel, load_tokenizer, pick_device  # noqa: E402

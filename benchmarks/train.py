@@ -9,23 +9,18 @@ Times the same `train_step` that `training.train` runs, skipping the first --war
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
 import sys
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
 
-# Python puts this script's folder first on sys.path, where benchmarks/tokenize.py would
-# shadow the standard library's `tokenize` (torch imports it): swap in the repository root.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [os.path.dirname(_HERE)] + [
-    p for p in sys.path if os.path.realpath(p or os.curdir) != _HERE
-]
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
-from dataclasses import replace  # noqa: E402
-
-import torch  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 
 from training.model import CONFIGS, FLOPS_FORMULA, GPT  # noqa: E402
 from training.train import peak_flops, train_step  # noqa: E402

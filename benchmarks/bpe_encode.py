@@ -1,6 +1,6 @@
 """BPE encoding: our GPT-2 encoder against tiktoken's own batch call, same files, same cores.
 
-    python benchmarks/tokenize.py [--mb 50] [--reps 3] [--train-mb 10] [--strategies]
+    python benchmarks/bpe_encode.py [--mb 50] [--reps 3] [--train-mb 10] [--strategies]
 
 Text: real English from `../shared/data/eval/` (WEBTEXT_TEST_DATA): the LAMBADA passages, the
 WikiText-2 (raw and tokenised) and WikiText-103 test articles (split at their top-level
@@ -21,28 +21,22 @@ same text). `train_seconds_per_100mb`: `train_tokenizer` (vocabulary 50,257) on 
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import statistics
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-# This script shares its name with the standard library's `tokenize`, and Python puts the
-# script's folder first on sys.path: drop it before anything imports `tokenize`.
-_HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import tiktoken  # noqa: E402
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks  # noqa: E402
+import numpy as np
+import pyarrow as pa
+import tiktoken
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
