@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scraping.fetch_stage import fetch_pages, open_source  # noqa: E402
-from webtext.demo_web import DemoWeb, site_urls  # noqa: E402
+from webtext_app.demo_web import DemoWeb, site_urls  # noqa: E402
 from webtext.store import Store  # noqa: E402
 
 

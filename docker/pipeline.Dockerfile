@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/webtext
 COPY pyproject.toml README.md ./
 COPY webtext ./webtext
+COPY webtext_app ./webtext_app
 COPY flows ./flows
 COPY scraping ./scraping
 COPY dedup ./dedup

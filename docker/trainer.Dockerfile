@@ -34,6 +34,7 @@ RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_CUDA}" tor
 WORKDIR /opt/webtext
 COPY pyproject.toml README.md prefect.yaml ./
 COPY webtext ./webtext
+COPY webtext_app ./webtext_app
 COPY flows ./flows
 COPY scraping ./scraping
 COPY dedup ./dedup

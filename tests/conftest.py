@@ -55,8 +55,8 @@ def demo_run(tmp_path_factory):
     """`webtext demo`'s orchestration, run once per session: a Prefect server, `flows.serve`
     and the build-webtext deployment run, training fewer steps than the demo. The server stays
     up until the session ends, for the UI check; then every process it started must be gone."""
-    from webtext.demo_run import demo_session
-    from webtext.prefect_server import free_port, session_alive
+    from webtext_app.demo_run import demo_session
+    from webtext_app.prefect_server import free_port, session_alive
 
     root = tmp_path_factory.mktemp("demo")
     with demo_session(

@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from webtext.demo import (
+from webtext.store import Store, VersionRef
+from webtext_app.demo import (
     DEMO_EVALUATE,
     DEMO_FETCH,
     DEMO_START,
@@ -37,8 +38,7 @@ from webtext.demo import (
     write_demo_dump,
     write_dump,
 )
-from webtext.demo_web import DemoWeb, site_urls
-from webtext.store import Store, VersionRef
+from webtext_app.demo_web import DemoWeb, site_urls
 
 pytestmark = [
     pytest.mark.usefixtures("prefect_server"),

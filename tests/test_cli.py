@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from webtext import cli
+from webtext_app import cli
 
 runner = CliRunner()
 
@@ -68,8 +68,8 @@ def test_blocklist_files_and_dates_replace_the_defaults(tmp_path, sample_dump) -
 
 
 def test_fetch_after_links_on_the_demo_web(tmp_path) -> None:
-    from webtext.demo import write_demo_dump
-    from webtext.demo_web import DemoWeb
+    from webtext_app.demo import write_demo_dump
+    from webtext_app.demo_web import DemoWeb
 
     store = str(tmp_path / "store")
     with DemoWeb() as web:
@@ -85,8 +85,8 @@ def test_fetch_after_links_on_the_demo_web(tmp_path) -> None:
 
 
 def test_fetch_refuses_loopback_unless_allowed(tmp_path) -> None:
-    from webtext.demo import write_demo_dump
-    from webtext.demo_web import DemoWeb
+    from webtext_app.demo import write_demo_dump
+    from webtext_app.demo_web import DemoWeb
 
     store = str(tmp_path / "store")
     with DemoWeb() as web:
@@ -100,8 +100,8 @@ def test_fetch_refuses_loopback_unless_allowed(tmp_path) -> None:
 
 
 def test_the_whole_chain_then_pull(tmp_path) -> None:
-    from webtext.demo import write_demo_dump
-    from webtext.demo_web import DemoWeb
+    from webtext_app.demo import write_demo_dump
+    from webtext_app.demo_web import DemoWeb
 
     store = str(tmp_path / "store")
     with DemoWeb() as web:
@@ -155,7 +155,7 @@ def test_demo_names_the_failed_stage_and_exits_non_zero(tmp_path, monkeypatch) -
     stage (the orchestration itself is tested in test_demo.py)."""
     from contextlib import contextmanager
 
-    from webtext import demo_run
+    from webtext_app import demo_run
 
     stopped = []
     message = "Flow run encountered an exception: StageFailed: stage 'fetch' failed reading x"

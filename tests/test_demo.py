@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from flows.build import STAGES
-from webtext.demo_run import TRAIN, DemoPaths, DemoRun, child_flow_runs
-from webtext.prefect_server import api_get
 from webtext.store import Store
+from webtext_app.demo_run import TRAIN, DemoPaths, DemoRun, child_flow_runs
+from webtext_app.prefect_server import api_get
 
 pytestmark = pytest.mark.xdist_group("demo")  # one demo per session under --dist loadgroup
 

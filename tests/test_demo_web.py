@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 
 from scraping.dumps import zstd
-from webtext.demo import demo_records, write_demo_dump
-from webtext.demo_web import (
+from webtext_app.demo import demo_records, write_demo_dump
+from webtext_app.demo_web import (
     BOMB_BYTES,
     BOMB_PREFIX,
     HUGE_BYTES,

@@ -13,7 +13,7 @@ from scraping import page_source as errors
 from scraping.fetch import FetchSettings, LiveSource
 from scraping.netsafety import AddressPolicy, SafeResolver
 from scraping.page_source import FetchResult
-from webtext.demo_web import DemoWeb, site_urls
+from webtext_app.demo_web import DemoWeb, site_urls
 
 LOOPBACK = AddressPolicy(allow_loopback=True)
 FAST = FetchSettings(

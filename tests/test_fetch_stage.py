@@ -16,8 +16,8 @@ from warcio.archiveiterator import ArchiveIterator
 
 from scraping import page_source as errors
 from scraping.fetch_stage import fetch_pages, open_source
-from webtext.demo_web import DemoWeb, site_urls
 from webtext.store import Store, VersionRef
+from webtext_app.demo_web import DemoWeb, site_urls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAST = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from webtext.demo import DEMO_FETCH, DEMO_TOKENIZE, demo_records, write_demo_dump
-from webtext.demo_web import DemoWeb
 from webtext.store import Store
+from webtext_app.demo import DEMO_FETCH, DEMO_TOKENIZE, demo_records, write_demo_dump
+from webtext_app.demo_web import DemoWeb
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

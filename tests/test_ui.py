@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ui_check import assert_run_shows, chromium_executable
 
-from webtext.demo_run import DemoRun
-from webtext.ui_check import assert_run_shows, chromium_executable
+from webtext_app.demo_run import DemoRun
 
 pytestmark = pytest.mark.xdist_group("demo")  # one demo per session under --dist loadgroup
 

@@ -1,7 +1,9 @@
-"""Shared plumbing of the webtext pipeline: settings, the versioned artifact store, the CLI.
+"""The ground floor of the webtext pipeline: settings, the versioned artifact store, the
+published dataset's readers.
 
-Stage packages (`scraping`, `dedup`, `training`, `evaluation`) import from here; nothing
-here imports a stage package except the command line (`webtext.cli`).
+Stage packages (`scraping`, `dedup`, `training`, `evaluation`), `flows` and the application
+layer (`webtext_app`: the CLI and the demo) import from here; nothing here imports any of
+them (tests/test_layers.py checks).
 """
 
 __version__ = "0.1.0"

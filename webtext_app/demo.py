@@ -1,6 +1,6 @@
 """Inputs for the offline demo: a Reddit-style submission dump pointing at the demo web.
 
-`webtext.demo_web` serves a small site of real text (CPython's own documentation) and
+`webtext_app.demo_web` serves a small site of real text (CPython's own documentation) and
 fault pages on loopback; the dump posts every one of its pages and fault URLs to made-up
 subreddits, with the mix of posts a real dump has: karma below and above the bar, the
 same page reposted with tracking parameters (so only summed karma clears the bar), self
@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from scraping.dumps import zstd
-from webtext.demo_web import site_urls
+from webtext_app.demo_web import site_urls
 
 SUBREDDITS = ("python", "programming", "learnprogramming", "coding", "compsci")
 DEMO_START = 1_400_000_000  # May 2014
@@ -120,7 +120,7 @@ DEMO_TRAIN = {
         *("--checkpoint-interval", "100"),
     ],
 }
-# Slices of real evaluation sets shipped with the package (webtext/demo_eval/SOURCES.md).
+# Slices of real evaluation sets shipped with the package (webtext_app/demo_eval/SOURCES.md).
 DEMO_EVAL_DATA = Path(__file__).parent / "demo_eval"
 DEMO_EVALUATE = {
     "tasks": ["lambada", "wikitext2", "winograd"],

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from webtext.config import open_store
-from webtext.demo import DEMO_EVALUATE, DEMO_FETCH, DEMO_TOKENIZE, DEMO_TRAIN, write_demo_dump
-from webtext.demo_web import DEMO_PORT, DemoWeb
-from webtext.prefect_server import (
+from webtext.store import VersionRef
+from webtext_app.demo import DEMO_EVALUATE, DEMO_FETCH, DEMO_TOKENIZE, DEMO_TRAIN, write_demo_dump
+from webtext_app.demo_web import DEMO_PORT, DemoWeb
+from webtext_app.prefect_server import (
     UI_PORT,
     api_get,
     api_post,
@@ -41,7 +42,6 @@ from webtext.prefect_server import (
     start_process,
     tail,
 )
-from webtext.store import VersionRef
 
 BUILD = "build-webtext/default"
 TRAIN = "train-gpt2/default"

@@ -22,7 +22,7 @@ from webtext.config import open_store
 from webtext.store import LATEST, StageResult, Store, StoreError
 
 if TYPE_CHECKING:
-    from webtext.demo_run import DemoRun
+    from webtext_app.demo_run import DemoRun
 
 app = typer.Typer(
     help="Build GPT-2's WebText: Reddit links, pages, text, dedup, tokens, model, evaluation.",
@@ -424,7 +424,7 @@ def demo(
 ) -> None:
     """Run `build-webtext` as a deployment, offline: a local Prefect server, the deployments
     served by `python -m flows.serve`, `prefect deployment run build-webtext/default --watch`."""
-    from webtext.demo_run import demo_session, reopen_command
+    from webtext_app.demo_run import demo_session, reopen_command
 
     try:
         with demo_session(workdir, store, say=_say) as run:

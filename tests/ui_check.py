@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from webtext.prefect_server import stop_process, tail
+from webtext_app.prefect_server import stop_process, tail
 
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
