@@ -49,7 +49,8 @@ sys.path.insert(0, str(REPO))
 
 import trafilatura  # noqa: E402
 
-from scraping.extract import ExtractSettings, decode_html, extract_page  # noqa: E402
+from scraping.charset import decode_html  # noqa: E402
+from scraping.extract import ExtractSettings, extract_page  # noqa: E402
 
 _TOKEN = re.compile(r"\w+")
 _SPACES = re.compile(r"\s+")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scraping.extract import ExtractedPage, ExtractSettings, decode_html, extract_page
+from scraping.charset import decode_html
+from scraping.extract import ExtractedPage, ExtractSettings, extract_page
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ARTICLE_PAGES = 30  # the first pages by id: the whole file stays well under 30 s
