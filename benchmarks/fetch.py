@@ -1,6 +1,7 @@
 """Fetch-stage throughput against a sequential one-at-a-time client, same server, same run.
 
     python benchmarks/fetch.py [--connections 64] [--latency 0.1] [--hosts 32] [--profile]
+                               [--quick]
 
 The demo web serves its article pages with `--latency` seconds injected before every
 answer, on `--hosts` loopback addresses (127.0.0.1..N), from a separate process so
@@ -8,7 +9,9 @@ server and client do not share an interpreter. Ours is the whole fetch stage
 (`fetch_pages`: robots.txt, politeness, safety checks, WARC and Parquet output) with
 `--connections` in flight; the baseline fetches pages one after another with urllib.
 Printed last: one JSON line. CPU seconds of each process say where the bound lies;
-`--profile` adds the client's top functions by own time.
+`--profile` adds the client's top functions by own time. `--quick`: 2 hosts, 8 connections,
+10 ms latency, the same code path, a few seconds (CI runs it so that the script cannot rot;
+its figures are not measurements).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scraping.fetch_stage import fetch_pages, open_source  # noqa: E402
-from webtext_app.demo_web import DemoWeb, site_urls  # noqa: E402
 from webtext.store import Store  # noqa: E402
+from webtext_app.demo_web import DemoWeb, site_urls  # noqa: E402
 
 
 def _serve(latency: float, hosts: int, ready, stop, cpu) -> None:
@@ -92,14 +95,18 @@ def ours(urls: list[str], connections: int, profile: bool) -> tuple[float, float
     return len(urls) / elapsed, cpu, result.stats["counts"], report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--hosts", type=int, default=32)
     parser.add_argument("--baseline-pages", type=int, default=40)
     parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="tiny input, seconds (CI)")
+    args = parser.parse_args(argv)
+    if args.quick:  # smaller defaults; options given explicitly still win
+        parser.set_defaults(connections=8, latency=0.01, hosts=2, baseline_pages=10)
+        args = parser.parse_args(argv)
 
     context = multiprocessing.get_context("spawn")
     ready, stop, cpu = context.Queue(), context.Event(), context.Queue()
@@ -133,6 +140,8 @@ def main() -> None:
                 "client_cpu_s": round(client_cpu, 2),
                 "server_cpu_s_whole_run": round(server_cpu, 2),
                 "ideal_pages_per_s": round(args.connections / args.latency, 1),
+                "baseline": "sequential urllib.request, one page at a time",
+                "quick": args.quick,
             }
         )
     )
