@@ -2,9 +2,16 @@
 
     python benchmarks/train.py --model 124M --batch-size 16 --block-size 1024 --steps 30 \
         --compile --dtype bf16
+    python benchmarks/train.py            # CUDA: the line above without --compile; CPU: tiny
+    python benchmarks/train.py --quick    # seconds, on either (CI)
 
 Times the same `train_step` that `training.train` runs, skipping the first --warmup steps
-(compilation, allocator and autotuning), and prints one JSON line last.
+(compilation, allocator and autotuning), and prints one JSON line last; each step's time goes
+to stderr as it happens. Defaults depend on the device: on CUDA GPT-2 124M, batch 16 x 1024
+tokens, bf16, 30 steps; on a CPU the `tiny` model, batch 16 x 64, fp32, 20 steps (124M x 16 x
+1024 takes minutes a step there). `--quick`: `tiny`, batch 2 x 32, 3 steps, the same code path
+(CI runs it so that the script cannot rot; its figures are not measurements). There is no
+baseline: MFU compares with the device's peak, where known (CUDA GPUs).
 """
 
 from __future__ import annotations
@@ -25,26 +32,37 @@ sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 from training.model import CONFIGS, FLOPS_FORMULA, GPT  # noqa: E402
 from training.train import peak_flops, train_step  # noqa: E402
 
+DEFAULTS = {
+    "cuda": dict(model="124M", batch_size=16, block_size=1024, steps=30, warmup=5, dtype="bf16"),
+    "cpu": dict(model="tiny", batch_size=16, block_size=64, steps=20, warmup=3, dtype="fp32"),
+}
+QUICK = dict(model="tiny", batch_size=2, block_size=32, steps=3, warmup=1)  # dtype: the device's
+
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="124M", choices=sorted(CONFIGS))
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--block-size", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
+    p.add_argument("--model", choices=sorted(CONFIGS), help="[124M on CUDA, tiny on CPU]")
+    p.add_argument("--batch-size", type=int, help="[16]")
+    p.add_argument("--block-size", type=int, help="[1024 on CUDA, 64 on CPU]")
+    p.add_argument("--steps", type=int, help="[30 on CUDA, 20 on CPU]")
+    p.add_argument("--warmup", type=int, help="untimed first steps [5 on CUDA, 3 on CPU]")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], help="[bf16 on CUDA, fp32 on CPU]")
     p.add_argument(
         "--vocab-size",
         type=int,
         help="default: the model's 50,257; 50,304 (a multiple of 64) suits the GPU's tiles",
     )
+    p.add_argument("--quick", action="store_true", help="tiny model and input, seconds (CI)")
     args = p.parse_args(argv)
-    if args.steps <= args.warmup:
-        p.error("--steps must exceed --warmup")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    defaults = {**DEFAULTS[device.type], **(QUICK if args.quick else {})}
+    for name, value in defaults.items():  # options given explicitly win
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.steps <= args.warmup:
+        p.error("--steps must exceed --warmup")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     config = replace(CONFIGS[args.model], block_size=args.block_size)
@@ -58,7 +76,15 @@ def main(argv: list[str] | None = None) -> dict:
         torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16" else nullcontext()
     )
     shape = (args.batch_size, args.block_size)
+    print(
+        f"{device.type}: {args.model} ({model.num_params():,} parameters), batch "
+        f"{args.batch_size} x {args.block_size}, {args.dtype}, {args.steps} steps "
+        f"({args.warmup} untimed)",
+        file=sys.stderr,
+        flush=True,
+    )
 
+    started = time.perf_counter()
     for step in range(args.steps):
         if step == args.warmup:
             if device.type == "cuda":
@@ -67,6 +93,16 @@ def main(argv: list[str] | None = None) -> dict:
         x = torch.randint(0, config.vocab_size, shape, device=device)
         y = torch.randint(0, config.vocab_size, shape, device=device)
         loss, _ = train_step(compiled, optimizer, [(x, y)], 6e-4, 1.0, autocast)
+        if step < args.warmup or step == args.steps - 1 or (step - args.warmup) % 10 == 0:
+            value = loss.item()  # waits for the device: not every step, not to slow a GPU
+            since = time.perf_counter() - (t0 if step >= args.warmup else started)
+            kind = "timed" if step >= args.warmup else "warm-up"
+            print(
+                f"step {step + 1}/{args.steps} ({kind}): loss {value:.3f}, "
+                f"{since:.1f} s since the {kind} steps began",
+                file=sys.stderr,
+                flush=True,
+            )
     loss.item()  # wait for the device
     elapsed = time.perf_counter() - t0
     tokens_per_s = (args.steps - args.warmup) * args.batch_size * args.block_size / elapsed
@@ -86,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
         "mfu": None if peak is None else round(flops * tokens_per_s / peak, 4),
         "formula": FLOPS_FORMULA,
         "peak_flops": peak,
+        "steps_timed": args.steps - args.warmup,
+        "quick": args.quick,
     }
     print(json.dumps(result), flush=True)
     return result
