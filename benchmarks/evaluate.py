@@ -2,12 +2,16 @@
 
     python benchmarks/evaluate.py                                # tiny random GPT, GPT-2 BPE
     python benchmarks/evaluate.py --checkpoint runs/124M-abc --device cuda
+    python benchmarks/evaluate.py --quick                        # one article (CI)
 
 Baseline ("hf-stride-loop"): the recipe most people use for the perplexity of a fixed-length
 model (Hugging Face's "Perplexity of fixed-length models" guide): a `GPT2LMHeadModel`, one
 window at a time, `labels` masked to the window's new tokens. It runs on the same weights
 (exported with `export_hf`), windows and text, so the totals must agree; both runs cover
-the first `--articles` articles. Prints one JSON line last.
+the first `--articles` articles. Prints one JSON line last. Data: WikiText-2 and GPT-2's
+BPE files under WEBTEXT_TEST_DATA (default ../shared/data). `--quick`: one article, the
+same code path, seconds once imported (CI runs it so that the script cannot rot; its figures
+are not measurements).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from evaluation.models import LanguageModel, load_tokenizer, pick_device  # noqa
 from evaluation.scoring import WindowSettings, perplexity, rolling_requests  # noqa: E402
 from training.model import CONFIGS, GPT, GPTConfig, export_hf  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
 def load_gpt(args: argparse.Namespace, device: torch.device):
@@ -85,7 +89,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-tokens", type=int, default=8192)
     p.add_argument("--device", help="cpu, cuda [cuda if available]")
     p.add_argument("--no-baseline", action="store_true", help="ours only (large models)")
+    p.add_argument("--quick", action="store_true", help="one article, seconds (CI)")
     args = p.parse_args(argv)
+    if args.quick:  # smaller defaults; options given explicitly still win
+        p.set_defaults(articles=1)
+        args = p.parse_args(argv)
+    if not Path(args.eval_data, "wikitext2").is_dir():
+        raise SystemExit(f"no wikitext2 under {args.eval_data}; set WEBTEXT_TEST_DATA")
 
     device = pick_device(args.device)
     torch.set_grad_enabled(False)
@@ -144,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"baseline and ours disagree: {nll} vs {ours.nll} nats")
     result["tokens_per_s"] = round(ours.tokens / ours_s, 1)
     result["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    result["quick"] = args.quick
     print(json.dumps(result))
     return result
 
