@@ -1,0 +1,105 @@
+"""Every benchmark script starts, and its `--quick` run prints its JSON line.
+
+Each script in benchmarks/ runs as a user runs it (`python benchmarks/X.py`, so the script's
+folder comes first on sys.path), in a child process: `--help` must answer, and `--quick`
+(tiny input, the same code path as the full run) must exit 0 with a JSON object as the last
+line of stdout. A new script is picked up by the glob; one that needs the shared real data
+says so in NEEDS_DATA.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO_ROOT / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py"))
+
+# What a script reads from the shared data folder (WEBTEXT_TEST_DATA).
+NEEDS_DATA = {
+    "bpe_encode.py": ["gpt2-bpe/encoder.json", "eval/wikitext2", "eval/lambada"],
+    "evaluate.py": ["gpt2-bpe/encoder.json", "eval/wikitext2"],
+    "extraction.py": ["extraction/article-benchmark/ground-truth.json"],
+    "links.py": ["reddit/pushshift/test_submissions.ndjson"],
+}
+
+# The figure each one compares with its baseline (dedup_scale and train have none: they
+# compare with the machine's memory and the device's peak FLOPs).
+RATIO_KEY = {
+    "bpe_encode.py": "ratio",
+    "dedup.py": "ratio",
+    "evaluate.py": "ratio",
+    "extraction.py": "speed_ratio",
+    "fetch.py": "ratio",
+    "links.py": "ratio",
+}
+
+
+def _test_data_root() -> Path:
+    return Path(os.environ.get("WEBTEXT_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WEBTEXT_TEST_DATA": str(_test_data_root())}
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _needs_data(script: str) -> None:
+    missing = [p for p in NEEDS_DATA.get(script, []) if not (_test_data_root() / p).exists()]
+    if missing:
+        message = f"{script} needs {missing} under {_test_data_root()} (set WEBTEXT_TEST_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _no_nan(value: str) -> float:
+    raise ValueError(f"{value} in the JSON line")
+
+
+def test_the_scripts_are_found() -> None:
+    assert "bpe_encode.py" in SCRIPTS and len(SCRIPTS) >= 8, SCRIPTS
+    assert set(NEEDS_DATA) | set(RATIO_KEY) <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_no_script_shadows_the_standard_library(script: str) -> None:
+    """Python puts the script's folder first on sys.path: benchmarks/tokenize.py once hid
+    the standard library's `tokenize`, and four benchmarks died at import."""
+    assert Path(script).stem not in sys.stdlib_module_names
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help(script: str) -> None:
+    done = _run(script, "--help", timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--quick" in done.stdout
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_quick_run_prints_its_json_line(script: str) -> None:
+    _needs_data(script)
+    done = _run(script, "--quick", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"nothing on stdout; stderr: {done.stderr[-3000:]}"
+    result = json.loads(lines[-1], parse_constant=_no_nan)
+    assert isinstance(result, dict), lines[-1]
+    assert result.get("quick") is True, result
+    if script in RATIO_KEY:
+        ratio = result[RATIO_KEY[script]]
+        assert isinstance(ratio, int | float) and math.isfinite(ratio) and ratio > 0, result
