@@ -9,7 +9,6 @@ stage reads them back from the `webtext` versions that published them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -18,11 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedup.minhash import MinHashSettings, band_keys, signatures, text_hash
-from webtext.config import code_version
 from webtext.parquet import put_table
+from webtext.stage import Map, PartResult, Progress, Stage, StageWrite, run_stage
 from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
-STAGE = "minhash"
+STAGE = Stage("minhash", __name__)
 
 
 def minhash_schema(settings: MinHashSettings) -> pa.Schema:
@@ -48,8 +47,8 @@ def minhash_part(
     staging_dir: str,
     settings: MinHashSettings,
     part: str,
-) -> str:
-    """Compute one documents part's rows into the staging folder; returns its file name.
+) -> PartResult:
+    """Compute one documents part's rows into the staging folder.
 
     A plain function of plain arguments, so any executor can run it on any worker that
     sees the store.
@@ -70,39 +69,35 @@ def minhash_part(
         schema=minhash_schema(settings),
     )
     name = part.replace("documents/", "minhash/", 1)
-    put_table(VersionWriter(store.fs, staging_dir, VersionRef(STAGE, "staging")), name, rows)
-    return name
+    put_table(VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, "staging")), name, rows)
+    return PartResult({name: rows.num_rows}, {"documents": rows.num_rows, "parts": 1})
 
 
 def compute_minhash(
     store: Store,
     documents: VersionRef,
     settings: MinHashSettings | None = None,
-    map_parts: Callable[[Callable[[str], str], list[str]], Iterable[str]] = map,
+    *,
+    map: Map = map,
+    progress: Progress | None = None,
 ) -> StageResult:
-    """Signatures of every document of `documents`, one task per part via `map_parts`."""
+    """Signatures of every document of `documents`, one task per part on `map`."""
     settings = settings or MinHashSettings()
+
+    def build(work: StageWrite) -> None:
+        task = partial(minhash_part, store.root_url, documents, work.out.tmp_dir, settings)
+        work.run_parts(document_parts(store, documents), task, map, progress)
+
     parameters = {"minhash": settings.parameters()}
-    version = code_version("dedup")
-    ref = store.ref_for(STAGE, parameters, version, (documents,))
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
-    parts = document_parts(store, documents)
-    with store.write(STAGE, parameters, version, (documents,), resumable=True) as out:
-        outputs = {part: part.replace("documents/", "minhash/", 1) for part in parts}
-        todo = [part for part in parts if not out.exists(outputs[part])]
-        task = partial(minhash_part, store.root_url, documents, out.tmp_dir, settings)
-        for _ in map_parts(task, todo):
-            pass
-        total = 0
-        for name in outputs.values():
-            with out.fs.open(out.path(name), "rb") as handle:
-                rows = pq.ParquetFile(handle).metadata.num_rows
-            out.set_rows(name, rows)
-            total += rows
-        out.stats["counts"] = {"documents": total, "parts": len(parts)}
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+    return run_stage(
+        store,
+        STAGE,
+        (documents,),
+        parameters,
+        build,
+        count_names=("documents", "parts"),
+        resumable=True,
+    )
 
 
 def _fixed_lists(matrix: np.ndarray, kind: pa.DataType, width: int) -> Any:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,13 @@ import pyarrow.parquet as pq
 
 from dedup.card import dataset_card
 from dedup.minhash import MinHashSettings
-from dedup.signatures import minhash_schema
-from scraping.extract_stage import DOCUMENTS_SCHEMA
-from webtext.config import code_version
+from dedup.signatures import compute_minhash, minhash_schema
 from webtext.parquet import RollingParquetWriter, put_table
+from webtext.stage import Map, Progress, Stage, StageWrite, run_stage
 from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
+from webtext.tables import DOCUMENTS_SCHEMA
 
-STAGE = "webtext"
+STAGE = Stage("webtext", __name__)
 # The published schema: stable, documented in the dataset card.
 PUBLISHED_COLUMNS = (
     "doc_id",
@@ -113,23 +113,41 @@ def deduplicate(
     settings = settings or MinHashSettings()
     publish = publish or PublishSettings()
     parameters = {"minhash": settings.parameters(), "publish": publish.parameters()}
-    version = code_version("dedup")
-    published = store.versions(STAGE)
-    for manifest in published:  # the same inputs were published already
-        same_inputs = manifest.parents[:2] == (documents, minhash)
-        if same_inputs and (manifest.code_version, manifest.parameters) == (version, parameters):
-            return StageResult(manifest.ref, True, manifest.stats)
     # Versions made from these same documents (other settings or code) are not "earlier":
     # matching against them would find every document already published.
-    earlier = [m for m in published if m.parents[0] != documents]
-    for manifest in earlier:
-        if manifest.parameters["minhash"] != settings.parameters():
-            raise ValueError(
-                f"{manifest.ref} was indexed with other MinHash settings; its signatures "
-                "cannot be compared with these (rebuild with its settings)"
-            )
-    parents = (documents, minhash, *(m.ref for m in earlier))
+    earlier = [m for m in store.versions(STAGE.name) if m.parents[0] != documents]
 
+    def build(work: StageWrite) -> None:
+        for manifest in earlier:
+            if manifest.parameters["minhash"] != settings.parameters():
+                raise ValueError(
+                    f"{manifest.ref} was indexed with other MinHash settings; its signatures "
+                    "cannot be compared with these (rebuild with its settings)"
+                )
+        _publish(store, documents, minhash, earlier, settings, publish, parameters, work)
+
+    return run_stage(
+        store,
+        STAGE,
+        (documents, minhash),
+        parameters,
+        build,
+        parents=tuple(m.ref for m in earlier),
+    )
+
+
+def _publish(
+    store: Store,
+    documents: VersionRef,
+    minhash: VersionRef,
+    earlier: list[Manifest],
+    settings: MinHashSettings,
+    publish: PublishSettings,
+    parameters: dict[str, Any],
+    work: StageWrite,
+) -> None:
+    """Cluster the new documents with each other and with `earlier` versions, and write
+    the survivors, the clusters, the index and the card into `work`."""
     new = _load_new(store, documents, minhash, settings)
     doc_ids = new["doc_id"].combine_chunks()
     union = _UnionFind()
@@ -176,24 +194,22 @@ def deduplicate(
 
     kept_mask = pa.array(keep)
     kept_ids = doc_ids.filter(kept_mask)
-    counts = {
-        "documents_in": new.num_rows,
-        "exact_duplicates": sum(1 for r in cluster_rows if r["kind"] == "exact"),
-        "near_duplicates": sum(1 for r in cluster_rows if r["kind"] == "near"),
-        "duplicates_of_earlier_versions": sum(1 for r in cluster_rows if r["kept_in"] != "this"),
-        "published": len(kept_ids),
-    }
-    with store.write(STAGE, parameters, version, parents) as out:
-        _write_shards(store, documents, kept_ids, out, publish)
-        clusters_table = pa.Table.from_pylist(cluster_rows, CLUSTER_SCHEMA)
-        put_table(out, "clusters/part-00000.parquet", clusters_table)
-        _write_index(out, new, kept_mask, settings)
-        out.stats["counts"] = counts
-        lineage = [store.manifest(ref) for ref in _lineage(store, documents)]
-        card = dataset_card(out.ref, counts, parameters, lineage, PUBLISHED_COLUMNS)
-        out.put("README.md", card.encode())
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+    counts = work.counts
+    counts.add("documents_in", new.num_rows)
+    counts.add("exact_duplicates", sum(1 for r in cluster_rows if r["kind"] == "exact"))
+    counts.add("near_duplicates", sum(1 for r in cluster_rows if r["kind"] == "near"))
+    counts.add(
+        "duplicates_of_earlier_versions", sum(1 for r in cluster_rows if r["kept_in"] != "this")
+    )
+    counts.add("published", len(kept_ids))
+    out = work.out
+    _write_shards(store, documents, kept_ids, out, publish)
+    clusters_table = pa.Table.from_pylist(cluster_rows, CLUSTER_SCHEMA)
+    put_table(out, "clusters/part-00000.parquet", clusters_table)
+    _write_index(out, new, kept_mask, settings)
+    lineage = [store.manifest(ref) for ref in _lineage(store, documents)]
+    card = dataset_card(out.ref, counts.as_dict(), parameters, lineage, PUBLISHED_COLUMNS)
+    out.put("README.md", card.encode())
 
 
 def _load_new(
@@ -389,3 +405,27 @@ def _lineage(store: Store, documents: VersionRef) -> list[VersionRef]:
         if not parents:
             return chain
         chain.append(parents[0])
+
+
+@dataclass(frozen=True)
+class DedupOptions:
+    """Every setting of the dedup stages (minhash, then webtext): the only place their
+    defaults live."""
+
+    minhash: MinHashSettings = field(default_factory=MinHashSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+
+
+def publish_dataset(
+    store: Store,
+    documents: VersionRef,
+    options: DedupOptions | None = None,
+    *,
+    map: Map = map,
+    progress: Progress | None = None,
+) -> StageResult:
+    """The stage package's entry: MinHash signatures of `documents` (parts on `map`,
+    `progress` counting parts), then the deduplicated `webtext` version."""
+    options = options or DedupOptions()
+    minhash = compute_minhash(store, documents, options.minhash, map=map, progress=progress)
+    return deduplicate(store, documents, minhash.ref, options.minhash, options.publish)

@@ -34,9 +34,10 @@ def publish_version(
 
 
 class ProgressReporter:
-    """A Prefect progress artifact fed by a stage's callbacks: `start(total)`, then
-    `advance(n)`. Updates are throttled: a stage reports per page, the UI needs a few a
-    minute, and every update is a call to the server."""
+    """The stage runtime's progress protocol (`webtext.stage.Progress`) as a Prefect
+    progress artifact: `start(total)`, then `advance(n)`. Updates are throttled: a stage
+    reports per page, the UI needs a few a minute, and every update is a call to the
+    server."""
 
     def __init__(self, description: str, min_interval_s: float = 2.0) -> None:
         self.description = description
@@ -45,6 +46,12 @@ class ProgressReporter:
         self.done = 0
         self._artifact_id = None
         self._last_update = 0.0
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
 
     def start(self, total: int) -> None:
         self.total = total

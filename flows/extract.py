@@ -6,34 +6,17 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import ProgressReporter, publish_version
-from scraping.extract import ExtractSettings
-from scraping.extract_stage import extract_documents
-from scraping.quality import QualityFilters
+from scraping.extract_stage import ExtractOptions, extract_documents
 from webtext.config import open_store
 from webtext.store import StageResult, Store, VersionRef
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def extract_documents_task(
-    store: Store,
-    fetches: VersionRef,
-    filters: QualityFilters,
-    workers: int | None,
-    page_timeout: float,
+    store: Store, fetches: VersionRef, options: ExtractOptions
 ) -> StageResult:
-    progress = ProgressReporter(f"Pages of {fetches} extracted")
-    result = extract_documents(
-        store,
-        fetches,
-        ExtractSettings(),
-        filters,
-        workers=workers,
-        page_timeout=page_timeout,
-        on_start=progress.start,
-        on_page=progress.advance,
-    )
-    progress.finish()
-    return result
+    with ProgressReporter(f"Pages of {fetches} extracted") as progress:
+        return extract_documents(store, fetches, options, progress=progress)
 
 
 @flow(name="extract-text", log_prints=True)
@@ -46,12 +29,11 @@ def extract_text_flow(
     store_url: str | None = None,
 ) -> VersionRef:
     """Extract the main text of every fetched page and keep the documents that pass the
-    quality rules; `languages` defaults to English only, `[]` keeps every language."""
+    quality rules; `languages` defaults to English only, `["any"]` (or `[]`) keeps every
+    language."""
     store = open_store(store_url)
     fetches = store.resolve("fetches", fetches_version)
-    filters = QualityFilters(
-        min_words=min_words, languages=tuple(["en"] if languages is None else languages)
-    )
-    result = extract_documents_task(store, fetches, filters, workers, page_timeout)
+    options = ExtractOptions.from_user(min_words, languages, workers, page_timeout)
+    result = extract_documents_task(store, fetches, options)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Text extraction")
     return result.ref

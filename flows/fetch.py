@@ -6,27 +6,15 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import ProgressReporter, publish_version
-from scraping.fetch_stage import fetch_pages, open_source
+from scraping.fetch_stage import FetchOptions, fetch_pages
 from webtext.config import open_store
 from webtext.store import StageResult, Store, VersionRef
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def fetch_pages_task(
-    store: Store, links: VersionRef, archives: list[str], options: dict
-) -> StageResult:
-    source, concurrency = open_source(archives, **options)
-    progress = ProgressReporter(f"Pages of {links} fetched or failed")
-    result = fetch_pages(
-        store,
-        links,
-        source,
-        concurrency=concurrency,
-        on_start=progress.start,
-        on_page=lambda _: progress.advance(),
-    )
-    progress.finish()
-    return result
+def fetch_pages_task(store: Store, links: VersionRef, options: FetchOptions) -> StageResult:
+    with ProgressReporter(f"Pages of {links} fetched or failed") as progress:
+        return fetch_pages(store, links, options, progress=progress)
 
 
 @flow(name="fetch-pages", log_prints=True)
@@ -40,6 +28,7 @@ def fetch_pages_flow(
     total_timeout: float = 60.0,
     max_bytes: int = 5 * 2**20,
     allow_loopback: bool = False,
+    shard_size: int = 1_000,
     store_url: str | None = None,
 ) -> VersionRef:
     """Fetch every URL of a links version that no earlier fetch version holds.
@@ -49,15 +38,17 @@ def fetch_pages_flow(
     """
     store = open_store(store_url)
     links = store.resolve("links", links_version)
-    options = {
-        "connections": connections,
-        "per_host_connections": per_host_connections,
-        "per_host_delay": per_host_delay,
-        "total_timeout": total_timeout,
-        "max_bytes": max_bytes,
-        "user_agent": user_agent,
-        "allow_loopback": allow_loopback,
-    }
-    result = fetch_pages_task(store, links, archives or [], options)
+    options = FetchOptions(
+        archives=tuple(archives or ()),
+        connections=connections,
+        per_host_connections=per_host_connections,
+        per_host_delay=per_host_delay,
+        total_timeout=total_timeout,
+        max_bytes=max_bytes,
+        user_agent=user_agent,
+        allow_loopback=allow_loopback,
+        shard_size=shard_size,
+    )
+    result = fetch_pages_task(store, links, options)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Page fetching")
     return result.ref

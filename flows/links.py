@@ -5,10 +5,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.artifacts import publish_version
+from flows.artifacts import ProgressReporter, publish_version
 from flows.secrets import reddit_credentials
-from scraping.link_filters import LinkFilters
-from scraping.links import collect_links
+from scraping.links import LinkOptions, collect_links
 from scraping.reddit_api import ListingSpec
 from webtext.config import open_store
 from webtext.store import StageResult, Store, VersionRef
@@ -20,22 +19,22 @@ def collect_links_task(
     store: Store,
     dumps: list[str],
     listings: list[str],
-    filters: LinkFilters,
+    options: LinkOptions,
     api_url: str | None,
     incremental: bool,
-    workers: int,
 ) -> StageResult:
     specs = [ListingSpec.parse(text) for text in listings]
-    return collect_links(
-        store,
-        dumps,
-        specs,
-        filters,
-        credentials=reddit_credentials() if specs else None,
-        api_url=api_url,
-        previous=store.latest("links") if incremental else None,
-        workers=workers,
-    )
+    with ProgressReporter("Dump bytes read") as progress:
+        return collect_links(
+            store,
+            dumps,
+            specs,
+            options,
+            credentials=reddit_credentials() if specs else None,
+            api_url=api_url,
+            previous=store.latest("links") if incremental else None,
+            progress=progress,
+        )
 
 
 @flow(name="collect-links", log_prints=True)
@@ -53,6 +52,7 @@ def collect_links_flow(
     extension_blocklist: str | None = None,
     incremental: bool = False,
     workers: int = 2,
+    partitions: int = 16,
     api_url: str | None = None,
     store_url: str | None = None,
 ) -> VersionRef:
@@ -63,7 +63,9 @@ def collect_links_flow(
     (UTC); a blocklist is a file path readable by the worker, one entry a line.
     """
     store = open_store(store_url)
-    filters = LinkFilters.from_options(
+    options = LinkOptions.from_user(
+        partitions=partitions,
+        workers=workers,
         min_karma=min_karma,
         keep_self_posts=keep_self_posts,
         keep_nsfw=keep_nsfw,
@@ -74,9 +76,7 @@ def collect_links_flow(
         domain_blocklist=domain_blocklist,
         extension_blocklist=extension_blocklist,
     )
-    result = collect_links_task(
-        store, dumps or [], listings or [], filters, api_url, incremental, workers
-    )
+    result = collect_links_task(store, dumps or [], listings or [], options, api_url, incremental)
     stats = result.stats
     logger = get_run_logger()
     for line in stats.get("line_errors", []):

@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import ProgressReporter, publish_version
-from training.token_shards import ShardSettings, encode_version
-from training.tokenizer_stage import (
-    gpt2_tokenizer_version,
-    load_encoder,
-    train_tokenizer_version,
-)
+from training.token_shards import ShardSettings, TokenizeOptions, tokenize_dataset
 from webtext.config import open_store
 from webtext.store import StageResult, Store, VersionRef
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def vocabulary_task(
-    store: Store, webtext: VersionRef, gpt2_bpe_dir: str | None, vocab_size: int
-) -> StageResult:
-    if gpt2_bpe_dir:
-        return gpt2_tokenizer_version(store, Path(gpt2_bpe_dir))
-    return train_tokenizer_version(store, webtext, vocab_size)
-
-
-@task(cache_policy=NO_CACHE, persist_result=False)
-def encode_task(
-    store: Store, webtext: VersionRef, tokenizer: VersionRef, val_fraction: float
-) -> StageResult:
-    encoder = load_encoder(store, tokenizer)
-    progress = ProgressReporter(f"Documents of {webtext} encoded")
-    progress.start(
-        sum(f.rows or 0 for f in store.manifest(webtext).files if f.path.startswith("data/"))
-    )
-    result = encode_version(
-        store, webtext, encoder, tokenizer, ShardSettings(val_fraction), progress.advance
-    )
-    progress.finish()
-    return result
+def tokenize_task(
+    store: Store, webtext: VersionRef, options: TokenizeOptions
+) -> tuple[StageResult, StageResult]:
+    with ProgressReporter(f"Documents of {webtext} encoded") as progress:
+        return tokenize_dataset(store, webtext, options, progress=progress)
 
 
 @flow(name="tokenize", log_prints=True)
@@ -55,8 +31,12 @@ def tokenize_flow(
     encoder.json and vocab.bpe, else with a BPE of `vocab_size` trained on the dataset."""
     store = open_store(store_url)
     webtext = store.resolve("webtext", webtext_version)
-    tokenizer = vocabulary_task(store, webtext, gpt2_bpe_dir, vocab_size)
+    options = TokenizeOptions(
+        gpt2_bpe_dir=gpt2_bpe_dir,
+        vocab_size=vocab_size,
+        shards=ShardSettings(val_fraction=val_fraction),
+    )
+    tokenizer, tokens = tokenize_task(store, webtext, options)
     publish_version(store, tokenizer.ref, tokenizer.stats["counts"], tokenizer.reused, "Vocabulary")
-    tokens = encode_task(store, webtext, tokenizer.ref, val_fraction)
     publish_version(store, tokens.ref, tokens.stats["counts"], tokens.reused, "Token shards")
     return tokens.ref

@@ -11,8 +11,8 @@ Pages are extracted in a pool of worker processes (pebble): a page that runs pas
 `page_memory_mb` more than it did at start, so a pathological page fails with a
 MemoryError or a dead worker,
 counted as `extract_failed`, and the stage goes on. Shards follow the fetches version's
-parts and are committed one by one (the documents part written last marks a shard done),
-so a killed run resumes where it stopped, as the fetch stage does.
+parts and are committed one by one through the stage runtime (`webtext.stage`), so a
+killed run resumes where it stopped, as the fetch stage does.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import logging
 import os
 import resource
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,41 +37,21 @@ from scraping.extract import ExtractSettings, extract_page
 from scraping.quality import QUALITY_REASONS, QualityFilters
 from scraping.urls import url_host
 from scraping.warc_replay import WarcFile
-from webtext.config import code_version
 from webtext.parquet import put_table
+from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
 from webtext.store import StageResult, Store, VersionRef, VersionWriter
+from webtext.tables import DOCUMENTS_SCHEMA
 
-STAGE = "documents"
+STAGE = Stage("documents", __name__)
 log = logging.getLogger(__name__)
 
 NO_TEXT = "no_text"
 EXTRACT_TIMEOUT = "extract_timeout"
 EXTRACT_FAILED = "extract_failed"
+ANY_LANGUAGE = "any"
 REJECT_REASONS = (NO_TEXT, EXTRACT_TIMEOUT, EXTRACT_FAILED, *QUALITY_REASONS)
 _AUDIT_CHARS = 2_000
 
-DOCUMENTS_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("url", pa.string()),
-        ("final_url", pa.string()),
-        ("domain", pa.string()),
-        ("title", pa.string()),
-        ("text", pa.string()),
-        ("language", pa.string()),
-        ("language_score", pa.float32()),
-        ("word_count", pa.int32()),
-        ("published", pa.string()),
-        ("fetched_at", pa.timestamp("ms", tz="UTC")),
-        ("karma", pa.int64()),
-        ("submissions", pa.int64()),
-        ("subreddits", pa.list_(pa.string())),
-        ("post_ids", pa.list_(pa.string())),
-        ("first_seen", pa.timestamp("s", tz="UTC")),
-        ("last_seen", pa.timestamp("s", tz="UTC")),
-        ("extraction", pa.string()),
-    ]
-)
 REJECTED_SCHEMA = pa.schema(
     [
         ("url", pa.string()),
@@ -89,59 +70,92 @@ def doc_id(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Every setting of the extraction stage: the only place their defaults live. The CLI
+    and the flows build it with `from_user`."""
+
+    extract: ExtractSettings = field(default_factory=ExtractSettings)
+    quality: QualityFilters = field(default_factory=QualityFilters)
+    workers: int | None = None  # extraction processes; None: one per core
+    page_timeout: float = 20.0  # seconds one page may take before its worker is killed
+    page_memory_mb: int = 2_048  # memory a worker may add while extracting one page
+
+    @classmethod
+    def from_user(
+        cls,
+        min_words: int | None,
+        languages: Sequence[str] | None,
+        workers: int | None,
+        page_timeout: float,
+    ) -> ExtractOptions:
+        """Options as typed: `languages` None keeps the default, `[]` or `["any"]` keeps
+        every language."""
+        if languages is None:
+            languages = QualityFilters().languages
+        elif list(languages) == [ANY_LANGUAGE]:
+            languages = ()
+        quality = replace(QualityFilters(), min_words=min_words, languages=tuple(languages))
+        return cls(quality=quality, workers=workers, page_timeout=page_timeout)
+
+    def parameters(self) -> dict[str, Any]:
+        """What the output depends on (not `workers`: any number gives the same bytes)."""
+        return {
+            "extract": self.extract.parameters(),
+            "quality": self.quality.parameters(),
+            "page_timeout": self.page_timeout,
+            "page_memory_mb": self.page_memory_mb,
+        }
+
+
 def extract_documents(
     store: Store,
     fetches: VersionRef,
-    settings: ExtractSettings | None = None,
-    filters: QualityFilters | None = None,
+    options: ExtractOptions | None = None,
     *,
-    workers: int | None = None,
-    page_timeout: float = 20.0,
-    page_memory_mb: int = 2_048,
-    on_start: Callable[[int], None] | None = None,
-    on_page: Callable[[], None] | None = None,
+    progress: Progress | None = None,
 ) -> StageResult:
-    """Extract and filter every fetched page of `fetches` into a new `documents` version."""
-    settings = settings or ExtractSettings()
-    filters = filters or QualityFilters()
+    """Extract and filter every fetched page of `fetches` into a new `documents` version.
+
+    `progress` counts pages.
+    """
+    options = options or ExtractOptions()
+    settings, filters, page_timeout = options.extract, options.quality, options.page_timeout
+    progress = progress or NoProgress()
     fetch_manifest = store.manifest(fetches)
     links = fetch_manifest.parents[0]
-    parameters = {
-        "extract": settings.parameters(),
-        "quality": filters.parameters(),
-        "page_timeout": page_timeout,
-        "page_memory_mb": page_memory_mb,
-    }
-    version = code_version("scraping")
-    parents = (fetches, links)
-    ref = store.ref_for(STAGE, parameters, version, parents)
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
 
-    parts = sorted(f.path for f in fetch_manifest.files if f.path.startswith("fetches/"))
-    with store.write(STAGE, parameters, version, parents, resumable=True) as out:
-        pending = [part for part in parts if not _resume(out, part)]
+    def build(work: StageWrite) -> None:
+        parts = sorted(f.path for f in fetch_manifest.files if f.path.startswith("fetches/"))
+        pending = work.pending(parts)
         tables = {part: _fetched_rows(store, fetches, part) for part in pending}
-        if on_start:
-            on_start(sum(t.num_rows for t in tables.values()))
-        if pending:
-            reddit = _reddit_metadata(store, links, tables.values())
-            workers = workers or os.cpu_count() or 1
-            # 4 pages in flight per worker keep every worker busy while results come back.
-            work = _Extraction(
-                store, fetches, settings, filters, reddit, page_timeout, 4 * workers, on_page
-            )
-            with ProcessPool(
-                max_workers=workers,
-                max_tasks=500,  # recycle workers: lxml and friends keep memory
-                initializer=_limit_memory,
-                initargs=(page_memory_mb << 20,),
-            ) as pool:
-                for part in pending:
-                    work.shard(pool, out, part, tables[part])
-        out.stats["counts"] = _count(out, parts)
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+        progress.start(sum(t.num_rows for t in tables.values()))
+        if not pending:
+            return
+        reddit = _reddit_metadata(store, links, tables.values())
+        processes = options.workers or os.cpu_count() or 1
+        # 4 pages in flight per worker keep every worker busy while results come back.
+        extraction = _Extraction(
+            store, fetches, settings, filters, reddit, page_timeout, 4 * processes, progress
+        )
+        with ProcessPool(
+            max_workers=processes,
+            max_tasks=500,  # recycle workers: lxml and friends keep memory
+            initializer=_limit_memory,
+            initargs=(options.page_memory_mb << 20,),
+        ) as pool:
+            for part in pending:
+                work.commit(part, extraction.shard(pool, work.out, part, tables[part]))
+
+    return run_stage(
+        store,
+        STAGE,
+        (fetches, links),
+        options.parameters(),
+        build,
+        count_names=("pages", "documents", "words", *REJECT_REASONS),
+        resumable=True,
+    )
 
 
 def _limit_memory(extra: int) -> None:
@@ -193,7 +207,7 @@ class _Extraction:
         reddit: dict[str, dict[str, Any]],
         timeout: float,
         window: int,
-        on_page: Callable[[], None] | None,
+        progress: Progress,
     ) -> None:
         self.store = store
         self.fetches = fetches
@@ -202,16 +216,21 @@ class _Extraction:
         self.reddit = reddit
         self.timeout = timeout
         self.window = window
-        self.on_page = on_page
+        self.progress = progress
         self._warcs: dict[str, WarcFile] = {}
 
-    def shard(self, pool: ProcessPool, out: VersionWriter, part: str, rows: pa.Table) -> None:
+    def shard(self, pool: ProcessPool, out: VersionWriter, part: str, rows: pa.Table) -> PartResult:
         documents: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
+        counts: Counter[str] = Counter()
         for row, outcome in self._outcomes(pool, rows):
+            counts["pages"] += 1
             if outcome.get("reason") is None:
                 documents.append(self._document(row, outcome))
+                counts["documents"] += 1
+                counts["words"] += outcome["word_count"]
             else:
+                counts[outcome["reason"]] += 1
                 rejected.append(
                     {
                         "url": row["url"],
@@ -222,15 +241,14 @@ class _Extraction:
                         "text_sample": (outcome.get("text") or "")[:_AUDIT_CHARS],
                     }
                 )
-            if self.on_page:
-                self.on_page()
+            self.progress.advance(1)
         documents_name, rejected_name = _outputs(part)
         put_table(out, rejected_name, pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA))
-        # Last: its presence marks the shard done.
         put_table(out, documents_name, pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA))
         for warc in self._warcs.values():
             warc.close()
         self._warcs.clear()
+        return PartResult({documents_name: len(documents), rejected_name: len(rejected)}, counts)
 
     def _outcomes(
         self, pool: ProcessPool, rows: pa.Table
@@ -320,31 +338,3 @@ def _outputs(part: str) -> tuple[str, str]:
     """The documents and rejected files made from one fetches part."""
     name = part.rsplit("/", 1)[-1]
     return f"documents/{name}", f"rejected/{name}"
-
-
-def _resume(out: VersionWriter, part: str) -> bool:
-    """Register a shard an earlier try finished (both its tables are in the staging)."""
-    documents, rejected = _outputs(part)
-    if not out.exists(documents):
-        return False
-    for name in (documents, rejected):
-        with out.fs.open(out.path(name), "rb") as handle:
-            out.set_rows(name, pq.ParquetFile(handle).metadata.num_rows)
-    return True
-
-
-def _count(out: VersionWriter, parts: list[str]) -> dict[str, int]:
-    counts: Counter[str] = Counter()
-    for part in parts:
-        documents_name, rejected_name = _outputs(part)
-        with out.fs.open(out.path(documents_name), "rb") as handle:
-            documents = pq.read_table(handle, columns=["word_count"])
-        with out.fs.open(out.path(rejected_name), "rb") as handle:
-            reasons = pq.read_table(handle, columns=["reason"])["reason"].to_pylist()
-        counts["documents"] += documents.num_rows
-        counts["words"] += pc.sum(documents["word_count"]).as_py() or 0
-        counts.update(reasons)
-    counts["pages"] = counts["documents"] + sum(counts[r] for r in REJECT_REASONS)
-    ordered = {name: counts[name] for name in ("pages", "documents", "words")}
-    ordered.update({reason: counts[reason] for reason in REJECT_REASONS})
-    return ordered

@@ -5,21 +5,19 @@ location when it was fetched, its error class when not. URLs that any earlier `f
 version holds a row for are not fetched again; those versions are recorded as parents.
 
 Work is cut into shards of `shard_size` URLs, fetched concurrently by `concurrency`
-workers pulling from one queue in shard order. A shard is committed when its last URL
-finishes: its Parquet part is written last, under its final name, so it marks the shard
-as done. The version is staged under a folder named by its id (`Store.write(...,
-resumable=True)`): a killed run, rerun, finds the finished shards and fetches only the
-rest; a half-written shard's WARC files are discarded and the shard is fetched again.
+workers pulling from one queue in shard order. A shard is committed through the stage
+runtime (`webtext.stage`) when its last URL finishes: a killed run, rerun, finds the
+committed shards and fetches only the rest; a half-written shard's WARC files are never
+registered, so they are dropped at publishing, and the shard is fetched again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,11 +31,11 @@ from scraping.netsafety import AddressPolicy
 from scraping.page_source import FetchResult, PageSource
 from scraping.warc_replay import ArchiveSource
 from scraping.warc_writer import RotatingWarcWriter
-from webtext.config import code_version
 from webtext.parquet import put_table
+from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
 from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
 
-STAGE = "fetches"
+STAGE = Stage("fetches", __name__)
 log = logging.getLogger(__name__)
 
 FETCHES_SCHEMA = pa.schema(
@@ -68,6 +66,7 @@ class _Shard:
     expected: int
     warc: RotatingWarcWriter
     rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
 
     @property
     def part(self) -> str:
@@ -75,8 +74,14 @@ class _Shard:
 
     def add(self, result: FetchResult) -> None:
         location: tuple[str | None, int | None, int | None] = (None, None, None)
+        self.counts["attempted"] += 1
         if result.ok:
             location = self.warc.write(result)
+            self.counts["fetched"] += 1
+            self.counts["bytes"] += len(result.body)
+        else:
+            self.counts[result.error] += 1
+        self.counts["truncated"] += bool(result.truncated)
         self.rows.append(
             {
                 "url": result.url,
@@ -96,12 +101,14 @@ class _Shard:
             }
         )
 
-    def commit(self, out: VersionWriter) -> None:
+    def finish(self, out: VersionWriter) -> PartResult:
         self.warc.close()
-        for name in self.warc.files:
-            out.set_rows(name, sum(row["warc_file"] == name for row in self.rows))
         table = pa.Table.from_pylist(self.rows, schema=FETCHES_SCHEMA)
-        put_table(out, self.part, table)  # last: its presence marks the shard done
+        put_table(out, self.part, table)
+        files: dict[str, int | None] = {self.part: len(self.rows)}
+        for name in self.warc.files:
+            files[name] = sum(row["warc_file"] == name for row in self.rows)
+        return PartResult(files, self.counts)
 
 
 def _part_name(index: int) -> str:
@@ -112,65 +119,100 @@ def _warc_prefix(index: int) -> str:
     return f"warc/shard-{index:05d}"
 
 
+_LIVE = FetchSettings()
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """Every setting of the fetch stage as the CLI and the flows take it: the only place
+    their defaults live (the live client's come from `FetchSettings`)."""
+
+    archives: tuple[str, ...] = ()  # replay pages from these WARC files, not the live web
+    connections: int = _LIVE.max_connections
+    per_host_connections: int = _LIVE.per_host_connections
+    per_host_delay: float = _LIVE.per_host_delay  # seconds between a host's requests
+    total_timeout: float = _LIVE.total_timeout  # seconds for one request
+    max_bytes: int = _LIVE.max_bytes  # bodies are cut at this size
+    user_agent: str | None = None  # also the robots.txt agent; None: FetchSettings'
+    allow_loopback: bool = False  # fetch from 127.0.0.0/8: demos and tests only
+    shard_size: int = 1_000  # URLs per committed shard
+    warc_file_bytes: int = 2**30
+    # URLs in flight; None: 4 per connection live (the source caps connections itself, so
+    # more URLs than connections keep each busy while some wait on their host), 16 replaying.
+    in_flight: int | None = None
+
+    def open_source(self) -> PageSource:
+        return open_source(
+            self.archives,
+            connections=self.connections,
+            per_host_connections=self.per_host_connections,
+            per_host_delay=self.per_host_delay,
+            total_timeout=self.total_timeout,
+            max_bytes=self.max_bytes,
+            user_agent=self.user_agent,
+            allow_loopback=self.allow_loopback,
+        )
+
+    def urls_in_flight(self) -> int:
+        if self.in_flight is not None:
+            return self.in_flight
+        return 16 if self.archives else 4 * self.connections
+
+
 def fetch_pages(
     store: Store,
     links: VersionRef,
-    source: PageSource,
+    options: FetchOptions | None = None,
     *,
-    concurrency: int = 256,
-    shard_size: int = 1_000,
-    warc_file_bytes: int = 2**30,
-    on_start: Callable[[int], None] | None = None,
-    on_page: Callable[[FetchResult], None] | None = None,
+    source: PageSource | None = None,
+    progress: Progress | None = None,
 ) -> StageResult:
     """Fetch the URLs of `links` not fetched by any earlier version into a new version.
 
-    `concurrency` URLs are in flight at once; the source caps connections itself, so
-    more URLs than connections keep every connection busy while some wait on their host.
-
-    The source's `parameters()` (live settings, or the archives replayed) go into the
-    version id with the stage's own settings.
+    The page source is the one `options` name, unless `source` is given. Its
+    `parameters()` (live settings, or the archives replayed) go into the version id with
+    the stage's own settings. `progress` counts URLs.
     """
+    options = options or FetchOptions()
+    source = source or options.open_source()
+    progress = progress or NoProgress()
+    shard_size, in_flight = options.shard_size, options.urls_in_flight()
     parameters = {
         "source": source.parameters(),
         "shard_size": shard_size,
-        "warc_file_bytes": warc_file_bytes,
+        "warc_file_bytes": options.warc_file_bytes,
     }
-    version = code_version("scraping")
-    earlier = store.versions(STAGE)
-    for manifest in earlier:  # the same inputs were fetched already
-        if _same_inputs(manifest, links, parameters, version):
-            return StageResult(manifest.ref, True, manifest.stats)
+    earlier = store.versions(STAGE.name)
 
-    urls = _link_urls(store, links)
-    already = _fetched_before(store, earlier, urls)
-    todo = urls.filter(pc.invert(already))
-    # Spread hosts over the queue, so workers are not all waiting on one host's limits.
-    order = sorted(todo.to_pylist(), key=lambda url: (zlib.crc32(url.encode()), url))
-    shards = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
-    parents = (links, *(m.ref for m in earlier))
-    with store.write(STAGE, parameters, version, parents, resumable=True) as out:
-        pending = [i for i in range(len(shards)) if not _resume_shard(out, i)]
-        if on_start:
-            on_start(sum(len(shards[i]) for i in pending))
-        if pending:
+    def build(work: StageWrite) -> None:
+        urls = _link_urls(store, links)
+        already = _fetched_before(store, earlier, urls)
+        todo = urls.filter(pc.invert(already))
+        # Spread hosts over the queue, so workers are not all waiting on one host's limits.
+        order = sorted(todo.to_pylist(), key=lambda url: (zlib.crc32(url.encode()), url))
+        shards = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
+        names = [_part_name(i) for i in range(len(shards))]
+        pending = set(work.pending(names))
+        indices = [i for i, name in enumerate(names) if name in pending]
+        progress.start(sum(len(shards[i]) for i in indices))
+        if indices:
             asyncio.run(
-                _fetch_shards(shards, pending, source, out, concurrency, warc_file_bytes, on_page)
+                _fetch_shards(
+                    shards, indices, source, work, in_flight, options.warc_file_bytes, progress
+                )
             )
-        counts = _count(out, len(shards))
-        counts["urls"] = len(urls)
-        counts["fetched_before"] = pc.sum(already).as_py() or 0
-        out.stats["counts"] = counts
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+        work.counts.add("urls", len(urls))
+        work.counts.add("fetched_before", pc.sum(already).as_py() or 0)
 
-
-def _same_inputs(manifest: Manifest, links: VersionRef, parameters: dict, version: str) -> bool:
-    as_stored = json.loads(json.dumps(parameters))  # tuples read back as lists
-    return (
-        manifest.parents[:1] == (links,)
-        and manifest.parameters == as_stored
-        and manifest.code_version == version
+    return run_stage(
+        store,
+        STAGE,
+        (links,),
+        parameters,
+        build,
+        parents=tuple(m.ref for m in earlier),
+        count_names=("attempted", "fetched", "bytes", "truncated", *errors.ERROR_CLASSES),
+        resumable=True,
     )
 
 
@@ -203,29 +245,14 @@ def _fetched_before(
     return already
 
 
-def _resume_shard(out: VersionWriter, index: int) -> bool:
-    """Register a shard an earlier try finished; clear what it left half-done."""
-    shard_files = [n for n in out.listdir("warc") if n.startswith(_warc_prefix(index) + "-")]
-    if not out.exists(_part_name(index)):
-        for name in shard_files:
-            out.remove(name)
-        return False
-    with out.fs.open(out.path(_part_name(index)), "rb") as handle:
-        files = pq.read_table(handle, columns=["warc_file"])["warc_file"].to_pylist()
-    out.set_rows(_part_name(index), len(files))
-    for name in shard_files:
-        out.set_rows(name, files.count(name))
-    return True
-
-
 async def _fetch_shards(
     shards: list[list[str]],
     pending: list[int],
     source: PageSource,
-    out: VersionWriter,
+    work: StageWrite,
     in_flight: int,
     warc_file_bytes: int,
-    on_page: Callable[[FetchResult], None] | None,
+    progress: Progress,
 ) -> None:
     """Fetch the pending shards' URLs, at most `in_flight` at once, committing each shard
     when its last URL is done. The source enforces its own connection limits."""
@@ -242,13 +269,12 @@ async def _fetch_shards(
             window.release()
         shard = open_shards.get(index)
         if shard is None:
-            writer = RotatingWarcWriter(out, _warc_prefix(index), warc_file_bytes)
+            writer = RotatingWarcWriter(work.out, _warc_prefix(index), warc_file_bytes)
             shard = open_shards[index] = _Shard(index, len(shards[index]), writer)
         shard.add(result)
-        if on_page:
-            on_page(result)
+        progress.advance(1)
         if len(shard.rows) == shard.expected:
-            shard.commit(out)
+            work.commit(shard.part, shard.finish(work.out))
             del open_shards[index]
 
     async with source, asyncio.TaskGroup() as tasks:
@@ -258,41 +284,20 @@ async def _fetch_shards(
                 tasks.create_task(fetch_one(index, url))
 
 
-def _count(out: VersionWriter, shards: int) -> dict[str, int]:
-    """Counts over every committed part: pages, bytes, and failures by error class."""
-    counts: Counter[str] = Counter()
-    for index in range(shards):
-        with out.fs.open(out.path(_part_name(index)), "rb") as handle:
-            table = pq.read_table(handle, columns=["error", "bytes", "truncated"])
-        counts["attempted"] += table.num_rows
-        errors_column = table["error"].to_pylist()
-        counts["fetched"] += errors_column.count(None)
-        counts["bytes"] += pc.sum(table["bytes"]).as_py() or 0
-        counts["truncated"] += pc.sum(table["truncated"]).as_py() or 0
-        counts.update(e for e in errors_column if e is not None)
-    ordered = {name: counts.get(name, 0) for name in ("attempted", "fetched", "bytes", "truncated")}
-    ordered.update({name: counts.get(name, 0) for name in errors.ERROR_CLASSES})
-    return ordered
-
-
 def open_source(
     archives: Sequence[str],
     *,
-    connections: int = 64,
+    connections: int = _LIVE.max_connections,
     allow_loopback: bool = False,
     user_agent: str | None = None,
     **settings: Any,
-) -> tuple[PageSource, int]:
-    """The page source for these options, and how many URLs to keep in flight.
-
-    With `archives`, pages are replayed from those WARC files; otherwise fetched live
-    with `FetchSettings` (`settings` are its fields).
-    """
+) -> PageSource:
+    """With `archives`, pages replayed from those WARC files; otherwise fetched live with
+    `FetchSettings` (`settings` are its fields)."""
     if archives:
         replay = {k: v for k, v in settings.items() if k in ("max_bytes", "max_redirects")}
-        return ArchiveSource(list(archives), **replay), 16
+        return ArchiveSource(list(archives), **replay)
     if user_agent:
         settings["user_agent"] = user_agent
     policy = AddressPolicy(allow_loopback=allow_loopback)
-    live = FetchSettings(max_connections=connections, policy=policy, **settings)
-    return LiveSource(live), connections * 4
+    return LiveSource(FetchSettings(max_connections=connections, policy=policy, **settings))

@@ -46,11 +46,11 @@ from scraping.dumps import (
 )
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
 from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
-from webtext.config import code_version
 from webtext.parquet import RollingParquetWriter
+from webtext.stage import NoProgress, Progress, Stage, StageWrite, run_stage
 from webtext.store import StageResult, Store, VersionRef, input_fingerprint
 
-STAGE = "links"
+STAGE = Stage("links", __name__)
 log = logging.getLogger(__name__)
 
 SUBMISSIONS_SCHEMA = pa.schema(
@@ -264,26 +264,49 @@ def _aggregate(part_dir: Path, min_karma: int) -> tuple[pa.Table, pa.Table, Coun
     return links, posts.sort_by("url"), counts
 
 
+@dataclass(frozen=True)
+class LinkOptions:
+    """Every setting of the link stage: the only place their defaults live. The CLI and
+    the flows build it with `from_user`."""
+
+    filters: LinkFilters = field(default_factory=LinkFilters)
+    partitions: int = 16  # URL hash partitions: memory ~ input / partitions
+    rows_per_file: int = 1_000_000
+    workers: int = 2  # processes filtering dumps in parallel
+
+    @classmethod
+    def from_user(cls, partitions: int, workers: int, **filters: Any) -> LinkOptions:
+        """Options as typed: ISO dates, blocklists as files (see `LinkFilters.from_options`)."""
+        return cls(LinkFilters.from_options(**filters), partitions=partitions, workers=workers)
+
+    def parameters(self) -> dict[str, Any]:
+        """What the output depends on (not `workers`: any number gives the same bytes)."""
+        return {
+            "filters": self.filters.parameters(),
+            "partitions": self.partitions,
+            "rows_per_file": self.rows_per_file,
+        }
+
+
 def collect_links(
     store: Store,
     dumps: Iterable[str] = (),
     listings: Iterable[ListingSpec] = (),
-    filters: LinkFilters | None = None,
+    options: LinkOptions | None = None,
     *,
     credentials: RedditCredentials | None = None,
     api_url: str | None = None,
     previous: VersionRef | None = None,
-    partitions: int = 16,
-    rows_per_file: int = 1_000_000,
-    workers: int = 1,
-    on_bytes: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> StageResult:
     """Build (or reuse) the `links` version for these sources and settings.
 
     `previous` merges the submissions of an earlier `links` version, for incremental runs
     over new dumps. Listings need `credentials`; `api_url` points PRAW at another host.
+    `progress` counts the dumps' compressed bytes.
     """
-    filters = filters or LinkFilters()
+    options = options or LinkOptions()
+    progress = progress or NoProgress()
     dumps = list(dumps)
     listings = list(listings)
     if not dumps and not listings and previous is None:
@@ -305,75 +328,89 @@ def collect_links(
         sources.append(
             {"listings": [str(s) for s in listings], "collected_at": datetime.now(UTC).isoformat()}
         )
-    parameters = {
-        "sources": sources,
-        "filters": filters.parameters(),
-        "partitions": partitions,
-        "rows_per_file": rows_per_file,
-    }
-    version = code_version("scraping")
-    parents = (previous,) if previous else ()
-    ref = store.ref_for(STAGE, parameters, version, parents)
-    if store.exists(ref):
-        log.info("links version %s already exists; nothing to do", ref)
-        return StageResult(ref, True, store.manifest(ref).stats)
 
-    stats = SourceStats()
-    with tempfile.TemporaryDirectory(prefix="webtext-links-") as scratch:
-        spill_dir = Path(scratch)
+    def build(work: StageWrite) -> None:
         for path in dumps:
             _refuse_comment_dump(path)
-        if workers > 1 and len(dumps) > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                jobs = [
-                    pool.submit(_filter_dump, p, filters, spill_dir, partitions, f"dump{i}")
-                    for i, p in enumerate(dumps)
-                ]
-                for path, job in zip(dumps, jobs, strict=True):
-                    stats.merge(job.result())
-                    if on_bytes:
-                        on_bytes(dump_size(path))
-        else:
-            for i, path in enumerate(dumps):
-                stats.merge(
-                    _filter_dump(path, filters, spill_dir, partitions, f"dump{i}", on_bytes)
-                )
-        if listings:
-            spill = _Spill(spill_dir, partitions, "api")
-            api_stats = SourceStats()
-            records = _api_records(credentials, listings, api_url, api_stats)
-            _filter_into(records, SubmissionFilter(filters), spill, api_stats)
-            spill.close()
-            stats.merge(api_stats)
-        if previous is not None:
-            # Re-filtered, so a rule tightened since (a longer blocklist) applies to all.
-            spill = _Spill(spill_dir, partitions, "previous")
-            kept = SourceStats()
-            _filter_into(_previous_records(store, previous), SubmissionFilter(filters), spill, kept)
-            spill.close()
-            stats.counts["previous_submissions"] = kept.counts["records"]
-            stats.counts["previous_dropped"] = kept.counts["records"] - kept.counts["passed"]
-
-        with store.write(STAGE, parameters, version, parents) as out:
-            links = RollingParquetWriter(out, "links", LINKS_SCHEMA, rows_per_file)
-            posts = RollingParquetWriter(out, "submissions", SUBMISSIONS_SCHEMA, rows_per_file)
-            for part_dir in sorted(spill_dir.glob("part-*")):
-                kept, distinct, counts = _aggregate(part_dir, filters.min_karma)
+        progress.start(sum(dump_size(path) for path in dumps))
+        with tempfile.TemporaryDirectory(prefix="webtext-links-") as scratch:
+            stats = _filter_sources(
+                Path(scratch),
+                store,
+                dumps,
+                listings,
+                options,
+                credentials,
+                api_url,
+                previous,
+                progress,
+            )
+            links = RollingParquetWriter(work.out, "links", LINKS_SCHEMA, options.rows_per_file)
+            posts = RollingParquetWriter(
+                work.out, "submissions", SUBMISSIONS_SCHEMA, options.rows_per_file
+            )
+            for part_dir in sorted(Path(scratch).glob("part-*")):
+                kept, distinct, counts = _aggregate(part_dir, options.filters.min_karma)
                 links.write(kept)
                 posts.write(distinct)
                 stats.counts.update(counts)
             links.close()
             posts.close()
-            stats.counts["links"] = links.rows
-            out.stats.update(
-                {
-                    "counts": _ordered_counts(stats.counts),
-                    "line_errors": stats.line_errors,
-                    "failed_files": stats.failed_files,
-                    "all_sources": included + sources,
-                }
+        stats.counts["links"] = links.rows
+        work.counts.update(_ordered_counts(stats.counts))
+        work.stats["line_errors"] = stats.line_errors
+        work.stats["failed_files"] = stats.failed_files
+        work.stats["all_sources"] = included + sources
+
+    parameters = {"sources": sources, **options.parameters()}
+    inputs = (previous,) if previous else ()
+    return run_stage(store, STAGE, inputs, parameters, build)
+
+
+def _filter_sources(
+    spill_dir: Path,
+    store: Store,
+    dumps: list[str],
+    listings: list[ListingSpec],
+    options: LinkOptions,
+    credentials: RedditCredentials | None,
+    api_url: str | None,
+    previous: VersionRef | None,
+    progress: Progress,
+) -> SourceStats:
+    """Filter every source into URL-hash partitions under `spill_dir`."""
+    stats = SourceStats()
+    filters, partitions = options.filters, options.partitions
+    if options.workers > 1 and len(dumps) > 1:
+        with ProcessPoolExecutor(max_workers=options.workers) as pool:
+            jobs = [
+                pool.submit(_filter_dump, p, filters, spill_dir, partitions, f"dump{i}")
+                for i, p in enumerate(dumps)
+            ]
+            for path, job in zip(dumps, jobs, strict=True):
+                stats.merge(job.result())
+                progress.advance(dump_size(path))
+    else:
+        for i, path in enumerate(dumps):
+            stats.merge(
+                _filter_dump(path, filters, spill_dir, partitions, f"dump{i}", progress.advance)
             )
-    return StageResult(ref, False, store.manifest(ref).stats)
+    if listings:
+        spill = _Spill(spill_dir, partitions, "api")
+        api_stats = SourceStats()
+        records = _api_records(credentials, listings, api_url, api_stats)
+        _filter_into(records, SubmissionFilter(filters), spill, api_stats)
+        spill.close()
+        stats.merge(api_stats)
+    if previous is not None:
+        # Re-filtered, so a rule tightened since (a longer blocklist) applies to all.
+        spill = _Spill(spill_dir, partitions, "previous")
+        kept = SourceStats()
+        _filter_into(_previous_records(store, previous), SubmissionFilter(filters), spill, kept)
+        spill.close()
+        stats.counts["previous_submissions"] = kept.counts["records"]
+        stats.counts["previous_dropped"] = kept.counts["records"] - kept.counts["passed"]
+    return stats
 
 
 def _ordered_counts(counts: Counter[str]) -> dict[str, int]:

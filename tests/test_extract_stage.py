@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from scraping import extract_stage
-from scraping.extract_stage import extract_documents
-from scraping.fetch_stage import fetch_pages
+from scraping.extract_stage import ExtractOptions, extract_documents
+from scraping.fetch_stage import FetchOptions, fetch_pages
 from scraping.page_source import FetchResult
 from scraping.quality import QualityFilters
 from webtext.store import Store, VersionRef
@@ -76,7 +76,9 @@ def fetched(store: Store, pages: dict[str, bytes], shard_size: int = 4) -> Versi
         with out.open("links/part-00000.parquet", rows=len(urls)) as handle:
             pq.write_table(links_table, handle)
         links = out.ref
-    return fetch_pages(store, links, StaticSource(pages), shard_size=shard_size).ref
+    return fetch_pages(
+        store, links, FetchOptions(shard_size=shard_size), source=StaticSource(pages)
+    ).ref
 
 
 def tables(store: Store, ref: VersionRef) -> tuple[list[dict], list[dict]]:
@@ -89,7 +91,7 @@ def test_documents_carry_text_and_reddit_metadata(tmp_path) -> None:
     store = Store(str(tmp_path / "store"))
     pages = {f"http://news.example/story-{i}": article(f"Story {i}") for i in range(5)}
     pages["http://news.example/tiny"] = b"<html><body><p>Just a line.</p></body></html>"
-    result = extract_documents(store, fetched(store, pages), workers=2)
+    result = extract_documents(store, fetched(store, pages), ExtractOptions(workers=2))
     documents, rejected = tables(store, result.ref)
     assert sorted(d["url"] for d in documents) == [
         f"http://news.example/story-{i}" for i in range(5)
@@ -119,9 +121,8 @@ def test_pathological_pages_are_counted_and_never_sink_the_stage(tmp_path) -> No
         "http://odd.example/broken": "<p>caf\u00e9 na\u00efve</p>".encode("cp1252") * 300,
         "http://odd.example/fine": article("Fine"),
     }
-    result = extract_documents(
-        store, fetched(store, pages), workers=2, page_timeout=10, page_memory_mb=1_024
-    )
+    options = ExtractOptions(workers=2, page_timeout=10, page_memory_mb=1_024)
+    result = extract_documents(store, fetched(store, pages), options)
     documents, rejected = tables(store, result.ref)
     assert {d["url"] for d in documents} | {r["url"] for r in rejected} == set(pages)
     assert "http://odd.example/fine" in {d["url"] for d in documents}
@@ -133,7 +134,7 @@ def test_a_slow_page_times_out_alone(tmp_path, monkeypatch) -> None:
     pages = {"http://slow.example/a": article("A"), "http://slow.example/slow": article("Slow")}
     fetches = fetched(store, pages)
     monkeypatch.setattr(extract_stage, "_process_page", _sleep_on_slow)
-    result = extract_documents(store, fetches, workers=2, page_timeout=1)
+    result = extract_documents(store, fetches, ExtractOptions(workers=2, page_timeout=1))
     documents, rejected = tables(store, result.ref)
     assert [d["url"] for d in documents] == ["http://slow.example/a"]
     assert [(r["url"], r["reason"]) for r in rejected] == [
@@ -163,7 +164,7 @@ def test_a_page_over_the_memory_limit_fails_alone(tmp_path, monkeypatch) -> None
     pages = {"http://mem.example/a": article("A"), "http://mem.example/big": article("Big")}
     fetches = fetched(store, pages)
     monkeypatch.setattr(extract_stage, "_process_page", _hog_on_big)
-    result = extract_documents(store, fetches, workers=1, page_memory_mb=256)
+    result = extract_documents(store, fetches, ExtractOptions(workers=1, page_memory_mb=256))
     documents, rejected = tables(store, result.ref)
     assert [d["url"] for d in documents] == ["http://mem.example/a"]
     (failed,) = rejected
@@ -180,22 +181,23 @@ def test_a_failed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypa
     def fail_on_second(self, pool, out, part, rows):
         if done:
             raise RuntimeError("killed")
-        original(self, pool, out, part, rows)
+        result = original(self, pool, out, part, rows)
         done.append(part)
+        return result
 
     monkeypatch.setattr(extract_stage._Extraction, "shard", fail_on_second)
     with pytest.raises(RuntimeError):
-        extract_documents(store, fetches, workers=1)
+        extract_documents(store, fetches, ExtractOptions(workers=1))
     assert store.versions("documents") == []
 
     redone: list[str] = []
 
     def count(self, pool, out, part, rows):
         redone.append(part)
-        original(self, pool, out, part, rows)
+        return original(self, pool, out, part, rows)
 
     monkeypatch.setattr(extract_stage._Extraction, "shard", count)
-    result = extract_documents(store, fetches, workers=1)
+    result = extract_documents(store, fetches, ExtractOptions(workers=1))
     assert redone and done[0] not in redone
     documents, _ = tables(store, result.ref)
     assert sorted(d["url"] for d in documents) == sorted(pages)
@@ -204,8 +206,14 @@ def test_a_failed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypa
 def test_quality_settings_change_the_version(tmp_path) -> None:
     store = Store(str(tmp_path / "store"))
     fetches = fetched(store, {"http://q.example/a": article("A", paragraphs=3)})
-    strict = extract_documents(store, fetches, filters=QualityFilters(min_words=500), workers=1)
-    lenient = extract_documents(store, fetches, filters=QualityFilters(min_words=10), workers=1)
+    strict = extract_documents(
+        store, fetches, ExtractOptions(quality=QualityFilters(min_words=500), workers=1)
+    )
+    lenient = extract_documents(
+        store, fetches, ExtractOptions(quality=QualityFilters(min_words=10), workers=1)
+    )
     assert strict.ref != lenient.ref
     assert strict.stats["counts"]["too_short"] == 1 and lenient.stats["counts"]["documents"] == 1
-    assert extract_documents(store, fetches, filters=QualityFilters(min_words=10)).reused
+    assert extract_documents(
+        store, fetches, ExtractOptions(quality=QualityFilters(min_words=10))
+    ).reused

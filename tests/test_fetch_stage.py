@@ -15,7 +15,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from scraping import page_source as errors
-from scraping.fetch_stage import fetch_pages, open_source
+from scraping.fetch_stage import FetchOptions, fetch_pages, open_source
 from webtext.store import Store, VersionRef
 from webtext_app.demo_web import DemoWeb, site_urls
 
@@ -49,8 +49,9 @@ def links_version(store: Store, urls: list[str], params: dict | None = None) -> 
 
 
 def fetch(store: Store, links: VersionRef, shard_size: int = 8, **overrides):
-    source, concurrency = open_source([], **{**FAST, **overrides})
-    return fetch_pages(store, links, source, concurrency=concurrency, shard_size=shard_size)
+    settings = {**FAST, **overrides}
+    options = FetchOptions(shard_size=shard_size, in_flight=4 * settings["connections"])
+    return fetch_pages(store, links, options, source=open_source([], **settings))
 
 
 def rows(store: Store, ref: VersionRef) -> list[dict]:
@@ -126,8 +127,7 @@ def test_archive_replay_writes_the_same_outputs(tmp_path, test_data) -> None:
     store = Store(str(tmp_path / "store"))
     inputs = [*captured, "http://not-captured.example/"]
     links = links_version(store, inputs)
-    source, concurrency = open_source([str(archive)])
-    result = fetch_pages(store, links, source, concurrency=concurrency)
+    result = fetch_pages(store, links, FetchOptions(archives=(str(archive),)))
     counts = result.stats["counts"]
     assert counts["attempted"] == len(inputs)
     assert counts["fetched"] == len(captured) == 16
@@ -137,11 +137,12 @@ def test_archive_replay_writes_the_same_outputs(tmp_path, test_data) -> None:
 
 KILLABLE = """
 import sys
-from scraping.fetch_stage import fetch_pages, open_source
+from scraping.fetch_stage import FetchOptions, fetch_pages, open_source
 from webtext.store import Store, VersionRef
 store = Store(sys.argv[1])
-source, concurrency = open_source([], **{options})
-fetch_pages(store, VersionRef("links", sys.argv[2]), source, concurrency=concurrency, shard_size=4)
+source = open_source([], **{options})
+options = FetchOptions(shard_size=4, in_flight=4 * {options}["connections"])
+fetch_pages(store, VersionRef("links", sys.argv[2]), options, source=source)
 """
 
 

@@ -12,7 +12,7 @@ from fake_reddit import FakeReddit
 from scraping import link_filters as rules
 from scraping.dumps import CommentDumpError, RedditRecord
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter, utc_timestamp
-from scraping.links import collect_links
+from scraping.links import LinkOptions, collect_links
 from scraping.reddit_api import ListingSpec, RedditCredentials
 from webtext.store import Store
 
@@ -127,7 +127,7 @@ def test_every_filter_is_configurable_and_counted(tmp_path) -> None:
     dump = write_dump(tmp_path / "RS_f.ndjson", records)
     store = Store(str(tmp_path / "store"))
     strict = LinkFilters(created_after=utc_timestamp("2005-01-01"))
-    counts = collect_links(store, [str(dump)], filters=strict).stats["counts"]
+    counts = collect_links(store, [str(dump)], options=LinkOptions(strict)).stats["counts"]
     assert {reason: counts.get(reason, 0) for reason in rules.DROP_REASONS} == {
         rules.MALFORMED_LINE: 0,
         rules.MALFORMED_RECORD: 1,
@@ -153,7 +153,7 @@ def test_every_filter_is_configurable_and_counted(tmp_path) -> None:
         domain_blocklist=(),
         extension_blocklist=(),
     )
-    result = collect_links(store, [str(dump)], filters=lenient)
+    result = collect_links(store, [str(dump)], options=LinkOptions(lenient))
     assert result.stats["counts"]["links"] == 9  # all but the ftp URL and the scoreless post
 
 
@@ -190,8 +190,10 @@ def test_comment_dump_fails_before_any_work(tmp_path, sample_dump, test_data) ->
 def test_parallel_workers_give_the_same_links(tmp_path, sample_dump) -> None:
     second = write_dump(tmp_path / "RS_b.ndjson", [post("n1", "http://paulgraham.com/x", 4)])
     store = Store(str(tmp_path / "store"))
-    serial = collect_links(store, [str(sample_dump), str(second)], workers=1)
-    parallel = collect_links(store, [str(sample_dump), str(second)], workers=2, partitions=3)
+    serial = collect_links(store, [str(sample_dump), str(second)], options=LinkOptions(workers=1))
+    parallel = collect_links(
+        store, [str(sample_dump), str(second)], options=LinkOptions(workers=2, partitions=3)
+    )
     key = lambda rows: sorted(rows, key=lambda r: r["url"])  # noqa: E731
     assert key(read_links(store, serial.ref)) == key(read_links(store, parallel.ref))
     assert len(read_links(store, parallel.ref)) == 5
@@ -221,7 +223,7 @@ def test_incremental_run_reads_only_new_dumps_and_lifts_old_urls(tmp_path) -> No
     # A rule tightened later applies to what earlier versions kept, too.
     month3 = write_dump(tmp_path / "RS_3.ndjson", [post("p4", "http://new.example/", 9)])
     stricter = LinkFilters(domain_blocklist=("big.example",))
-    third = collect_links(store, [str(month3)], filters=stricter, previous=second.ref)
+    third = collect_links(store, [str(month3)], options=LinkOptions(stricter), previous=second.ref)
     assert third.stats["counts"]["previous_dropped"] == 1
     assert sorted(link["url"] for link in read_links(store, third.ref)) == [
         "http://blog.example/post",
@@ -234,7 +236,8 @@ def test_same_inputs_reuse_the_version(tmp_path, sample_dump) -> None:
     first = collect_links(store, [str(sample_dump)])
     again = collect_links(store, [str(sample_dump)])
     assert again.reused and again.ref == first.ref
-    assert not collect_links(store, [str(sample_dump)], filters=LinkFilters(min_karma=1)).reused
+    lenient = LinkOptions(LinkFilters(min_karma=1))
+    assert not collect_links(store, [str(sample_dump)], options=lenient).reused
 
 
 def test_api_listings_go_through_the_same_filters(tmp_path, test_data) -> None:
@@ -247,7 +250,7 @@ def test_api_listings_go_through_the_same_filters(tmp_path, test_data) -> None:
         with_wiki = collect_links(
             store,
             listings=[spec],
-            filters=LinkFilters(keep_wikipedia=True),
+            options=LinkOptions(LinkFilters(keep_wikipedia=True)),
             credentials=CREDENTIALS,
             api_url=fake.url,
         )

@@ -100,8 +100,9 @@ def test_an_interrupted_encoding_resumes_at_the_unfinished_part(tmp_path, monkey
     def fail_after_first(*args, **kwargs):
         if done:
             raise RuntimeError("killed")
-        original(*args, **kwargs)
+        result = original(*args, **kwargs)
         done.append(args[1])
+        return result
 
     monkeypatch.setattr(token_shards, "_encode_part", fail_after_first)
     with pytest.raises(RuntimeError):
@@ -110,7 +111,7 @@ def test_an_interrupted_encoding_resumes_at_the_unfinished_part(tmp_path, monkey
 
     def record(*args, **kwargs):
         encoded.append(args[1])
-        original(*args, **kwargs)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(token_shards, "_encode_part", record)
     result = encode_version(store, webtext, encoder, vocabulary.ref)

@@ -13,8 +13,8 @@ webtext version and of every earlier version it names: the whole dataset as of i
 Documents go to `train` or `val` by a hash of their doc id, so the split is the same on
 every run and for every tokenizer. Parts are encoded one after another, each in batches
 of documents with the encoder's all-cores batch call, through a local temporary file, so
-memory stays at one batch; a part is committed when its `val` file lands (written last),
-so a killed run resumes at the first unfinished part.
+memory stays at one batch; each part is committed through the stage runtime
+(`webtext.stage`), so a killed run resumes at the first unfinished part.
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ import hashlib
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from training.bpe import Encoder
-from webtext.config import code_version
+from training.tokenizer_stage import gpt2_tokenizer_version, load_encoder, train_tokenizer_version
 from webtext.dataset import DatasetPart, dataset_parts
+from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
 from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
-STAGE = "tokens"
+STAGE = Stage("tokens", __name__)
 MAGIC = b"WTTOKENS"
 FORMAT_VERSION = 1
 HEADER = struct.Struct("<8sIIQ8x")
@@ -122,10 +122,15 @@ def encode_version(
     encoder: Encoder,
     tokenizer: VersionRef | None = None,
     settings: ShardSettings | None = None,
-    on_progress: Callable[[int], None] | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> StageResult:
-    """Encode every published document of `webtext` into train/val token shards."""
+    """Encode every published document of `webtext` into train/val token shards.
+
+    `progress` counts documents.
+    """
     settings = settings or ShardSettings()
+    progress = progress or NoProgress()
     if encoder.vocab_size > 2**16:
         raise ValueError(f"vocabulary of {encoder.vocab_size} ids does not fit in uint16")
     parameters = {
@@ -133,24 +138,29 @@ def encode_version(
         "vocab_size": encoder.vocab_size,
         **settings.parameters(),
     }
-    parents = (webtext, tokenizer) if tokenizer else (webtext,)
-    version = code_version("training")
-    ref = store.ref_for(STAGE, parameters, version, parents)
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
-    parts = dataset_parts(store, webtext)
-    with store.write(STAGE, parameters, version, parents, resumable=True) as out:
-        for part in parts:
-            names = {split: _shard_name(part, split) for split in SPLITS}
-            if out.exists(names["val"]):  # committed by an earlier try
-                for name in names.values():
-                    out.set_rows(name, _token_count(out, name))
-                continue
-            out.remove(names["train"])
-            _encode_part(store, part, encoder, settings, out, names, on_progress)
-        out.stats["counts"] = _counts(out, parts)
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+
+    def build(work: StageWrite) -> None:
+        parts = {_part_key(part): part for part in dataset_parts(store, webtext)}
+        todo = work.pending(list(parts))
+        progress.start(sum(parts[key].rows or 0 for key in todo))
+        for key in todo:
+            work.commit(key, _encode_part(store, parts[key], encoder, settings, work, progress))
+        work.counts.add("parts", len(parts))
+
+    inputs = (webtext, tokenizer) if tokenizer else (webtext,)
+    return run_stage(
+        store,
+        STAGE,
+        inputs,
+        parameters,
+        build,
+        count_names=[f"{split}_tokens" for split in SPLITS],
+        resumable=True,
+    )
+
+
+def _part_key(part: DatasetPart) -> str:
+    return f"{part.version.version}/{part.path}"
 
 
 def _shard_name(part: DatasetPart, split: str) -> str:
@@ -163,14 +173,13 @@ def _encode_part(
     part: DatasetPart,
     encoder: Encoder,
     settings: ShardSettings,
-    out: VersionWriter,
-    names: dict[str, str],
-    on_progress: Callable[[int], None] | None,
-) -> None:
+    work: StageWrite,
+    progress: Progress,
+) -> PartResult:
     eot = np.array([encoder.eot_id], dtype=np.uint16)
+    counts = dict.fromkeys(SPLITS, 0)
     with tempfile.TemporaryDirectory(prefix="webtext-tokens-") as scratch:
         spool = {split: open(Path(scratch) / split, "wb") for split in SPLITS}  # noqa: SIM115
-        counts = dict.fromkeys(SPLITS, 0)
         with store.fs.open(f"{store.version_dir(part.version)}/{part.path}", "rb") as handle:
             source = pq.ParquetFile(handle)
             for batch in source.iter_batches(settings.docs_per_batch, columns=["doc_id", "text"]):
@@ -182,11 +191,16 @@ def _encode_part(
                     spool[split].write(array.tobytes())
                     spool[split].write(eot.tobytes())
                     counts[split] += len(array) + 1
-                if on_progress:
-                    on_progress(len(texts))  # documents done
-        for split in SPLITS:  # train first: the val file marks the part done
+                progress.advance(len(texts))
+        for split in SPLITS:
             spool[split].close()
-            _publish_shard(out, names[split], Path(scratch) / split, encoder, counts[split])
+            _publish_shard(
+                work.out, _shard_name(part, split), Path(scratch) / split, encoder, counts[split]
+            )
+    return PartResult(
+        {_shard_name(part, split): counts[split] for split in SPLITS},
+        {f"{split}_tokens": counts[split] for split in SPLITS},
+    )
 
 
 def _publish_shard(out: VersionWriter, name: str, body: Path, encoder: Encoder, count: int) -> None:
@@ -199,15 +213,36 @@ def _publish_shard(out: VersionWriter, name: str, body: Path, encoder: Encoder, 
     out.fs.mv(partial, target)
 
 
-def _token_count(out: VersionWriter, name: str) -> int:
-    with out.fs.open(out.path(name), "rb") as handle:
-        return HEADER.unpack(handle.read(HEADER.size))[3]
+@dataclass(frozen=True)
+class TokenizeOptions:
+    """Every setting of the tokenizer and tokens stages: the only place their defaults
+    live. With `gpt2_bpe_dir` (a folder holding encoder.json and vocab.bpe) the vocabulary
+    is OpenAI's; otherwise a BPE of `vocab_size` is trained on the dataset."""
+
+    gpt2_bpe_dir: str | None = None
+    vocab_size: int = 50_257
+    max_documents: int | None = None  # train the BPE on the first N documents only
+    shards: ShardSettings = field(default_factory=ShardSettings)
 
 
-def _counts(out: VersionWriter, parts: list[DatasetPart]) -> dict[str, int]:
-    counts = {f"{split}_tokens": 0 for split in SPLITS}
-    for part in parts:
-        for split in SPLITS:
-            counts[f"{split}_tokens"] += _token_count(out, _shard_name(part, split))
-    counts["parts"] = len(parts)
-    return counts
+def tokenize_dataset(
+    store: Store,
+    webtext: VersionRef,
+    options: TokenizeOptions | None = None,
+    *,
+    progress: Progress | None = None,
+) -> tuple[StageResult, StageResult]:
+    """The stage package's entry: the vocabulary (trained on `webtext` or GPT-2's), then
+    `webtext` encoded with it. Returns both results: (tokenizer, tokens)."""
+    options = options or TokenizeOptions()
+    if options.gpt2_bpe_dir:
+        vocabulary = gpt2_tokenizer_version(store, Path(options.gpt2_bpe_dir))
+    else:
+        vocabulary = train_tokenizer_version(
+            store, webtext, options.vocab_size, options.max_documents
+        )
+    encoder = load_encoder(store, vocabulary.ref)
+    tokens = encode_version(
+        store, webtext, encoder, vocabulary.ref, options.shards, progress=progress
+    )
+    return vocabulary, tokens

@@ -11,11 +11,11 @@ import hashlib
 from pathlib import Path
 
 from training.bpe import Encoder, encoder_from_tokenizer, gpt2_encoder, train_tokenizer
-from webtext.config import code_version
 from webtext.dataset import dataset_parts, iter_texts
+from webtext.stage import Stage, StageWrite, run_stage
 from webtext.store import StageResult, Store, VersionRef
 
-STAGE = "tokenizer"
+STAGE = Stage("tokenizer", __name__)
 GPT2_FILES = ("encoder.json", "vocab.bpe")
 
 
@@ -23,38 +23,32 @@ def train_tokenizer_version(
     store: Store, webtext: VersionRef, vocab_size: int = 50_257, max_documents: int | None = None
 ) -> StageResult:
     """Train a byte-level BPE on the documents of `webtext` (the first `max_documents`)."""
+
+    def build(work: StageWrite) -> None:
+        texts = iter_texts(store, dataset_parts(store, webtext), max_documents)
+        tokenizer = train_tokenizer(texts, vocab_size)
+        work.out.put("tokenizer.json", tokenizer.to_str().encode())
+        work.counts.add("vocab_size", tokenizer.get_vocab_size())
+
     parameters = {"kind": "trained", "vocab_size": vocab_size, "max_documents": max_documents}
-    version = code_version("training")
-    ref = store.ref_for(STAGE, parameters, version, (webtext,))
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
-    texts = iter_texts(store, dataset_parts(store, webtext), max_documents)
-    tokenizer = train_tokenizer(texts, vocab_size)
-    with store.write(STAGE, parameters, version, (webtext,)) as out:
-        out.put("tokenizer.json", tokenizer.to_str().encode())
-        out.stats["counts"] = {"vocab_size": tokenizer.get_vocab_size()}
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+    return run_stage(store, STAGE, (webtext,), parameters, build)
 
 
 def gpt2_tokenizer_version(store: Store, bpe_dir: Path) -> StageResult:
     """OpenAI's GPT-2 vocabulary, checked to load, as a version of its own."""
     files = {name: (bpe_dir / name).read_bytes() for name in GPT2_FILES}
+
+    def build(work: StageWrite) -> None:
+        encoder = gpt2_encoder(bpe_dir)
+        for name, data in files.items():
+            work.out.put(name, data)
+        work.counts.add("vocab_size", encoder.vocab_size)
+
     parameters = {
         "kind": "gpt2",
         "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
-    version = code_version("training")
-    ref = store.ref_for(STAGE, parameters, version)
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
-    encoder = gpt2_encoder(bpe_dir)
-    with store.write(STAGE, parameters, version) as out:
-        for name, data in files.items():
-            out.put(name, data)
-        out.stats["counts"] = {"vocab_size": encoder.vocab_size}
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+    return run_stage(store, STAGE, (), parameters, build)
 
 
 def load_encoder(store: Store, tokenizer: VersionRef) -> Encoder:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
+from collections.abc import Iterator
 from functools import cache
-from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
 
 from webtext import __version__
@@ -24,29 +26,71 @@ def open_store(url: str | None = None) -> Store:
     return Store(url or store_url())
 
 
-# The modules of this package that stage outputs depend on; the CLI, the demo and the UI
-# check are not among them, so editing those rebuilds nothing.
-STAGE_PLUMBING = ("store.py", "config.py", "dataset.py", "parquet.py")
+# Packages whose modules can make up a stage's code version. The CLI, the demo and the
+# flows are not among them: editing those rebuilds nothing.
+STAGE_PACKAGES = ("webtext", "scraping", "dedup", "training", "evaluation")
 
 
 @cache
-def code_version(*packages: str) -> str:
-    """The package version plus a hash of the named packages' source files (and of the
-    shared plumbing in `STAGE_PLUMBING`).
+def code_version(*modules: str) -> str:
+    """The package version plus a hash of the source of `modules` and of every module of
+    `STAGE_PACKAGES` they import, directly or not. A package's name stands for all of its
+    modules.
 
-    A change to a stage's code changes its version ids, so outputs made by older code are
-    never mistaken for the current code's.
+    A stage names the module(s) that run it; its version ids then change exactly when code
+    it runs changes (editing the training loop leaves token shards alone), so outputs made
+    by older code are never mistaken for the current code's.
     """
-    here = Path(__file__).parent
-    sources = [here / name for name in STAGE_PLUMBING]
-    for name in sorted(set(packages)):
-        root = Path(import_module(name).__file__).parent  # type: ignore[arg-type]
-        sources += sorted(root.rglob("*.py"))
     digest = hashlib.sha256()
-    for source in sources:
-        digest.update(str(source.relative_to(here.parent)).encode())
+    root = Path(__file__).parent.parent
+    for source in sorted(module_sources(modules)):
+        digest.update(str(source.relative_to(root)).encode())
         digest.update(source.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:10]}"
+
+
+def module_sources(modules: tuple[str, ...]) -> set[Path]:
+    """The source files of `modules` and of the first-party modules they import."""
+    seen: set[Path] = set()
+    todo = [path for name in modules for path in _package_or_module(name)]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imported_modules(path):
+            if (found := _source_of(name)) is not None:
+                todo.append(found)
+    return seen
+
+
+def _package_or_module(name: str) -> list[Path]:
+    source = _source_of(name)
+    if source is None:
+        raise ValueError(f"no module {name!r} in {', '.join(STAGE_PACKAGES)}")
+    if source.name == "__init__.py":
+        return sorted(source.parent.rglob("*.py"))
+    return [source]
+
+
+def _source_of(name: str) -> Path | None:
+    if name.split(".", 1)[0] not in STAGE_PACKAGES:
+        return None
+    try:
+        spec = find_spec(name)
+    except ModuleNotFoundError:
+        return None
+    return Path(spec.origin) if spec and spec.origin else None
+
+
+def _imported_modules(path: Path) -> Iterator[str]:
+    """Every module named by an import in `path` (`from a import b` names a and a.b)."""
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
 
 
 EVAL_DATA_ENV = "WEBTEXT_EVAL_DATA"

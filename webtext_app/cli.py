@@ -7,7 +7,7 @@ deployments, and runs `build-webtext/default` as an operator would, on inputs bu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,11 +15,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from webtext.config import open_store
-from webtext.store import LATEST, StageResult, Store, StoreError
+from webtext.store import LATEST, StageResult, Store, StoreError, VersionRef
 
 if TYPE_CHECKING:
     from webtext_app.demo_run import DemoRun
@@ -82,19 +88,19 @@ def links(
     incremental: Annotated[
         bool, typer.Option(help="Merge the submissions of the latest links version")
     ] = False,
-    workers: Annotated[int, typer.Option(help="Processes filtering dumps in parallel")] = 1,
+    workers: Annotated[int, typer.Option(help="Processes filtering dumps in parallel")] = 2,
     partitions: Annotated[
         int, typer.Option(help="URL hash partitions: memory ~ input / this")
     ] = 16,
     store: StoreOption = None,
 ) -> None:
     """Collect Reddit outbound links with enough karma into a new `links` version."""
-    from scraping.dumps import dump_size
-    from scraping.link_filters import LinkFilters
-    from scraping.links import collect_links
+    from scraping.links import LinkOptions, collect_links
     from scraping.reddit_api import ListingSpec, RedditCredentials
 
-    filters = LinkFilters.from_options(
+    options = LinkOptions.from_user(
+        partitions=partitions,
+        workers=workers,
         min_karma=min_karma,
         keep_self_posts=keep_self_posts,
         keep_nsfw=keep_nsfw,
@@ -109,19 +115,16 @@ def links(
     credentials = RedditCredentials.from_env() if specs else None
     artifacts = open_store(store)
     previous = artifacts.latest("links") if incremental else None
-    dumps = dumps or []
-    with _bytes_progress("reading dumps", sum(dump_size(p) for p in dumps)) as advance:
+    with _progress("reading dumps", "bytes") as progress:
         result = collect_links(
             artifacts,
-            dumps,
+            dumps or [],
             specs,
-            filters,
+            options,
             credentials=credentials,
             api_url=api_url,
             previous=previous,
-            partitions=partitions,
-            workers=workers,
-            on_bytes=advance,
+            progress=progress,
         )
     for line in result.stats.get("line_errors", [])[:10]:
         console.print(f"[yellow]skipped[/] {line}")
@@ -150,12 +153,12 @@ def fetch(
     store: StoreOption = None,
 ) -> None:
     """Fetch the pages of a links version into a new `fetches` version (WARC + table)."""
-    from scraping.fetch_stage import fetch_pages, open_source
+    from scraping.fetch_stage import FetchOptions, fetch_pages
 
     artifacts = open_store(store)
     links_ref = artifacts.resolve("links", links_version)
-    source, concurrency = open_source(
-        archive or [],
+    options = FetchOptions(
+        archives=tuple(archive or ()),
         connections=connections,
         per_host_connections=per_host_connections,
         per_host_delay=per_host_delay,
@@ -163,17 +166,10 @@ def fetch(
         max_bytes=max_bytes,
         user_agent=user_agent,
         allow_loopback=allow_loopback,
+        shard_size=shard_size,
     )
-    with _count_progress("fetching pages") as (start, advance):
-        result = fetch_pages(
-            artifacts,
-            links_ref,
-            source,
-            concurrency=concurrency,
-            shard_size=shard_size,
-            on_start=start,
-            on_page=lambda page: advance(1),
-        )
+    with _progress("fetching pages", "URLs") as progress:
+        result = fetch_pages(artifacts, links_ref, options, progress=progress)
     _report(artifacts, result, "page fetching")
 
 
@@ -192,23 +188,13 @@ def extract(
     store: StoreOption = None,
 ) -> None:
     """Extract main text from fetched pages into a new `documents` version."""
-    from scraping.extract_stage import extract_documents
-    from scraping.quality import QualityFilters
+    from scraping.extract_stage import ExtractOptions, extract_documents
 
     artifacts = open_store(store)
     fetches_ref = artifacts.resolve("fetches", fetches_version)
-    languages = () if language == ["any"] else tuple(language or ["en"])
-    filters = QualityFilters(min_words=min_words, languages=languages)
-    with _count_progress("extracting text") as (start, advance):
-        result = extract_documents(
-            artifacts,
-            fetches_ref,
-            filters=filters,
-            workers=workers,
-            page_timeout=page_timeout,
-            on_start=start,
-            on_page=lambda: advance(1),
-        )
+    options = ExtractOptions.from_user(min_words, language, workers, page_timeout)
+    with _progress("extracting text", "pages") as progress:
+        result = extract_documents(artifacts, fetches_ref, options, progress=progress)
     _report(artifacts, result, "text extraction")
 
 
@@ -225,18 +211,16 @@ def dedup(
     publish the rest as a new `webtext` version."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from dedup.minhash import MinHashSettings
-    from dedup.signatures import compute_minhash
-    from dedup.stage import PublishSettings, deduplicate
+    from dedup.stage import DedupOptions, PublishSettings, publish_dataset
 
     artifacts = open_store(store)
     documents = artifacts.resolve("documents", documents_version)
-    settings = MinHashSettings()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        minhash = compute_minhash(artifacts, documents, settings, map_parts=pool.map)
-    result = deduplicate(
-        artifacts, documents, minhash.ref, settings, PublishSettings(rows_per_shard=rows_per_shard)
-    )
+    options = DedupOptions(publish=PublishSettings(rows_per_shard=rows_per_shard))
+    with (
+        ProcessPoolExecutor(max_workers=workers) as pool,
+        _progress("MinHash signatures", "parts") as progress,
+    ):
+        result = publish_dataset(artifacts, documents, options, map=pool.map, progress=progress)
     _report(artifacts, result, "deduplication")
 
 
@@ -254,28 +238,17 @@ def tokenize(
     store: StoreOption = None,
 ) -> None:
     """Train (or load GPT-2's) byte-level BPE and encode a dataset into token shards."""
-    from training.token_shards import ShardSettings, encode_version
-    from training.tokenizer_stage import (
-        gpt2_tokenizer_version,
-        load_encoder,
-        train_tokenizer_version,
-    )
+    from training.token_shards import ShardSettings, TokenizeOptions, tokenize_dataset
 
     artifacts = open_store(store)
     webtext = artifacts.resolve("webtext", webtext_version)
-    if gpt2_bpe_dir is not None:
-        vocabulary = gpt2_tokenizer_version(artifacts, gpt2_bpe_dir)
-    else:
-        vocabulary = train_tokenizer_version(artifacts, webtext, vocab_size)
-    encoder = load_encoder(artifacts, vocabulary.ref)
-    documents = sum(
-        f.rows or 0 for f in artifacts.manifest(webtext).files if f.path.startswith("data/")
+    options = TokenizeOptions(
+        gpt2_bpe_dir=str(gpt2_bpe_dir) if gpt2_bpe_dir else None,
+        vocab_size=vocab_size,
+        shards=ShardSettings(val_fraction=val_fraction),
     )
-    with _count_progress("encoding documents") as (start, advance):
-        start(documents)
-        result = encode_version(
-            artifacts, webtext, encoder, vocabulary.ref, ShardSettings(val_fraction), advance
-        )
+    with _progress("encoding documents", "documents") as progress:
+        vocabulary, result = tokenize_dataset(artifacts, webtext, options, progress=progress)
     _report(artifacts, vocabulary, "vocabulary")
     _report(artifacts, result, "token shards")
 
@@ -321,21 +294,101 @@ def show(stage: str, version: str = LATEST, store: StoreOption = None) -> None:
     print(manifest.to_json())
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    tokens_version: Annotated[
+        str, typer.Option("--tokens", help="tokens version to train on")
+    ] = LATEST,
+    gpus_per_node: Annotated[
+        int | None,
+        typer.Option(help="GPUs per node; 0 trains one CPU process [default: this machine's]"),
+    ] = None,
+    nodes: Annotated[int, typer.Option(help="Nodes; each runs the same command")] = 1,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="host:port where several nodes meet")
+    ] = None,
+    runs_dir: Annotated[
+        Path | None, typer.Option(help="Run folders [default: $WEBTEXT_RUNS or ./runs]")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """Train GPT-2 on a tokens version and publish a `model` version, showing every step.
+
+    Every other option is a training setting, as `python -m training.train --help` lists
+    them (--model tiny --max-steps 300 --batch-size 16 --lr 6e-4 ...); unset ones take
+    training/settings.py's defaults: GPT-2 124M for 600,000 steps.
+    """
+    import torch
+
+    from training.launch import describe_step, train_model
+    from training.settings import parse_settings
+
+    settings = parse_settings(ctx.args)
+    gpus = torch.cuda.device_count() if gpus_per_node is None else gpus_per_node
+    if gpus == 0 and settings.model != "tiny":
+        console.print(
+            f"[bold red]warning: training GPT-2 {settings.model} on CPU for "
+            f"{settings.max_steps:,} steps takes months.[/] For a first run: "
+            "--model tiny --max-steps 300",
+            soft_wrap=True,
+        )
+    artifacts = open_store(store)
+    tokens = artifacts.resolve("tokens", tokens_version)
+    result = train_model(
+        artifacts,
+        tokens,
+        settings,
+        nodes=nodes,
+        gpus_per_node=gpus,
+        rdzv_endpoint=rdzv_endpoint,
+        runs_dir=runs_dir,
+        on_line=lambda line: console.print(escape(line), style="dim", soft_wrap=True),
+        on_metrics=lambda record: console.print(describe_step(record, settings.max_steps)),
+    )
+    _report(artifacts, result, "trained model")
+
+
 CheckpointArgument = Annotated[
-    Path, typer.Argument(help="A checkpoint (ckpt-*.pt) or a training run's folder")
+    Path | None,
+    typer.Argument(
+        help="A checkpoint outside the store (ckpt-*.pt, or a training run's folder), with "
+        "--tokenizer [default: the --model version]",
+        show_default=False,
+    ),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="A `model` version id, or latest; the tokenizer is the one of its lineage "
+        "[default: latest, when no CHECKPOINT]",
+    ),
 ]
 TokenizerOption = Annotated[
     Path | None,
     typer.Option(
-        help="tokenizer.json, or a folder with GPT-2's encoder.json + vocab.bpe "
-        "[default: the one the checkpoint's tokens were encoded with]"
+        help="CHECKPOINT's tokenizer: a tokenizer.json, or a folder with one or with "
+        "GPT-2's encoder.json + vocab.bpe"
     ),
 ]
 
 
+def _model_source(
+    artifacts: Store, checkpoint: Path | None, model: str | None
+) -> VersionRef | Path:
+    """CHECKPOINT, or else the `model` version named by --model (latest by default)."""
+    if checkpoint is None:
+        return artifacts.resolve("model", model or LATEST)
+    if model is not None:
+        raise ValueError("pass a CHECKPOINT or --model, not both")
+    return checkpoint
+
+
 @app.command()
 def evaluate(
-    checkpoint: CheckpointArgument,
+    checkpoint: CheckpointArgument = None,
+    model: ModelOption = None,
     task: Annotated[
         list[str] | None,
         typer.Option(help="A task (repeatable) [default: every one found under --eval-data]"),
@@ -358,11 +411,12 @@ def evaluate(
     """Zero-shot evaluation as in the GPT-2 paper; results in an `evaluation` version."""
     from evaluation.paper import markdown_table
     from evaluation.scoring import WindowSettings
-    from evaluation.stage import EvaluationPlan, available_tasks, evaluate_checkpoint
+    from evaluation.stage import EvaluationPlan, available_tasks, evaluate_model
     from evaluation.zero_shot import EvalSettings
     from webtext.config import eval_data_root
 
     artifacts = open_store(store)
+    source = _model_source(artifacts, checkpoint, model)
     root = eval_data_root(eval_data)
     tasks = task or available_tasks(root)
     if not tasks:
@@ -380,17 +434,16 @@ def evaluate(
     def on_task(name: str, result: dict) -> None:
         console.print(f"{name}: {result['metric']} = {result['value']:.4f}")
 
-    result = evaluate_checkpoint(
-        artifacts, checkpoint, plan, webtext, tokenizer and str(tokenizer), device, on_task
-    )
+    result = evaluate_model(artifacts, source, plan, webtext, tokenizer, device, on_task)
     print(markdown_table(result.stats["paper_table"]))
     _report(artifacts, result, "zero-shot results")
 
 
 @app.command()
 def sample(
-    checkpoint: CheckpointArgument,
     prompt: Annotated[list[str], typer.Option(help="A prompt (repeatable)")],
+    checkpoint: CheckpointArgument = None,
+    model: ModelOption = None,
     samples: Annotated[int, typer.Option(help="Samples per prompt (seeds seed, seed+1...)")] = 1,
     max_new_tokens: int = 100,
     top_k: Annotated[int, typer.Option(help="0: no top-k cut")] = 40,
@@ -399,16 +452,20 @@ def sample(
     seed: int = 0,
     tokenizer: TokenizerOption = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
+    store: StoreOption = None,
 ) -> None:
-    """Sample continuations of prompts from a checkpoint, as JSON lines."""
+    """Sample continuations of prompts from a model, as JSON lines."""
     import json
 
-    from evaluation.models import load_checkpoint_model
+    from evaluation.models import load_model
     from evaluation.sampling import SampleSettings, sample_prompts
 
-    model = load_checkpoint_model(checkpoint, tokenizer, device)
+    artifacts = open_store(store)
+    language_model = load_model(
+        artifacts, _model_source(artifacts, checkpoint, model), tokenizer, device
+    )
     settings = SampleSettings(max_new_tokens, top_k, top_p, temperature, seed)
-    for row in sample_prompts(model, prompt, settings, samples):
+    for row in sample_prompts(language_model, prompt, settings, samples):
         print(json.dumps(row, ensure_ascii=False))
 
 
@@ -493,26 +550,30 @@ def _print_counts(counts: dict[str, int], title: str) -> None:
     Console().print(table)
 
 
-@contextmanager
-def _bytes_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar over compressed input bytes; hidden when there is nothing to read."""
-    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=console, disable=total == 0) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+class _RichProgress:
+    """The stage runtime's progress protocol (`webtext.stage.Progress`) as a rich bar."""
+
+    def __init__(self, bar: Progress, description: str) -> None:
+        self._bar = bar
+        self._task = bar.add_task(description, total=None)
+
+    def start(self, total: int) -> None:
+        self._bar.update(self._task, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self._bar.advance(self._task, n)
 
 
 @contextmanager
-def _count_progress(
-    description: str,
-) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """A progress bar over a count known once work starts: (set total, advance)."""
-    with Progress(*Progress.get_default_columns(), console=console) as bar:
-        task = bar.add_task(description, total=None)
-        yield (
-            lambda total: bar.update(task, total=total),
-            lambda n: bar.advance(task, n),
-        )
+def _progress(description: str, unit: str) -> Iterator[_RichProgress]:
+    """A progress bar for one stage run; `unit` "bytes" shows sizes, others counts."""
+    if unit == "bytes":
+        columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn())
+        columns += (TimeRemainingColumn(),)
+    else:
+        columns = (*Progress.get_default_columns(), TextColumn(f"{{task.completed:,}} {unit}"))
+    with Progress(*columns, console=console) as bar:
+        yield _RichProgress(bar, description)
 
 
 def main() -> None:
