@@ -103,6 +103,7 @@ class StageWrite:
         self.out = out
         self.counts = counts
         self.stats: dict[str, Any] = {}
+        self._committed: set[str] = set()  # parts whose counts are in `counts`
 
     @property
     def ref(self) -> VersionRef:
@@ -110,9 +111,12 @@ class StageWrite:
 
     def pending(self, parts: Sequence[str]) -> list[str]:
         """The parts an earlier try of this version did not commit, in order. Committed
-        parts have their files registered and their counts added, from their markers."""
+        parts have their files registered and their counts added (once), from their
+        markers."""
         todo = []
         for part in parts:
+            if part in self._committed:
+                continue
             marker = self._marker(part)
             if not self.out.fs.exists(marker):
                 todo.append(part)
@@ -125,6 +129,7 @@ class StageWrite:
             for name, rows in files.items():
                 self.out.set_rows(name, rows)
             self.counts.update(counts)
+            self._committed.add(part)
         return todo
 
     def commit(self, part: str, result: PartResult) -> None:
@@ -140,7 +145,9 @@ class StageWrite:
         marker_json = json.dumps({"files": result.files, "counts": result.counts})
         self.out.fs.pipe_file(tmp, marker_json.encode())
         self.out.fs.mv(tmp, marker)
-        self.counts.update(result.counts)
+        if part not in self._committed:
+            self.counts.update(result.counts)
+            self._committed.add(part)
 
     def run_parts(
         self,
