@@ -1,7 +1,9 @@
 """The dedup stage: a `documents` version and its `minhash` rows in, a `webtext` version out.
 
 1. Exact duplicates: equal `text_hash` (normalised text), among the new documents and
-   against every document an earlier `webtext` version published.
+   against every document of the dataset so far: the newest full `webtext` version (one
+   made from documents re-extracted from every page fetched) and the versions after it.
+   A full version itself is deduplicated against nothing earlier.
 2. Near duplicates: documents sharing a band key are candidates; a candidate pair is a
    duplicate when its MinHash estimate reaches the threshold. Earlier versions are
    queried band by band from their `index/band-BBB.parquet` files (keys sorted), so only
@@ -112,10 +114,15 @@ def deduplicate(
     """Publish the documents of `documents` that duplicate nothing published before."""
     settings = settings or MinHashSettings()
     publish = publish or PublishSettings()
-    parameters = {"minhash": settings.parameters(), "publish": publish.parameters()}
-    # Versions made from these same documents (other settings or code) are not "earlier":
-    # matching against them would find every document already published.
-    earlier = [m for m in store.versions(STAGE.name) if m.parents[0] != documents]
+    # Documents re-extracted from every page fetched so far make a full dataset of their
+    # own, deduplicated against nothing earlier; later increments build on it.
+    full = bool(store.manifest(documents).parameters.get("all_fetches"))
+    parameters = {
+        "minhash": settings.parameters(),
+        "publish": publish.parameters(),
+        "full": full,
+    }
+    earlier = [] if full else _current_dataset(store, documents)
 
     def build(work: StageWrite) -> None:
         for manifest in earlier:
@@ -210,6 +217,16 @@ def _publish(
     lineage = [store.manifest(ref) for ref in _lineage(store, documents)]
     card = dataset_card(out.ref, counts.as_dict(), parameters, lineage, PUBLISHED_COLUMNS)
     out.put("README.md", card.encode())
+
+
+def _current_dataset(store: Store, documents: VersionRef) -> list[Manifest]:
+    """The versions that make up the dataset now: the newest full version and every
+    version after it (all of them, if none is full). Versions made from these same
+    documents (other settings or code) are left out: matching against them would find
+    every document already published."""
+    published = [m for m in store.versions(STAGE.name) if m.parents[0] != documents]
+    starts = [i for i, m in enumerate(published) if m.parameters.get("full")]
+    return published[starts[-1] if starts else 0 :]
 
 
 def _load_new(

@@ -26,14 +26,16 @@ def extract_text_flow(
     languages: list[str] | None = None,
     workers: int | None = None,
     page_timeout: float = 20.0,
+    all_fetches: bool = False,
     store_url: str | None = None,
 ) -> VersionRef:
     """Extract the main text of every fetched page and keep the documents that pass the
     quality rules; `languages` defaults to English only, `["any"]` (or `[]`) keeps every
-    language."""
+    language. `all_fetches` re-extracts every page fetched so far, not only this fetches
+    version's: the next dedup then publishes a full dataset version."""
     store = open_store(store_url)
     fetches = store.resolve("fetches", fetches_version)
-    options = ExtractOptions.from_user(min_words, languages, workers, page_timeout)
+    options = ExtractOptions.from_user(min_words, languages, workers, page_timeout, all_fetches)
     result = extract_documents_task(store, fetches, options)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Text extraction")
     return result.ref

@@ -39,7 +39,7 @@ from scraping.urls import url_host
 from scraping.warc_replay import WarcFile
 from webtext.parquet import put_table
 from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
-from webtext.store import StageResult, Store, VersionRef, VersionWriter
+from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
 from webtext.tables import DOCUMENTS_SCHEMA
 
 STAGE = Stage("documents", __name__)
@@ -77,6 +77,9 @@ class ExtractOptions:
 
     extract: ExtractSettings = field(default_factory=ExtractSettings)
     quality: QualityFilters = field(default_factory=QualityFilters)
+    # Every page fetched so far (this fetches version and every earlier one it names), not
+    # only this version's: to re-extract everything after the extractor or a filter changed.
+    all_fetches: bool = False
     workers: int | None = None  # extraction processes; None: one per core
     page_timeout: float = 20.0  # seconds one page may take before its worker is killed
     page_memory_mb: int = 2_048  # memory a worker may add while extracting one page
@@ -88,6 +91,7 @@ class ExtractOptions:
         languages: Sequence[str] | None,
         workers: int | None,
         page_timeout: float,
+        all_fetches: bool = False,
     ) -> ExtractOptions:
         """Options as typed: `languages` None keeps the default, `[]` or `["any"]` keeps
         every language."""
@@ -96,7 +100,9 @@ class ExtractOptions:
         elif list(languages) == [ANY_LANGUAGE]:
             languages = ()
         quality = replace(QualityFilters(), min_words=min_words, languages=tuple(languages))
-        return cls(quality=quality, workers=workers, page_timeout=page_timeout)
+        return cls(
+            quality=quality, all_fetches=all_fetches, workers=workers, page_timeout=page_timeout
+        )
 
     def parameters(self) -> dict[str, Any]:
         """What the output depends on (not `workers`: any number gives the same bytes)."""
@@ -105,6 +111,7 @@ class ExtractOptions:
             "quality": self.quality.parameters(),
             "page_timeout": self.page_timeout,
             "page_memory_mb": self.page_memory_mb,
+            "all_fetches": self.all_fetches,
         }
 
 
@@ -115,47 +122,75 @@ def extract_documents(
     *,
     progress: Progress | None = None,
 ) -> StageResult:
-    """Extract and filter every fetched page of `fetches` into a new `documents` version.
+    """Extract and filter every fetched page of `fetches` into a new `documents` version
+    (with `options.all_fetches`, every page of every earlier fetches version too).
 
     `progress` counts pages.
     """
     options = options or ExtractOptions()
-    settings, filters, page_timeout = options.extract, options.quality, options.page_timeout
     progress = progress or NoProgress()
-    fetch_manifest = store.manifest(fetches)
-    links = fetch_manifest.parents[0]
+    sources = [store.manifest(fetches)]
+    if options.all_fetches:
+        sources += [store.manifest(p) for p in sources[0].parents if p.stage == "fetches"]
+    # A part is named by its file, or by version and file when several versions are read.
+    parts = {
+        (f"{m.version}/{f.path}" if options.all_fetches else f.path): _FetchPart(m, f.path)
+        for m in sources
+        for f in m.files
+        if f.path.startswith("fetches/")
+    }
 
     def build(work: StageWrite) -> None:
-        parts = sorted(f.path for f in fetch_manifest.files if f.path.startswith("fetches/"))
-        pending = work.pending(parts)
-        tables = {part: _fetched_rows(store, fetches, part) for part in pending}
+        pending = work.pending(sorted(parts))
+        tables = {name: parts[name].rows(store) for name in pending}
         progress.start(sum(t.num_rows for t in tables.values()))
         if not pending:
             return
-        reddit = _reddit_metadata(store, links, tables.values())
+        reddit: dict[str, dict[str, Any]] = {}
+        for links in {parts[name].links for name in pending}:
+            wanted = [tables[name] for name in pending if parts[name].links == links]
+            reddit.update(_reddit_metadata(store, links, wanted))
         processes = options.workers or os.cpu_count() or 1
         # 4 pages in flight per worker keep every worker busy while results come back.
-        extraction = _Extraction(
-            store, fetches, settings, filters, reddit, page_timeout, 4 * processes, progress
-        )
+        extraction = _Extraction(store, options, reddit, 4 * processes, progress)
         with ProcessPool(
             max_workers=processes,
             max_tasks=500,  # recycle workers: lxml and friends keep memory
             initializer=_limit_memory,
             initargs=(options.page_memory_mb << 20,),
         ) as pool:
-            for part in pending:
-                work.commit(part, extraction.shard(pool, work.out, part, tables[part]))
+            for name in pending:
+                result = extraction.shard(pool, work.out, name, parts[name], tables[name])
+                work.commit(name, result)
 
     return run_stage(
         store,
         STAGE,
-        (fetches, links),
+        (fetches, sources[0].parents[0]),
         options.parameters(),
         build,
+        parents=tuple(m.ref for m in sources[1:]),
         count_names=("pages", "documents", "words", *REJECT_REASONS),
         resumable=True,
     )
+
+
+@dataclass(frozen=True)
+class _FetchPart:
+    """One `fetches/part-*.parquet` of one fetches version."""
+
+    fetches: Manifest
+    path: str
+
+    @property
+    def links(self) -> VersionRef:
+        return self.fetches.parents[0]
+
+    def rows(self, store: Store) -> pa.Table:
+        """The rows of the pages fetched (failures have nothing to extract)."""
+        with store.fs.open(f"{store.version_dir(self.fetches.ref)}/{self.path}", "rb") as handle:
+            table = pq.read_table(handle)
+        return table.filter(pc.is_null(table["error"]))
 
 
 def _limit_memory(extra: int) -> None:
@@ -201,29 +236,25 @@ class _Extraction:
     def __init__(
         self,
         store: Store,
-        fetches: VersionRef,
-        settings: ExtractSettings,
-        filters: QualityFilters,
+        options: ExtractOptions,
         reddit: dict[str, dict[str, Any]],
-        timeout: float,
         window: int,
         progress: Progress,
     ) -> None:
         self.store = store
-        self.fetches = fetches
-        self.settings = settings
-        self.filters = filters
+        self.options = options
         self.reddit = reddit
-        self.timeout = timeout
         self.window = window
         self.progress = progress
         self._warcs: dict[str, WarcFile] = {}
 
-    def shard(self, pool: ProcessPool, out: VersionWriter, part: str, rows: pa.Table) -> PartResult:
+    def shard(
+        self, pool: ProcessPool, out: VersionWriter, name: str, part: _FetchPart, rows: pa.Table
+    ) -> PartResult:
         documents: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         counts: Counter[str] = Counter()
-        for row, outcome in self._outcomes(pool, rows):
+        for row, outcome in self._outcomes(pool, part.fetches.ref, rows):
             counts["pages"] += 1
             if outcome.get("reason") is None:
                 documents.append(self._document(row, outcome))
@@ -242,7 +273,7 @@ class _Extraction:
                     }
                 )
             self.progress.advance(1)
-        documents_name, rejected_name = _outputs(part)
+        documents_name, rejected_name = _outputs(name)
         put_table(out, rejected_name, pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA))
         put_table(out, documents_name, pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA))
         for warc in self._warcs.values():
@@ -251,21 +282,22 @@ class _Extraction:
         return PartResult({documents_name: len(documents), rejected_name: len(rejected)}, counts)
 
     def _outcomes(
-        self, pool: ProcessPool, rows: pa.Table
+        self, pool: ProcessPool, fetches: VersionRef, rows: pa.Table
     ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """(fetch row, outcome) for each page, in order, with a bounded window in flight."""
         window: deque[tuple[dict[str, Any], Any]] = deque()
         for row in rows.to_pylist():
             try:
-                body = self._body(row)
+                body = self._body(fetches, row)
             except Exception as exc:  # a torn WARC record or a missing file: this page only
                 log.warning("cannot read %s from its WARC: %r", row["url"], exc)
                 yield row, {"reason": EXTRACT_FAILED, "detail": f"WARC record: {exc!r}"[:500]}
                 continue
+            options = self.options
             future = pool.schedule(
                 _process_page,
-                args=(body, row["url"], row["content_type"], self.settings, self.filters),
-                timeout=self.timeout,
+                args=(body, row["url"], row["content_type"], options.extract, options.quality),
+                timeout=options.page_timeout,
             )
             window.append((row, future))
             if len(window) >= self.window:
@@ -273,10 +305,10 @@ class _Extraction:
         while window:
             yield _resolve(*window.popleft())
 
-    def _body(self, row: dict[str, Any]) -> bytes:
+    def _body(self, fetches: VersionRef, row: dict[str, Any]) -> bytes:
         name = row["warc_file"]
         if name not in self._warcs:
-            self._warcs[name] = WarcFile(self.store.url(self.fetches, name))
+            self._warcs[name] = WarcFile(self.store.url(fetches, name))
         with self._warcs[name].record_at(row["warc_offset"], row["warc_length"]) as record:
             return record.raw_stream.read()
 
@@ -313,12 +345,6 @@ def _resolve(row: dict[str, Any], future: Any) -> tuple[dict[str, Any], dict[str
         return row, {"reason": EXTRACT_FAILED, "detail": repr(exc)[:500]}
 
 
-def _fetched_rows(store: Store, fetches: VersionRef, part: str) -> pa.Table:
-    with store.fs.open(f"{store.version_dir(fetches)}/{part}", "rb") as handle:
-        table = pq.read_table(handle)
-    return table.filter(pc.is_null(table["error"]))
-
-
 def _reddit_metadata(store: Store, links: VersionRef, tables: Any) -> dict[str, dict[str, Any]]:
     """The links rows of the URLs about to be extracted, by URL."""
     wanted = pa.concat_arrays(
@@ -335,6 +361,7 @@ def _reddit_metadata(store: Store, links: VersionRef, tables: Any) -> dict[str, 
 
 
 def _outputs(part: str) -> tuple[str, str]:
-    """The documents and rejected files made from one fetches part."""
-    name = part.rsplit("/", 1)[-1]
+    """The documents and rejected files made from one fetches part: `fetches/part-N.parquet`
+    gives `part-N.parquet`, `<version>/fetches/part-N.parquet` `<version>-part-N.parquet`."""
+    name = part.replace("/fetches/", "-").removeprefix("fetches/")
     return f"documents/{name}", f"rejected/{name}"

@@ -130,6 +130,14 @@ def test_the_whole_chain_then_pull(tmp_path) -> None:
     code, output = run("pull", "latest", str(tmp_path / "copy"), "--store", store)
     assert code == 0 and "pulled" in output
     assert list((tmp_path / "copy" / "webtext").glob("*/data/part-00000.parquet"))
+    # Re-extracting everything with a stricter filter: a full version, nothing fetched.
+    code, output = run("rebuild", "--store", store, "--workers", "2", "--min-words", "400")
+    assert code == 0 and "webtext version" in output, output
+    full = json.loads(run("show", "webtext", "--store", store)[1])
+    assert full["parameters"]["full"] and not [
+        p for p in full["parents"] if p["stage"] == "webtext"
+    ]
+    assert full["stats"]["counts"]["documents_in"] < counts["documents_in"]
 
 
 def test_an_input_with_no_links_goes_through_every_stage(tmp_path) -> None:
@@ -159,9 +167,10 @@ def test_demo_names_the_failed_stage_and_exits_non_zero(tmp_path, monkeypatch) -
 
     stopped = []
     message = "Flow run encountered an exception: StageFailed: stage 'fetch' failed reading x"
+    fetch = demo_run.StageOutcome("fetch", None, None, "failed", "DumpError: x")
     failed = demo_run.DemoRun(
         demo_run.DemoPaths(tmp_path), str(tmp_path / "store"), "http://127.0.0.1:4999/api",
-        "1234", "brave-run", "FAILED", message, {}, (),
+        "1234", "brave-run", "FAILED", message, (fetch,), (),
     )  # fmt: skip
 
     @contextmanager

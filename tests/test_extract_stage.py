@@ -217,3 +217,39 @@ def test_quality_settings_change_the_version(tmp_path) -> None:
     assert extract_documents(
         store, fetches, ExtractOptions(quality=QualityFilters(min_words=10))
     ).reused
+
+
+def test_a_rebuild_re_extracts_every_fetched_page_into_a_full_dataset(tmp_path) -> None:
+    """After two incremental months, extraction changes (here: a stricter filter): every page
+    fetched so far is extracted again, without fetching, into a full `webtext` version that
+    stands alone; the next month's increment builds on it."""
+    from dedup.stage import publish_dataset
+    from webtext.dataset import dataset_versions
+
+    store = Store(str(tmp_path / "store"))
+    month1 = {"http://a.example/1": article("One"), "http://b.example/short": article("S", 3)}
+    month2 = {**month1, "http://c.example/2": article("Two", 20)}
+    month2["http://mirror.example/1"] = month1["http://a.example/1"]
+    options = ExtractOptions(workers=1)
+    first = publish_dataset(store, extract_documents(store, fetched(store, month1), options).ref)
+    fetches2 = fetched(store, month2)
+    second = publish_dataset(store, extract_documents(store, fetches2, options).ref)
+    assert store.manifest(second.ref).parents[2:] == (first.ref,)
+    assert second.stats["counts"]["duplicates_of_earlier_versions"] == 1  # the mirror
+
+    strict = ExtractOptions(quality=QualityFilters(min_words=200), all_fetches=True, workers=1)
+    documents = extract_documents(store, fetches2, strict)
+    assert documents.stats["counts"]["pages"] == 4  # both months' pages, none fetched again
+    assert documents.stats["counts"]["too_short"] == 1
+    assert len(store.versions("fetches")) == 2
+    full = publish_dataset(store, documents.ref)
+    assert dataset_versions(store, full.ref) == [full.ref]  # no earlier version in it
+    published = pq.read_table(store.url(full.ref, "data")).to_pylist()
+    # One of the twins, by the survivor rule (the mirror's link has more karma).
+    assert sorted(d["url"] for d in published) == ["http://c.example/2", "http://mirror.example/1"]
+
+    # The next month: new pages only, deduplicated against the full version alone.
+    month3 = {**month2, "http://d.example/3": article("Three", 25)}
+    third = publish_dataset(store, extract_documents(store, fetched(store, month3), options).ref)
+    assert store.manifest(third.ref).parents[2:] == (full.ref,)
+    assert dataset_versions(store, third.ref) == [full.ref, third.ref]

@@ -185,6 +185,10 @@ def extract(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [default: cores]")] = None,
     page_timeout: Annotated[float, typer.Option(help="Seconds one page may take")] = 20.0,
+    all_fetches: Annotated[
+        bool,
+        typer.Option(help="Every page fetched so far, not only this fetches version's"),
+    ] = False,
     store: StoreOption = None,
 ) -> None:
     """Extract main text from fetched pages into a new `documents` version."""
@@ -192,7 +196,7 @@ def extract(
 
     artifacts = open_store(store)
     fetches_ref = artifacts.resolve("fetches", fetches_version)
-    options = ExtractOptions.from_user(min_words, language, workers, page_timeout)
+    options = ExtractOptions.from_user(min_words, language, workers, page_timeout, all_fetches)
     with _progress("extracting text", "pages") as progress:
         result = extract_documents(artifacts, fetches_ref, options, progress=progress)
     _report(artifacts, result, "text extraction")
@@ -222,6 +226,32 @@ def dedup(
     ):
         result = publish_dataset(artifacts, documents, options, map=pool.map, progress=progress)
     _report(artifacts, result, "deduplication")
+
+
+@app.command()
+def rebuild(
+    min_words: Annotated[int, typer.Option(help="Shorter documents are rejected")] = 50,
+    language: Annotated[
+        list[str] | None,
+        typer.Option(help="Keep these languages (repeat); 'any' keeps all [default: en]"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: cores]")] = None,
+    page_timeout: Annotated[float, typer.Option(help="Seconds one page may take")] = 20.0,
+    rows_per_shard: Annotated[int, typer.Option(help="Documents per published shard")] = 100_000,
+    store: StoreOption = None,
+) -> None:
+    """Re-extract every page fetched so far (nothing is fetched again) with today's
+    extractor and filters, and publish a full `webtext` version from them, deduplicated
+    against nothing earlier; later incremental runs build on it."""
+    from scraping.extract_stage import ExtractOptions, extract_documents
+
+    artifacts = open_store(store)
+    fetches = artifacts.resolve("fetches", LATEST)
+    options = ExtractOptions.from_user(min_words, language, workers, page_timeout, True)
+    with _progress("re-extracting every fetched page", "pages") as progress:
+        documents = extract_documents(artifacts, fetches, options, progress=progress)
+    _report(artifacts, documents, "text extraction")
+    dedup(documents.ref.version, rows_per_shard, workers, store)
 
 
 @app.command()
