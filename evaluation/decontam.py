@@ -15,16 +15,16 @@ import hashlib
 import re
 import struct
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from rbloom import Bloom
 
-from webtext.config import code_version
 from webtext.dataset import dataset_parts, iter_texts
+from webtext.stage import NoProgress, Progress, Stage, StageWrite, run_stage
 from webtext.store import StageResult, Store, VersionRef
 
-STAGE = "ngram-filter"
+STAGE = Stage("ngram-filter", __name__)
 FILTER_FILE = "ngrams.bloom"
 HASH = "blake2b-128"
 # magic (it names the hash: filters made with another one must not load), n, capacity,
@@ -108,7 +108,8 @@ def build_ngram_filter(
     webtext: VersionRef,
     n: int = 8,
     fp_rate: float = 1e-4,
-    on_progress: Callable[[int], None] | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> StageResult:
     """A filter of every n-gram of the dataset as of `webtext` (with the earlier versions it
     names).
@@ -116,34 +117,29 @@ def build_ngram_filter(
     Two passes: the first counts n-grams, so the filter is sized for the data (one over
     capacity silently has a worse false-positive rate than recorded); the second adds them.
     Repeats are counted too, so capacity is an upper bound on distinct n-grams.
-    `on_progress` gets documents read per batch, in both passes: 2 x documents in all.
+    `progress` counts documents read, in both passes: 2 x documents in all.
     """
-    parameters = {"n": n, "fp_rate": fp_rate, "hash": HASH}
-    version = code_version("evaluation")
-    ref = store.ref_for(STAGE, parameters, version, (webtext,))
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
-    parts = dataset_parts(store, webtext)
-    texts = iter_texts(store, parts, on_progress=on_progress)
-    capacity = sum(max(len(words(text)) - n + 1, 0) for text in texts)
-    ngram_filter = NgramFilter(capacity, fp_rate, n)
-    added = documents = text_bytes = 0
-    for text in iter_texts(store, parts, on_progress=on_progress):
-        added += ngram_filter.add_text(text)
-        documents += 1
-        text_bytes += len(text.encode())
-    with store.write(STAGE, parameters, version, (webtext,)) as out:
-        with out.open(FILTER_FILE, rows=added) as handle:
+    progress = progress or NoProgress()
+
+    def build(work: StageWrite) -> None:
+        parts = dataset_parts(store, webtext)
+        progress.start(2 * sum(part.rows or 0 for part in parts))
+        texts = iter_texts(store, parts, on_progress=progress.advance)
+        capacity = sum(max(len(words(text)) - n + 1, 0) for text in texts)
+        ngram_filter = NgramFilter(capacity, fp_rate, n)
+        counts = work.counts
+        for text in iter_texts(store, parts, on_progress=progress.advance):
+            counts.add("ngrams", ngram_filter.add_text(text))
+            counts.add("documents")
+            counts.add("bytes", len(text.encode()))
+        with work.out.open(FILTER_FILE, rows=counts["ngrams"]) as handle:
             ngram_filter.save(handle)
-        out.stats["counts"] = {
-            "ngrams": added,
-            "documents": documents,
-            "bytes": text_bytes,
-            "capacity": ngram_filter.capacity,
-            "filter_bytes": ngram_filter.size_bytes,
-        }
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+        counts.add("capacity", ngram_filter.capacity)
+        counts.add("filter_bytes", ngram_filter.size_bytes)
+
+    parameters = {"n": n, "fp_rate": fp_rate, "hash": HASH}
+    count_names = ("ngrams", "documents", "bytes")
+    return run_stage(store, STAGE, (webtext,), parameters, build, count_names=count_names)
 
 
 def load_ngram_filter(store: Store, ref: VersionRef) -> NgramFilter:

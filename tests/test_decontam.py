@@ -25,6 +25,20 @@ from webtext.store import Store
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+class Recorder:
+    """A stage's progress (webtext.stage.Progress), recorded."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+
+
 def random_text(rng: random.Random, letters: str, length: int) -> str:
     """Words over `letters` with case and punctuation that normalisation must remove."""
     parts = []
@@ -124,13 +138,13 @@ def test_stage_builds_a_filter_whose_overlap_is_exact(tmp_path: Path) -> None:
     train = [random_text(rng, TRAIN_LETTERS, rng.randint(20, 300)) for _ in range(40)]
     store = Store(str(tmp_path / "store"))
     webtext = webtext_version(store, train, parts=2)
-    progress: list[int] = []
-    result = build_ngram_filter(store, webtext, on_progress=progress.append)
+    progress = Recorder()
+    result = build_ngram_filter(store, webtext, progress=progress)
 
     counts = result.stats["counts"]
     train_ngrams = sum(len(words(text)) - 7 for text in train)
     assert counts["ngrams"] == counts["capacity"] == train_ngrams
-    assert counts["documents"] == len(train) and sum(progress) == 2 * len(train)
+    assert counts["documents"] == len(train) and progress.done == progress.total == 2 * len(train)
     assert counts["bytes"] == sum(len(text.encode()) for text in train)
     assert store.manifest(result.ref).parents == (webtext,)
     assert not result.reused
