@@ -1,20 +1,14 @@
 """`train-gpt2`: a `tokens` version to a `model` version (weights, metrics, loss curve, a
 Hugging Face export), then the `evaluate-zero-shot` deployment on it.
 
-The run folder is named by the model version it will publish, so a rerun of a killed run
-resumes from its last checkpoint, and a rerun of a finished one is a cache hit. The flow
-runs torchrun for its own node. With `nodes` > 1 the other nodes run the same command (the
-Indexed Job of docker/k8s/multinode-job.yaml) and `runs_dir` must be a filesystem every
-node shares, so the flow sees what rank 0 writes.
+`training.launch.train_model` does the work (run folder, torchrun, streaming, publishing);
+this flow streams its output into the run's log and shows the run as artifacts. Its
+parameters are `TrainSettings`' fields with their defaults, and the launch's.
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import os
-from collections import deque
-from contextlib import suppress
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -30,24 +24,19 @@ from flows.artifacts import ProgressReporter, publish_version
 from training.launch import (
     LOSS_PNG,
     METRICS,
-    RUNS_ENV,
+    describe_step,
     final_metrics,
-    local_version,
-    model_ref,
-    plot_loss,
-    publish_model,
     read_metrics,
-    stream,
-    torchrun_command,
-    training_parameters,
+    run_dir,
+    train_model,
 )
+from training.settings import TrainSettings
 from webtext.config import open_store
 from webtext.store import VersionRef
 
-TAIL_LINES = 20
 
-
-def publish_training(out_dir: Path, metrics: list[dict], tokens: VersionRef) -> None:
+def publish_training(out_dir: Path, tokens: VersionRef) -> None:
+    metrics = read_metrics(out_dir / METRICS)
     final = final_metrics(metrics)
     create_table_artifact(
         key="train-gpt2-metrics",
@@ -64,8 +53,8 @@ def publish_training(out_dir: Path, metrics: list[dict], tokens: VersionRef) -> 
         ),
         description="Where this run's checkpoint, metrics and loss plot are",
     )
-    if any("loss" in record for record in metrics):
-        png = plot_loss(metrics, out_dir / LOSS_PNG)
+    png = out_dir / LOSS_PNG
+    if png.is_file():
         # A data: URI renders in the UI's <img> with no server to host the file; a file://
         # URL would point at the worker's disk, which a browser neither can nor may read.
         encoded = base64.b64encode(png.read_bytes()).decode("ascii")
@@ -79,85 +68,71 @@ def publish_training(out_dir: Path, metrics: list[dict], tokens: VersionRef) -> 
 @flow(name="train-gpt2")
 def train_gpt2_flow(
     tokens_version: str = "latest",
+    # TrainSettings' fields, with its defaults (tests/test_launch.py checks they match).
     model: str = "124M",
+    vocab_size: int | None = None,
+    block_size: int | None = None,
+    dropout: float = 0.0,
+    batch_size: int = 16,
+    grad_accum: int = 1,
+    max_steps: int = 600_000,
+    decay_steps: int | None = None,
+    lr: float = 6e-4,
+    min_lr: float = 6e-5,
+    warmup_steps: int = 100,
+    weight_decay: float = 0.1,
+    beta1: float = 0.9,
+    beta2: float = 0.95,
+    grad_clip: float = 1.0,
+    eval_interval: int = 250,
+    eval_steps: int = 20,
+    checkpoint_interval: int = 1000,
+    keep_checkpoints: int = 3,
+    compile: bool = False,
+    dtype: str | None = None,
+    seed: int = 1337,
+    # The launch.
     nodes: int = 1,
     gpus_per_node: int = 1,
     rdzv_endpoint: str | None = None,
-    # nanoGPT's GPT-2 (124M) schedule: 600k steps of ~0.5M tokens
-    max_steps: int = 600_000,
-    batch_size: int | None = None,
-    grad_accum: int | None = None,
-    block_size: int | None = None,
     extra_args: list[str] | None = None,
     evaluate_deployment: str | None = "evaluate-zero-shot/default",
     store_url: str | None = None,
     runs_dir: str | None = None,
 ) -> VersionRef:
-    """Train `model` on a tokens version with torchrun (`gpus_per_node=0`: one CPU process)
+    """Train GPT-2 on a tokens version with torchrun (`gpus_per_node=0`: one CPU process)
     in `<runs_dir>/<model>-<model version>` (runs_dir: the parameter, else `$WEBTEXT_RUNS`,
-    else ./runs) and publish it as a `model` version."""
+    else ./runs) and publish it as a `model` version. The settings are `training.train`'s
+    flags (`python -m training.train --help`); `extra_args`: more flags, passed last."""
+    settings = TrainSettings.from_mapping(locals())  # the parameters named as its fields
     logger = get_run_logger()
     store = open_store(store_url)
     tokens = store.resolve("tokens", tokens_version)
-    parameters = training_parameters(
-        model, max_steps, batch_size, grad_accum, block_size, extra_args or (), nodes, gpus_per_node
-    )
-    ref = model_ref(store, tokens, parameters)
-    if store.exists(ref):
-        logger.info("%s already trained on %s: nothing to do", ref, tokens)
-        publish_version(store, ref, store.manifest(ref).stats["counts"], True, "Trained model")
-        return ref
-    root = Path(runs_dir or os.environ.get(RUNS_ENV, "runs"))
-    tokens_dir = local_version(store, tokens, root / "tokens-cache")
-    out_dir = root / f"{model}-{ref.version}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    command = torchrun_command(
-        tokens_dir=tokens_dir,
-        out_dir=str(out_dir),
-        model=model,
-        max_steps=max_steps,
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        rdzv_endpoint=rdzv_endpoint,
-        rdzv_id=f"train-{ref.version}",
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        block_size=block_size,
-        extra_args=extra_args or (),
-    )
-    logger.info("training %s on %s: %s", model, tokens, " ".join(command))
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
     progress = ProgressReporter(f"Training steps of {model} on {tokens}")
     progress.start(max_steps)
 
-    def on_line(line: str) -> None:
-        tail.append(line)
-        logger.info(line)
-        if line.startswith('{"step": '):  # the trainer's metrics record, one per step
-            # A line cut short is skipped: the next step's line counts.
-            with suppress(ValueError, KeyError, TypeError):
-                progress.advance(int(json.loads(line)["step"]) - progress.done)
+    def on_metrics(record: dict) -> None:
+        logger.info(describe_step(record, max_steps))
+        progress.advance(record["step"] - progress.done)
 
-    # Unbuffered, so each line reaches the log when printed, not when a buffer fills.
-    returncode = stream(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, on_line)
-
-    malformed: list[int] = []
-    metrics = read_metrics(out_dir / METRICS, malformed)
-    if malformed:
-        logger.warning("%d malformed metrics lines skipped (lines %s)", len(malformed), malformed)
-    if returncode != 0:
-        last_step = final_metrics(metrics).get("step", "none")
-        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
-        raise RuntimeError(
-            f"training {model} failed with {how} after step {last_step} (last logged step); "
-            f"output in {out_dir}; last lines:\n" + "\n".join(tail)
-        )
-
+    result = train_model(
+        store,
+        tokens,
+        settings,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        rdzv_endpoint=rdzv_endpoint,
+        extra_args=extra_args or (),
+        runs_dir=runs_dir,
+        on_line=logger.info,
+        on_metrics=on_metrics,
+    )
     progress.finish()
-    publish_training(out_dir, metrics, tokens)
-    result = publish_model(store, tokens, parameters, out_dir)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Trained model")
+    if result.reused:
+        logger.info("%s already trained on %s: nothing to do", result.ref, tokens)
+        return result.ref
+    publish_training(run_dir(runs_dir, model, result.ref), tokens)
     if evaluate_deployment:
         try:
             evaluation = run_deployment(

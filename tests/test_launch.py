@@ -1,29 +1,40 @@
-"""Launching training: torchrun commands, output streaming, metrics, the loss plot, the
-Kubernetes manifests, and the `train-gpt2` flow over a fake trainer."""
+"""Launching training: settings, torchrun commands, output streaming, metrics, the loss
+plot, the Kubernetes manifests, and `train_model` and the `train-gpt2` flow over a fake
+trainer."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import struct
 import sys
 import textwrap
+import typing
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+import training.launch
 from training.launch import (
+    describe_step,
     final_metrics,
     plot_loss,
     read_metrics,
     stream,
     torchrun_command,
+    train_model,
+    training_parameters,
 )
+from training.settings import TrainSettings, parse_settings
+from training.train import parse_args
 from webtext.store import Store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S = REPO_ROOT / "docker" / "k8s"
 K8S_VERSION = "1.30"
-COMMON = {"tokens_dir": "/data/tokens/abc", "out_dir": "/runs/x", "model": "124M"}
+COMMON = {"tokens_dir": "/data/tokens/abc", "out_dir": "/runs/x"}
+DEFAULTS = TrainSettings()
 
 
 def trainer_args(command: list[str]) -> list[str]:
@@ -31,7 +42,7 @@ def trainer_args(command: list[str]) -> list[str]:
 
 
 def test_command_one_gpu_is_standalone_torchrun() -> None:
-    command = torchrun_command(**COMMON, max_steps=10, python="py")
+    command = torchrun_command(TrainSettings(max_steps=10), **COMMON, python="py")
     assert command[:6] == [
         "py",
         "-m",
@@ -42,20 +53,20 @@ def test_command_one_gpu_is_standalone_torchrun() -> None:
     ]
     assert command[6:8] == ["-m", "training.train"]
     assert trainer_args(command) == [
-        "--tokens", "/data/tokens/abc", "--model", "124M", "--out", "/runs/x",
-        "--max-steps", "10", "--device", "cuda",
+        "--tokens", "/data/tokens/abc", "--out", "/runs/x", "--device", "cuda",
+        "--max-steps", "10",
     ]  # fmt: skip
     assert "--nnodes" not in command and "--rdzv-endpoint" not in command
 
 
-def test_command_eight_gpus_passes_sizes_and_extra_args_last() -> None:
+def test_command_eight_gpus_passes_settings_and_extra_args_last() -> None:
+    settings = TrainSettings(max_steps=5, batch_size=12, grad_accum=4, block_size=1024)
     command = torchrun_command(
-        **COMMON, max_steps=5, gpus_per_node=8, batch_size=16, grad_accum=4, block_size=1024,
-        extra_args=["--compile", "--dtype", "bf16"],
-    )  # fmt: skip
+        settings, **COMMON, gpus_per_node=8, extra_args=["--compile", "--dtype", "bf16"]
+    )
     assert command[command.index("--nproc_per_node") + 1] == "8"
     args = trainer_args(command)
-    assert args[args.index("--batch-size") + 1] == "16"
+    assert args[args.index("--batch-size") + 1] == "12"
     assert args[args.index("--grad-accum") + 1] == "4"
     assert args[args.index("--block-size") + 1] == "1024"
     assert args[-3:] == ["--compile", "--dtype", "bf16"]
@@ -63,7 +74,7 @@ def test_command_eight_gpus_passes_sizes_and_extra_args_last() -> None:
 
 def test_command_two_nodes_uses_c10d_rendezvous() -> None:
     command = torchrun_command(
-        **COMMON, max_steps=5, nodes=2, gpus_per_node=8,
+        DEFAULTS, **COMMON, nodes=2, gpus_per_node=8,
         rdzv_endpoint="train-gpt2-0.train-gpt2:29400", rdzv_id="run-1",
     )  # fmt: skip
     launcher = command[: command.index("training.train")]
@@ -74,16 +85,52 @@ def test_command_two_nodes_uses_c10d_rendezvous() -> None:
     assert flags["--rdzv-endpoint"] == "train-gpt2-0.train-gpt2:29400"
     assert flags["--rdzv-id"] == "run-1"
     with pytest.raises(ValueError, match="rdzv_endpoint"):
-        torchrun_command(**COMMON, max_steps=5, nodes=2, gpus_per_node=8)
+        torchrun_command(DEFAULTS, **COMMON, nodes=2, gpus_per_node=8)
 
 
 def test_command_cpu_is_one_plain_process() -> None:
-    command = torchrun_command(**COMMON, max_steps=3, gpus_per_node=0, python="py")
+    command = torchrun_command(DEFAULTS, **COMMON, gpus_per_node=0, python="py")
     assert command[:3] == ["py", "-m", "training.train"]
     assert "torch.distributed.run" not in command
     assert command[-2:] == ["--device", "cpu"]
     with pytest.raises(ValueError, match="one node"):
-        torchrun_command(**COMMON, max_steps=3, nodes=2, gpus_per_node=0, rdzv_endpoint="h:1")
+        torchrun_command(DEFAULTS, **COMMON, nodes=2, gpus_per_node=0, rdzv_endpoint="h:1")
+
+
+def test_the_trainer_reads_back_every_setting_of_the_command() -> None:
+    """Settings -> torchrun command -> the trainer's flags: the same settings."""
+    settings = TrainSettings(
+        model="tiny", block_size=32, max_steps=7, lr=1e-3, compile=True, dtype="fp32", seed=3
+    )
+    args = parse_args(trainer_args(torchrun_command(settings, **COMMON)))
+    assert TrainSettings.from_mapping(vars(args)) == settings
+    assert TrainSettings.from_mapping(vars(parse_args(["--tokens", "t", "--out", "o"]))) == (
+        DEFAULTS
+    )
+    assert parse_settings(["--model", "tiny", "--no-compile"]) == TrainSettings(model="tiny")
+    with pytest.raises(SystemExit):
+        parse_settings(["--model", "7B"])
+    with pytest.raises(ValueError, match="7B"):
+        TrainSettings(model="7B")
+
+
+def test_the_flow_takes_every_setting_with_its_default_and_type() -> None:
+    from flows.train import train_gpt2_flow
+
+    parameters = inspect.signature(train_gpt2_flow.fn).parameters
+    hints = typing.get_type_hints(train_gpt2_flow.fn)
+    setting_hints = typing.get_type_hints(TrainSettings)
+    for field in fields(TrainSettings):
+        assert parameters[field.name].default == field.default, field.name
+        assert hints[field.name] == setting_hints[field.name], field.name
+
+
+def test_describe_step_shows_what_a_record_has() -> None:
+    record = {"step": 10, "loss": 5.12345, "lr": 3e-4, "tokens_per_s": 12345.6, "mfu": None}
+    assert describe_step(record, 300) == "step 10/300  loss 5.1235  lr 3.00e-04  12,346 tokens/s"
+    record |= {"val_loss": 5.5, "mfu": 0.312}
+    assert "val_loss 5.5000" in describe_step(record, 300)
+    assert describe_step(record, 300).endswith("mfu 31.2%")
 
 
 def test_read_metrics_skips_and_counts_malformed_lines(tmp_path) -> None:
@@ -190,12 +237,12 @@ def test_prefect_yaml_has_the_training_deployment() -> None:
 FAKE_TRAINER = textwrap.dedent(
     """
     import argparse, json, pathlib, sys
-    parser = argparse.ArgumentParser()
-    for flag in ("--tokens", "--model", "--out", "--device"):
-        parser.add_argument(flag, required=True)
-    parser.add_argument("--max-steps", type=int, required=True)
-    parser.add_argument("--fail-at", type=int)
-    args = parser.parse_args()
+    from training.train import parse_args
+    fake = argparse.ArgumentParser()
+    fake.add_argument("--fail-at", type=int)
+    known, rest = fake.parse_known_args()
+    args = parse_args(rest)
+    args.fail_at = known.fail_at
     assert sorted(pathlib.Path(args.tokens).glob("tokens/train/*.bin")), args.tokens
     out = pathlib.Path(args.out)
     with open(out / "metrics.jsonl", "w") as metrics:
@@ -207,7 +254,8 @@ FAKE_TRAINER = textwrap.dedent(
             if step % 2:
                 record["val_loss"] = 10.5 - step
             metrics.write(json.dumps(record) + "\\n")
-            print(f"step {step} loss {record['loss']:.2f}", flush=True)
+            print(json.dumps(record), flush=True)
+        print("done", flush=True)
         metrics.write("{broken\\n")
     import torch
     from training.model import GPT, GPTConfig
@@ -221,23 +269,21 @@ FAKE_TRAINER = textwrap.dedent(
 
 @pytest.fixture
 def fake_training(tmp_path, monkeypatch) -> dict[str, str]:
-    """A tokens version in a local store, and the flow's command pointed at the fake."""
-    import flows.train
-
+    """A tokens version in a local store, and train_model's command pointed at the fake."""
     store_url = str(tmp_path / "store")
     with Store(store_url).write("tokens", {"fake": True}, "test") as writer:
         writer.put("tokens/train/part-00000.bin", b"\0" * 64)
         writer.put("tokens/val/part-00000.bin", b"\0" * 64)
     script = tmp_path / "fake_trainer.py"
     script.write_text(FAKE_TRAINER)
-    real = flows.train.torchrun_command
+    real = training.launch.torchrun_command
 
-    def fake_command(**kwargs) -> list[str]:
-        command = real(**kwargs)
+    def fake_command(settings, **kwargs) -> list[str]:
+        command = real(settings, **kwargs)
         assert command[1:3] == ["-m", "training.train"]  # gpus_per_node=0: no torchrun
         return [command[0], str(script), *command[3:]]
 
-    monkeypatch.setattr(flows.train, "torchrun_command", fake_command)
+    monkeypatch.setattr(training.launch, "torchrun_command", fake_command)
     return {"store_url": store_url, "runs_dir": str(tmp_path / "runs")}
 
 
@@ -290,9 +336,37 @@ def test_train_flow_failure_names_the_exit_code_and_step(fake_training) -> None:
     assert "CUDA error: out of memory" in str(failure.value)
 
 
+def test_train_model_streams_metrics_and_lines_and_publishes(fake_training) -> None:
+    store = Store(fake_training["store_url"])
+    tokens = store.resolve("tokens")
+    settings = TrainSettings(model="tiny", max_steps=4)
+    lines: list[str] = []
+    steps: list[int] = []
+    result = train_model(
+        store,
+        tokens,
+        settings,
+        gpus_per_node=0,
+        runs_dir=fake_training["runs_dir"],
+        on_line=lines.append,
+        on_metrics=lambda record: steps.append(record["step"]),
+    )
+    assert not result.reused and result.ref.stage == "model"
+    assert lines[0].startswith("training tiny on tokens/")
+    # Every metrics record went to on_metrics; the fake's torn last record is reported.
+    assert lines[1:] == ["done", "1 malformed metrics lines skipped (lines [5])"]
+    assert steps == [0, 1, 2, 3]
+    parameters = store.manifest(result.ref).parameters
+    assert parameters == training_parameters(settings, (), 1, 0)
+    assert parameters["max_steps"] == 4 and parameters["lr"] == DEFAULTS.lr
+    again = train_model(store, tokens, settings, gpus_per_node=0, on_line=lines.append)
+    assert again.reused and again.ref == result.ref
+
+
 def test_training_parameters_take_the_flows_defaults() -> None:
     """build-webtext fills in train-gpt2's defaults, `extra_args=None` among them."""
-    from training.launch import training_parameters
-
-    parameters = training_parameters("tiny", 10, extra_args=None, nodes=2, gpus_per_node=8)
+    parameters = training_parameters(
+        TrainSettings(model="tiny"), extra_args=None, nodes=2, gpus_per_node=8
+    )
     assert parameters["extra_args"] == [] and parameters["ranks"] == 16
+    assert parameters["batch_size"] == DEFAULTS.batch_size

@@ -1,17 +1,23 @@
-"""Launching `training.train`: the torchrun command, its output, its metrics and loss plot.
+"""Launching `training.train`: the torchrun command, its output, its metrics and loss plot,
+and the `model` version a finished run becomes.
 
-Plain functions, no Prefect: the `train-gpt2` flow and a notebook call the same code.
+Plain functions, no Prefect: `train_model` is what the `train-gpt2` flow, `webtext train`
+and a notebook call.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from training.settings import TrainSettings, trainer_args
 from webtext.config import code_version
 from webtext.store import StageResult, Store, VersionRef
 
@@ -21,29 +27,28 @@ RUNS_ENV = "WEBTEXT_RUNS"  # where training runs' folders go (default ./runs)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 LOSS_PNG = "loss.png"
+TAIL_LINES = 20  # of the trainer's output, in the error of a failed run
+# A version's parents, up to the tokenizer: a model was trained on tokens, encoded with one.
+UPSTREAM = {"model": "tokens", "tokens": "tokenizer"}
 
 
 def torchrun_command(
+    settings: TrainSettings,
     *,
     tokens_dir: str,
     out_dir: str,
-    model: str,
-    max_steps: int,
     nodes: int = 1,
     gpus_per_node: int = 1,
     rdzv_endpoint: str | None = None,
     rdzv_id: str = "webtext-train",
-    batch_size: int | None = None,
-    grad_accum: int | None = None,
-    block_size: int | None = None,
     extra_args: Sequence[str] = (),
     python: str = sys.executable,
 ) -> list[str]:
-    """The command that trains `model` on one node; with `nodes` > 1 every node runs it.
+    """The command that trains with `settings` on one node; with `nodes` > 1 every node runs it.
 
     `gpus_per_node=0` is one CPU process without torchrun. One node uses torchrun's
     `--standalone` rendezvous; several nodes meet at `rdzv_endpoint` (host:port of the
-    c10d store, e.g. pod 0 of the Indexed Job) under `rdzv_id`.
+    c10d store, e.g. pod 0 of the Indexed Job) under `rdzv_id`. `extra_args` go last.
     """
     if nodes < 1 or gpus_per_node < 0:
         raise ValueError(f"need nodes >= 1 and gpus_per_node >= 0, got {nodes}, {gpus_per_node}")
@@ -63,18 +68,10 @@ def torchrun_command(
         launcher += ["--rdzv-endpoint", str(rdzv_endpoint), "--rdzv-id", rdzv_id]
         launcher += ["-m", TRAINER_MODULE]
 
-    args = ["--tokens", tokens_dir, "--model", model, "--out", out_dir]
-    args += ["--max-steps", str(max_steps)]
+    args = ["--tokens", tokens_dir, "--out", out_dir]
     args += ["--device", "cuda" if gpus_per_node else "cpu"]
-    # Unset sizes are left to the trainer's per-model defaults.
-    for flag, value in (
-        ("--batch-size", batch_size),
-        ("--grad-accum", grad_accum),
-        ("--block-size", block_size),
-    ):
-        if value is not None:
-            args += [flag, str(value)]
-    return [*launcher, *args, *extra_args]
+    # Settings left at their defaults are the trainer's defaults: the same dataclass.
+    return [*launcher, *args, *trainer_args(settings), *extra_args]
 
 
 def stream(
@@ -174,6 +171,34 @@ def plot_loss(metrics: Sequence[Mapping[str, Any]], png_path: str | Path) -> Pat
     return path
 
 
+def metrics_record(line: str) -> dict[str, Any] | None:
+    """The trainer's metrics record of a step, when `line` is one (a line cut short is not)."""
+    if not line.startswith('{"step": '):
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+# How describe_step shows each field of a metrics record, in this order.
+STEP_FIELDS = (
+    ("loss", "loss {:.4f}"),
+    ("val_loss", "val_loss {:.4f}"),
+    ("lr", "lr {:.2e}"),
+    ("tokens_per_s", "{:,.0f} tokens/s"),
+    ("mfu", "mfu {:.1%}"),
+)
+
+
+def describe_step(record: Mapping[str, Any], max_steps: int) -> str:
+    """A metrics record as one line for people: step, losses, learning rate, speed."""
+    parts = [f"step {record['step']}/{max_steps}"]
+    parts += [form.format(record[key]) for key, form in STEP_FIELDS if record.get(key) is not None]
+    return "  ".join(parts)
+
+
 def local_version(store: Store, ref: VersionRef, cache_dir: Path) -> str:
     """The version's folder on this machine: the store's own when it is local, else a
     verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete)."""
@@ -187,22 +212,14 @@ def local_version(store: Store, ref: VersionRef, cache_dir: Path) -> str:
 
 
 def training_parameters(
-    model: str,
-    max_steps: int,
-    batch_size: int | None = None,
-    grad_accum: int | None = None,
-    block_size: int | None = None,
+    settings: TrainSettings,
     extra_args: Sequence[str] | None = (),
     nodes: int = 1,
     gpus_per_node: int = 1,
 ) -> dict[str, Any]:
     """What a `model` version's id covers: everything that changes the trained weights."""
     return {
-        "model": model,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "block_size": block_size,
+        **asdict(settings),
         "extra_args": list(extra_args or ()),
         # The global batch is per-rank batch x accumulation x ranks.
         "ranks": nodes * max(gpus_per_node, 1),
@@ -214,8 +231,82 @@ def model_ref(store: Store, tokens: VersionRef, parameters: Mapping[str, Any]) -
     return store.ref_for(STAGE, parameters, code_version("training"), (tokens,))
 
 
+def run_dir(runs_dir: str | Path | None, model: str, ref: VersionRef) -> Path:
+    """A training run's folder, `<runs_dir>/<model>-<model version>`; runs_dir defaults to
+    $WEBTEXT_RUNS, else ./runs. Named by the version it will publish, so a rerun of a killed
+    run resumes from its last checkpoint."""
+    return Path(runs_dir or os.environ.get(RUNS_ENV, "runs")) / f"{model}-{ref.version}"
+
+
+def train_model(
+    store: Store,
+    tokens: VersionRef,
+    settings: TrainSettings,
+    *,
+    nodes: int = 1,
+    gpus_per_node: int = 1,
+    rdzv_endpoint: str | None = None,
+    extra_args: Sequence[str] = (),
+    runs_dir: str | Path | None = None,
+    on_line: Callable[[str], None] = lambda line: None,
+    on_metrics: Callable[[dict[str, Any]], None] = lambda record: None,
+) -> StageResult:
+    """Train on `tokens` with torchrun (`gpus_per_node=0`: one CPU process) in the run's
+    folder (`run_dir`), and publish it as a `model` version; an existing one is returned.
+
+    Each metrics record the trainer prints goes to `on_metrics`, every other line of its
+    output (and what this function says) to `on_line`. With `nodes` > 1 the other nodes run
+    the same command (the Indexed Job of docker/k8s/multinode-job.yaml) and `runs_dir` must
+    be a filesystem every node shares, so this process sees what rank 0 writes.
+    """
+    parameters = training_parameters(settings, extra_args, nodes, gpus_per_node)
+    ref = model_ref(store, tokens, parameters)
+    if store.exists(ref):
+        return StageResult(ref, True, store.manifest(ref).stats)
+    out_dir = run_dir(runs_dir, settings.model, ref)
+    tokens_dir = local_version(store, tokens, out_dir.parent / "tokens-cache")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = torchrun_command(
+        settings,
+        tokens_dir=tokens_dir,
+        out_dir=str(out_dir),
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_id=f"train-{ref.version}",
+        extra_args=extra_args,
+    )
+    on_line(f"training {settings.model} on {tokens} in {out_dir}: {' '.join(command)}")
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def route(line: str) -> None:
+        tail.append(line)
+        record = metrics_record(line)
+        if record is None:
+            on_line(line)
+        else:
+            on_metrics(record)
+
+    # Unbuffered, so each line arrives when printed, not when a buffer fills.
+    returncode = stream(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, route)
+    malformed: list[int] = []
+    metrics = read_metrics(out_dir / METRICS, malformed)
+    if malformed:
+        on_line(f"{len(malformed)} malformed metrics lines skipped (lines {malformed})")
+    if returncode != 0:
+        last_step = final_metrics(metrics).get("step", "none")
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        raise RuntimeError(
+            f"training {settings.model} failed with {how} after step {last_step} (last logged "
+            f"step); output in {out_dir}; last lines:\n" + "\n".join(tail)
+        )
+    if any("loss" in record for record in metrics):
+        plot_loss(metrics, out_dir / LOSS_PNG)
+    return publish_model(store, tokens, parameters, out_dir)
+
+
 def publish_model(
-    store: Store, tokens: VersionRef, parameters: Mapping[str, Any], run_dir: Path
+    store: Store, tokens: VersionRef, parameters: Mapping[str, Any], out_dir: Path
 ) -> StageResult:
     """A finished run's folder to a `model` version: the last checkpoint's weights (no
     optimizer state), its metrics and loss plot, and a Hugging Face export in `hf/`."""
@@ -229,20 +320,20 @@ def publish_model(
     ref = model_ref(store, tokens, parameters)
     if store.exists(ref):
         return StageResult(ref, True, store.manifest(ref).stats)
-    found = checkpoints(run_dir)
+    found = checkpoints(out_dir)
     if not found:
-        raise FileNotFoundError(f"training finished without a checkpoint in {run_dir}")
+        raise FileNotFoundError(f"training finished without a checkpoint in {out_dir}")
     state = load_checkpoint(found[-1])
     model = GPT(GPTConfig(**state["config"]))
     model.load_state_dict(state["model"])
-    metrics = read_metrics(run_dir / METRICS)
+    metrics = read_metrics(out_dir / METRICS)
     tokenizer_files, encoder = _tokenizer_of(store, tokens)
     with store.write(STAGE, parameters, code_version("training"), (tokens,)) as out:
         with out.open(CHECKPOINT) as handle:
             torch.save({key: state[key] for key in ("model", "config", "step", "args")}, handle)
-        out.put(METRICS, (run_dir / METRICS).read_bytes(), rows=len(metrics))
-        if (run_dir / LOSS_PNG).is_file():
-            out.put(LOSS_PNG, (run_dir / LOSS_PNG).read_bytes())
+        out.put(METRICS, (out_dir / METRICS).read_bytes(), rows=len(metrics))
+        if (out_dir / LOSS_PNG).is_file():
+            out.put(LOSS_PNG, (out_dir / LOSS_PNG).read_bytes())
         with tempfile.TemporaryDirectory() as hf_dir:
             export_hf(
                 model,
@@ -263,6 +354,18 @@ def publish_model(
     return StageResult(ref, False, store.manifest(ref).stats)
 
 
+def tokenizer_version(store: Store, ref: VersionRef) -> VersionRef | None:
+    """The `tokenizer` version a `model` or `tokens` version descends from, found through
+    the manifests' parents (model -> tokens -> tokenizer); None when the lineage names none.
+    Only manifests are read, so a store holding copies of the versions serves as well."""
+    while ref.stage != "tokenizer":
+        upstream = [p for p in store.manifest(ref).parents if p.stage == UPSTREAM[ref.stage]]
+        if not upstream:
+            return None
+        ref = upstream[0]
+    return ref
+
+
 # Our tokenizer versions' files under the names Hugging Face's GPT-2 tokenizers load.
 HF_TOKENIZER_NAMES = {
     "tokenizer.json": "tokenizer.json",
@@ -276,13 +379,13 @@ def _tokenizer_of(store: Store, tokens: VersionRef):
     export, and its encoder; nothing when the tokens name none."""
     from training.tokenizer_stage import load_encoder
 
-    tokenizers = [p for p in store.manifest(tokens).parents if p.stage == "tokenizer"]
-    if not tokenizers:
+    tokenizer = tokenizer_version(store, tokens)
+    if tokenizer is None:
         return {}, None
-    folder = store.version_dir(tokenizers[0])
+    folder = store.version_dir(tokenizer)
     files = {
         HF_TOKENIZER_NAMES[entry.path]: store.fs.cat_file(f"{folder}/{entry.path}")
-        for entry in store.manifest(tokenizers[0]).files
+        for entry in store.manifest(tokenizer).files
         if entry.path in HF_TOKENIZER_NAMES
     }
-    return files, load_encoder(store, tokenizers[0])
+    return files, load_encoder(store, tokenizer)

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from training.model import CONFIGS, GPT, GPTConfig
+from training.settings import add_arguments
 from training.token_shards import ShardError, TokenDataset
 
 # Dense bf16 peak FLOP/s per device, by a substring of torch.cuda.get_device_name().
@@ -50,43 +51,18 @@ class Dist:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The run's paths and device, and a flag per TrainSettings field (`--max-steps` ...)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokens", required=True, help="folder with tokens/{train,val}/*.bin")
-    p.add_argument("--model", default="124M", choices=sorted(CONFIGS))
-    p.add_argument(
-        "--vocab-size",
-        type=int,
-        help="default: the shards' header rounded up to a multiple of 64 (GPU tiles; the "
-        "extra ids are never in the data, and 50,304 ran 7%% faster than 50,257 on an H200)",
-    )
-    p.add_argument("--block-size", type=int, help="default: the model's")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--batch-size", type=int, default=16, help="micro-batch per rank")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--decay-steps", type=int, help="end of the cosine; default --max-steps")
-    p.add_argument("--lr", type=float, default=6e-4)
-    p.add_argument("--min-lr", type=float, default=6e-5)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--beta1", type=float, default=0.9)
-    p.add_argument("--beta2", type=float, default=0.95)
-    p.add_argument("--grad-clip", type=float, default=1.0, help="0 disables")
-    p.add_argument("--eval-interval", type=int, default=250)
-    p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--out", required=True, help="checkpoints and metrics.jsonl")
-    p.add_argument("--checkpoint-interval", type=int, default=1000)
-    p.add_argument("--keep-checkpoints", type=int, default=3)
     p.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="continue from the latest checkpoint in --out (default: if there is one)",
     )
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--dtype", choices=["bf16", "fp32"], help="default: bf16 on CUDA, else fp32")
-    p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    add_arguments(p)
     return p.parse_args(argv)
 
 
