@@ -31,6 +31,7 @@ from flows.links import collect_links_flow
 from flows.tokenize import tokenize_flow
 from flows.train import train_gpt2_flow
 from training.launch import model_ref, training_parameters
+from training.settings import TrainSettings
 from webtext.config import open_store
 from webtext.store import Store, VersionRef
 
@@ -214,8 +215,12 @@ def _training_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
         if p.default is not inspect.Parameter.empty
     }
     merged = {**defaults, **parameters}
-    names = inspect.signature(training_parameters).parameters
-    return training_parameters(**{k: merged[k] for k in names if k in merged})
+    return training_parameters(
+        TrainSettings.from_mapping(merged),
+        merged["extra_args"],
+        merged["nodes"],
+        merged["gpus_per_node"],
+    )
 
 
 def publish_summary(store: Store, refs: dict[str, VersionRef]) -> None:
