@@ -1,9 +1,11 @@
-"""The models the evaluations score: our training checkpoints, or a GPT-2 in Hugging Face
-format (OpenAI's released weights, converted locally), each with its own tokenizer.
+"""The models the evaluations score: a `model` version, a training checkpoint, or a GPT-2 in
+Hugging Face format (OpenAI's released weights, converted locally), each with its tokenizer.
 
 A model's tokenizer comes along with it because metrics are normalised by the original
 text's units (words, bytes, characters), not by tokens: a model with our BPE and one with
-GPT-2's vocabulary are then comparable.
+GPT-2's vocabulary are then comparable. A `model` version names its tokenizer through its
+lineage (model -> tokens -> tokenizer), in whichever store holds the versions; a checkpoint
+outside the store needs its tokenizer given.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 import torch
 
 from training.bpe import Encoder, encoder_from_tokenizer, gpt2_encoder
+from training.launch import CHECKPOINT, tokenizer_version
 from training.model import GPT, GPTConfig
 from training.tokenizer_stage import load_encoder
-from webtext.store import MANIFEST, Manifest, Store
+from webtext.store import Store, VersionRef
 
 HEAD_SLICE = 4096  # positions whose logits exist at once: 823 MB at a 50,257 vocabulary
 
@@ -97,66 +100,87 @@ def find_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_tokenizer(path: str | Path) -> Encoder:
-    """A `tokenizer.json` (trained BPE), or a folder with one, or with GPT-2's
-    `encoder.json` + `vocab.bpe`."""
+def tokenizer_files(path: str | Path) -> list[Path]:
+    """The files of a tokenizer: a `tokenizer.json` (trained BPE), or a folder with one, or
+    with GPT-2's `encoder.json` + `vocab.bpe`."""
     path = Path(path)
     if path.is_dir() and (path / "tokenizer.json").is_file():
-        path = path / "tokenizer.json"
+        return [path / "tokenizer.json"]
     if path.is_file():
-        return encoder_from_tokenizer(path.read_text(encoding="utf-8"))
+        return [path]
     if (path / "encoder.json").is_file():
-        return gpt2_encoder(path)
+        return [path / "encoder.json", path / "vocab.bpe"]
     raise FileNotFoundError(f"no tokenizer.json, or encoder.json and vocab.bpe, at {path}")
 
 
-def checkpoint_tokenizer(tokens_dir: str | Path) -> Encoder:
-    """The tokenizer a run was trained with, found through its tokens version's manifest.
+def load_tokenizer(path: str | Path) -> Encoder:
+    """The tokenizer of `tokenizer_files(path)`."""
+    files = tokenizer_files(path)
+    if files[0].name == "encoder.json":
+        return gpt2_encoder(files[0].parent)
+    return encoder_from_tokenizer(files[0].read_text(encoding="utf-8"))
 
-    Training reads a local `tokens` version folder, `<store>/tokens/<id>`; its manifest names
-    the `tokenizer` version it was encoded with, in the same store.
-    """
-    tokens_dir = Path(tokens_dir)
-    manifest_path = tokens_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"the checkpoint's tokens folder {tokens_dir} has no {MANIFEST}: pass the tokenizer"
+
+def load_model(
+    store: Store,
+    model: VersionRef | str | Path,
+    tokenizer: str | Path | None = None,
+    device: str | None = None,
+) -> LanguageModel:
+    """A `model` version of `store`, with its lineage's tokenizer; or a checkpoint outside
+    the store (a file or a run's folder), with `tokenizer`, which it then needs."""
+    check_model_source(model, tokenizer)
+    if isinstance(model, VersionRef):
+        return load_model_version(store, model, device)
+    return load_checkpoint_model(model, tokenizer, device)
+
+
+def check_model_source(model: VersionRef | str | Path, tokenizer: str | Path | None) -> None:
+    """A `model` version comes with its lineage's tokenizer, a checkpoint with a given one."""
+    if isinstance(model, VersionRef) and tokenizer is not None:
+        raise ValueError(f"{model} brings its tokenizer (its lineage's): pass none")
+    if not isinstance(model, VersionRef) and tokenizer is None:
+        raise ValueError(
+            f"a checkpoint outside the store ({model}) needs its tokenizer; or pass a model version"
         )
-    manifest = Manifest.from_json(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
-    tokenizers = [parent for parent in manifest.parents if parent.stage == "tokenizer"]
-    if not tokenizers:
-        raise ValueError(f"{manifest_path} names no tokenizer version: pass the tokenizer")
-    return load_encoder(Store(str(tokens_dir.parent.parent)), tokenizers[0])
+
+
+def load_model_version(store: Store, ref: VersionRef, device: str | None = None) -> LanguageModel:
+    """Our GPT from a `model` version, with the tokenizer version its lineage names."""
+    tokenizer = tokenizer_version(store, ref)
+    if tokenizer is None:
+        raise ValueError(f"{ref} descends from no tokenizer version: pass its checkpoint and one")
+    # A version's checkpoint holds tensors and plain values only (training.launch).
+    with store.fs.open(f"{store.version_dir(ref)}/{CHECKPOINT}", "rb") as handle:
+        state = torch.load(handle, map_location="cpu", weights_only=True)
+    return _gpt_model(str(ref), state, load_encoder(store, tokenizer), device)
 
 
 def load_checkpoint_model(
-    path: str | Path, tokenizer: str | Path | None = None, device: str | None = None
+    path: str | Path, tokenizer: str | Path, device: str | None = None
 ) -> LanguageModel:
-    """Our GPT from a checkpoint written by `training.train` (a file or a run's folder)."""
+    """Our GPT from a checkpoint written by `training.train` (a file or a run's folder),
+    with the tokenizer it was trained with."""
     checkpoint = find_checkpoint(path)
     # Our own files; they hold numpy and Python RNG states besides tensors.
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    name = f"{checkpoint.parent.name}/{checkpoint.name}"
+    return _gpt_model(name, state, load_tokenizer(tokenizer), device)
+
+
+def _gpt_model(name: str, state: dict, encoder: Encoder, device: str | None) -> LanguageModel:
     config = GPTConfig(**state["config"])
+    if encoder.vocab_size > config.vocab_size:
+        raise ValueError(
+            f"tokenizer has {encoder.vocab_size} ids, the model {name} only "
+            f"{config.vocab_size}: not the tokenizer it was trained with"
+        )
     model = GPT(config)
     model.load_state_dict(state["model"])
     target = pick_device(device)
     model.to(target).eval()
-    if tokenizer is not None:
-        encoder = load_tokenizer(tokenizer)
-    else:
-        encoder = checkpoint_tokenizer(state["args"]["tokens"])
-    if encoder.vocab_size > config.vocab_size:
-        raise ValueError(
-            f"tokenizer has {encoder.vocab_size} ids, the model at {checkpoint} only "
-            f"{config.vocab_size}: not the tokenizer it was trained with"
-        )
     return LanguageModel(
-        f"{checkpoint.parent.name}/{checkpoint.name}",
-        model.hidden_states,
-        encoder,
-        config.block_size,
-        target,
-        head=model.lm_head,
+        name, model.hidden_states, encoder, config.block_size, target, head=model.lm_head
     )
 
 

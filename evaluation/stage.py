@@ -1,10 +1,12 @@
-"""The `evaluation` stage: a checkpoint and evaluation sets to a versioned results folder.
+"""The `evaluation` stage: a model and evaluation sets to a versioned results folder.
 
 A version holds `results.json` (every set's metric and the totals behind it, samples and
 decontamination), `table.md` (the paper's layout), `samples.jsonl` and one
-`tasks/<name>.json` per set. Its id covers the checkpoint (its `model` version, else its
-sha256), every set file's sha256, the settings and the code, so the same evaluation twice
-is one version; a killed run resumes with the sets it had finished.
+`tasks/<name>.json` per set. Its id covers the model, every set file's sha256, the settings
+and the code, so the same evaluation twice is one version; a killed run resumes with the
+sets it had finished. A `model` version is named by its reference (and is the version's
+parent), wherever the store holding it is; a checkpoint outside the store, and the
+tokenizer it then needs, by their files' sha256.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ from typing import Any
 
 from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, load_task
 from evaluation.decontam import build_ngram_filter, load_ngram_filter, overlap
-from evaluation.models import LanguageModel, find_checkpoint, load_checkpoint_model
+from evaluation.models import (
+    LanguageModel,
+    check_model_source,
+    find_checkpoint,
+    load_model,
+    tokenizer_files,
+)
 from evaluation.paper import markdown_table, paper_table
 from evaluation.sampling import SampleSettings, sample_prompts
 from evaluation.zero_shot import EvalSettings, evaluate_set
 from webtext.config import code_version
-from webtext.store import MANIFEST, Manifest, StageResult, Store, VersionRef, VersionWriter
+from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
 STAGE = "evaluation"
 # Prompts of the kind the GPT-2 paper shows samples for (a news lede, a question, a story).
@@ -66,48 +74,41 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_parent(checkpoint: Path) -> VersionRef | None:
-    """The version a checkpoint comes from: the `model` version holding it, else the `tokens`
-    version it was trained on (a run's folder), when either is a store version."""
-    here = checkpoint.parent / MANIFEST
-    if here.is_file():
-        return Manifest.from_json(here.read_text(encoding="utf-8"), str(here)).ref
-    import torch  # reading the training arguments needs the checkpoint
-
-    # Memory-mapped: only the arguments are read, not the weights evaluation loads later.
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    tokens_dir = Path(state["args"]["tokens"])
-    if (tokens_dir / MANIFEST).is_file() and tokens_dir.parent.name == "tokens":
-        return VersionRef("tokens", tokens_dir.name)
-    return None
+def model_identity(model: VersionRef | str | Path, tokenizer: str | Path | None) -> dict:
+    """What an evaluation's id says of its model: a `model` version's reference, or a
+    checkpoint's and its tokenizer's sha256 (never a path: paths differ between machines)."""
+    check_model_source(model, tokenizer)
+    if isinstance(model, VersionRef):
+        return {"model": str(model)}
+    checkpoint = find_checkpoint(model)
+    files = tokenizer_files(tokenizer)
+    return {
+        "checkpoint": {"name": checkpoint.name, "sha256": file_sha256(checkpoint)},
+        "tokenizer": {path.name: file_sha256(path) for path in files},
+    }
 
 
-def evaluate_checkpoint(
+def evaluate_model(
     store: Store,
-    checkpoint: str | Path,
+    model: VersionRef | str | Path,
     plan: EvaluationPlan,
     webtext: VersionRef | None = None,
-    tokenizer: str | None = None,
+    tokenizer: str | Path | None = None,
     device: str | None = None,
     on_task: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> StageResult:
-    """Evaluate a checkpoint on `plan.tasks`, sample its prompts and, given a `webtext`
-    version, measure each set's 8-gram overlap with it; write it all as one version."""
-    checkpoint = find_checkpoint(checkpoint)
+    """Evaluate a model on `plan.tasks`, sample its prompts and, given a `webtext` version,
+    measure each set's 8-gram overlap with it; write it all as one version.
+
+    `model`: a `model` version of `store` (its tokenizer is its lineage's), or a checkpoint
+    outside the store (a file or a run's folder) with its `tokenizer`.
+    """
     files = {task: plan.task_path(task) for task in plan.tasks}
     for task, path in files.items():
         if not path.is_file():
             raise FileNotFoundError(f"evaluation set {task!r} not found at {path}")
-    source = checkpoint_parent(checkpoint)
-    # A model version names its weights by what made them; its checkpoint file also records
-    # the training run's paths, which differ between machines that made the same version.
-    if source and source.stage == "model":
-        identity = {"model": str(source)}
-    else:
-        identity = {"name": checkpoint.name, "sha256": file_sha256(checkpoint)}
     parameters = {
-        "checkpoint": identity,
-        "tokenizer": tokenizer,
+        **model_identity(model, tokenizer),
         "tasks": {
             task: {"file": path.name, "sha256": file_sha256(path)} for task, path in files.items()
         },
@@ -117,29 +118,30 @@ def evaluate_checkpoint(
         "samples_per_prompt": plan.samples_per_prompt,
     }
     ngram_filter = build_ngram_filter(store, webtext).ref if webtext else None
+    source = model if isinstance(model, VersionRef) else None
     parents = tuple(ref for ref in (source, ngram_filter) if ref)
     version = code_version("evaluation", "training")
     ref = store.ref_for(STAGE, parameters, version, parents)
     if store.exists(ref):
         return StageResult(ref, True, store.manifest(ref).stats)
 
-    model = load_checkpoint_model(checkpoint, tokenizer, device)
+    lm = load_model(store, model, tokenizer, device)
     with store.write(STAGE, parameters, version, parents, resumable=True) as out:
         results: dict[str, dict[str, Any]] = {}
         sets: dict[str, EvalSet] = {}
         for task, path in files.items():
             sets[task] = load_task(task, plan.eval_root, path)
-            results[task] = _task_result(out, model, sets[task], plan.settings)
+            results[task] = _task_result(out, lm, sets[task], plan.settings)
             if on_task:
                 on_task(task, results[task])
-        samples = sample_prompts(model, list(plan.prompts), plan.sampling, plan.samples_per_prompt)
+        samples = sample_prompts(lm, list(plan.prompts), plan.sampling, plan.samples_per_prompt)
         decontamination = (
             _decontamination(store, ngram_filter, sets, plan.settings.limit) if ngram_filter else {}
         )
-        table = paper_table(results, f"ours ({model.name})")
+        table = paper_table(results, f"ours ({lm.name})")
         summary = {
-            "model": model.name,
-            "tokenizer": model.encoder.name,
+            "model": lm.name,
+            "tokenizer": lm.encoder.name,
             "results": results,
             "paper_table": table,
             "decontamination": decontamination,

@@ -1,9 +1,8 @@
-"""`evaluate-zero-shot`: a checkpoint to an `evaluation` version, shown in the paper's layout."""
+"""`evaluate-zero-shot`: a model to an `evaluation` version, shown in the paper's layout."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -12,10 +11,9 @@ from prefect.cache_policies import NO_CACHE
 
 from evaluation.sampling import SampleSettings
 from evaluation.scoring import WindowSettings
-from evaluation.stage import DEFAULT_PROMPTS, EvaluationPlan, available_tasks, evaluate_checkpoint
+from evaluation.stage import DEFAULT_PROMPTS, EvaluationPlan, available_tasks, evaluate_model
 from evaluation.zero_shot import EvalSettings
 from flows.artifacts import ProgressReporter, publish_version
-from training.launch import CHECKPOINT, RUNS_ENV, local_version
 from webtext.config import eval_data_root, open_store
 from webtext.store import StageResult, Store, VersionRef
 
@@ -23,21 +21,21 @@ from webtext.store import StageResult, Store, VersionRef
 @task(cache_policy=NO_CACHE, persist_result=False)
 def evaluate_task(
     store: Store,
-    checkpoint: str,
+    model: VersionRef | Path,
     plan: EvaluationPlan,
     webtext: VersionRef | None,
     tokenizer: str | None,
     device: str | None,
 ) -> StageResult:
     logger = get_run_logger()
-    progress = ProgressReporter(f"Evaluation sets of {checkpoint}", min_interval_s=0)
+    progress = ProgressReporter(f"Evaluation sets of {model}", min_interval_s=0)
     progress.start(len(plan.tasks))
 
     def on_task(name: str, result: dict) -> None:
         logger.info("%s: %s = %.4f", name, result["metric"], result["value"])
         progress.advance()
 
-    result = evaluate_checkpoint(store, checkpoint, plan, webtext, tokenizer, device, on_task)
+    result = evaluate_model(store, model, plan, webtext, tokenizer, device, on_task)
     progress.finish()
     return result
 
@@ -65,8 +63,9 @@ def evaluate_zero_shot_flow(
     device: str | None = None,
     store_url: str | None = None,
 ) -> VersionRef:
-    """Evaluate a checkpoint zero-shot: a `model` version id ("latest"), or a checkpoint
-    file or training run's folder on this machine.
+    """Evaluate a model zero-shot: a `model` version id ("latest"; its tokenizer is the one
+    of its lineage), or a checkpoint file or training run's folder on this machine, with
+    its `tokenizer` (a tokenizer.json, or a folder of one or of GPT-2's files).
 
     `tasks`: names (lambada, wikitext2, wikitext103, ptb, 1bw, enwik8, text8, cbt-cn, cbt-ne,
     winograd); default: every one whose file is under `eval_data` (default
@@ -75,10 +74,7 @@ def evaluate_zero_shot_flow(
     """
     logger = get_run_logger()
     store = open_store(store_url)
-    if not Path(checkpoint).exists():
-        model = store.resolve("model", checkpoint)
-        cache = Path(os.environ.get(RUNS_ENV, "runs")) / "models-cache"
-        checkpoint = f"{local_version(store, model, cache)}/{CHECKPOINT}"
+    model = Path(checkpoint) if Path(checkpoint).exists() else store.resolve("model", checkpoint)
     root = eval_data_root(eval_data)
     tasks = tasks or available_tasks(root)
     if not tasks:
@@ -100,7 +96,7 @@ def evaluate_zero_shot_flow(
         sampling=SampleSettings(max_new_tokens, top_k, top_p, temperature, seed),
         samples_per_prompt=samples_per_prompt,
     )
-    result = evaluate_task(store, checkpoint, plan, webtext, tokenizer, device)
+    result = evaluate_task(store, model, plan, webtext, tokenizer, device)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Zero-shot results")
     create_table_artifact(
         key="evaluate-zero-shot-paper-table",

@@ -1,8 +1,10 @@
-"""The evaluation stage end to end: a tiny checkpoint, the real evaluation sets, a version."""
+"""The evaluation stage end to end: a tiny model version (or checkpoint), the real evaluation
+sets, a version; and the same model evaluated from a copy of its versions elsewhere."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,13 +12,15 @@ import torch
 from versions import tokens_version
 
 from evaluation import zero_shot
-from evaluation.models import load_checkpoint_model
+from evaluation.models import load_model_version
 from evaluation.paper import PAPER
 from evaluation.sampling import SampleSettings
-from evaluation.stage import EvaluationPlan, evaluate_checkpoint
+from evaluation.stage import EvaluationPlan, evaluate_model
 from evaluation.zero_shot import EvalSettings
+from training.launch import METRICS, publish_model, training_parameters
 from training.model import GPT, GPTConfig
-from webtext.store import Store
+from training.settings import TrainSettings
+from webtext.store import Store, VersionRef
 
 TEXTS = [
     f"Document {i}: the city council met on Tuesday to discuss the new park, and residents "
@@ -26,9 +30,20 @@ TEXTS = [
 TASKS = ["lambada", "wikitext2", "ptb", "winograd"]
 
 
-def make_checkpoint(store: Store, folder) -> None:
-    """A tokens version with its tokenizer, and a small GPT checkpoint trained 'on' it."""
-    webtext, _, _, tokens = tokens_version(store, TEXTS, vocab_size=400)
+@dataclass(frozen=True)
+class Setup:
+    store: Store
+    webtext: VersionRef
+    model: VersionRef  # trained on tokens encoded with `tokenizer`
+    tokenizer: Path  # the tokenizer version's folder
+    run: Path  # the training run's folder: the model's checkpoint outside the store
+    plan: EvaluationPlan
+
+
+def make_model(store: Store, run: Path) -> tuple[VersionRef, VersionRef, VersionRef]:
+    """(webtext, tokenizer, model): a tokens version with its tokenizer, a small GPT
+    checkpoint trained 'on' it in `run`, published as a `model` version."""
+    webtext, tokenizer, _, tokens = tokens_version(store, TEXTS, vocab_size=400)
     torch.manual_seed(0)
     config = GPTConfig(block_size=64, vocab_size=448, n_layer=2, n_head=2, n_embd=32)
     state = {
@@ -37,15 +52,17 @@ def make_checkpoint(store: Store, folder) -> None:
         "step": 1,
         "args": {"tokens": store.version_dir(tokens)},
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(state, folder / "ckpt-00000001.pt")
-    return webtext
+    run.mkdir(parents=True, exist_ok=True)
+    torch.save(state, run / "ckpt-00000001.pt")
+    (run / METRICS).write_text('{"step": 1, "loss": 6.0}\n')
+    parameters = training_parameters(TrainSettings(model="tiny", max_steps=1))
+    return webtext, tokenizer, publish_model(store, tokens, parameters, run).ref
 
 
 @pytest.fixture
-def setup(tmp_path, test_data):
+def setup(tmp_path, test_data) -> Setup:
     store = Store(str(tmp_path / "store"))
-    webtext = make_checkpoint(store, tmp_path / "run")
+    webtext, tokenizer, model = make_model(store, tmp_path / "run")
     plan = EvaluationPlan(
         tasks=TASKS,
         eval_root=str(test_data / "eval"),
@@ -53,18 +70,22 @@ def setup(tmp_path, test_data):
         prompts=("The city council",),
         sampling=SampleSettings(max_new_tokens=8),
     )
-    return store, webtext, tmp_path / "run", plan
+    return Setup(store, webtext, model, Path(store.version_dir(tokenizer)), tmp_path / "run", plan)
 
 
-def test_checkpoint_finds_its_tokenizer_through_the_store(setup):
-    _, _, run, _ = setup
-    model = load_checkpoint_model(run)
+def results(store: Store, ref: VersionRef) -> dict:
+    return json.loads(store.fs.cat_file(store.url(ref, "results.json")))
+
+
+def test_a_model_version_finds_its_tokenizer_through_its_lineage(setup):
+    model = load_model_version(setup.store, setup.model)
     assert model.encoder.vocab_size < 448 and model.max_length == 64
+    assert model.name == str(setup.model)
 
 
 def test_evaluation_writes_a_version_in_the_papers_layout(setup):
-    store, webtext, run, plan = setup
-    result = evaluate_checkpoint(store, run, plan, webtext)
+    store, plan = setup.store, setup.plan
+    result = evaluate_model(store, setup.model, plan, setup.webtext)
     assert not result.reused
     folder = store.version_dir(result.ref)
     summary = json.loads(Path(folder, "results.json").read_text())
@@ -86,13 +107,53 @@ def test_evaluation_writes_a_version_in_the_papers_layout(setup):
     overlap = summary["decontamination"]["lambada"]
     assert overlap["ngrams"] > 0 and overlap["fraction"] < 0.01  # these sets never met TEXTS
     manifest = store.manifest(result.ref)
-    assert {p.stage for p in manifest.parents} == {"tokens", "ngram-filter"}
+    assert {p.stage for p in manifest.parents} == {"model", "ngram-filter"}
+    assert setup.model in manifest.parents and manifest.parameters["model"] == str(setup.model)
     # The same evaluation again: the same version, nothing scored.
-    assert evaluate_checkpoint(store, run, plan, webtext).reused
+    assert evaluate_model(store, setup.model, plan, setup.webtext).reused
+
+
+def test_a_pulled_model_version_evaluates_the_same_without_its_original_store(setup, tmp_path):
+    """The model, its tokens and its tokenizer copied to another store; the original store
+    moved away (the checkpoint's recorded tokens path is gone): the copy evaluates alone,
+    to the same version and the same numbers."""
+    original = evaluate_model(setup.store, setup.model, setup.plan)
+    (tokens,) = setup.store.manifest(setup.model).parents
+    tokenizer = next(p for p in setup.store.manifest(tokens).parents if p.stage == "tokenizer")
+    copy = Store(str(tmp_path / "elsewhere" / "store"))
+    for ref in (setup.model, tokens, tokenizer):
+        setup.store.pull(ref, copy.root_url)
+    Path(setup.store.root).rename(tmp_path / "moved-away")
+
+    pulled = evaluate_model(copy, setup.model, setup.plan)
+    assert not pulled.reused and pulled.ref == original.ref
+    assert copy.manifest(pulled.ref).parents == (setup.model,)
+    assert (
+        results(copy, pulled.ref)["results"]
+        == results(Store(str(tmp_path / "moved-away")), original.ref)["results"]
+    )
+
+
+def test_a_checkpoint_outside_the_store_needs_its_tokenizer(setup):
+    """A bare checkpoint is named by its sha256 and its tokenizer's, and scores as the model
+    version holding its weights does."""
+    store, plan = setup.store, setup.plan
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        evaluate_model(store, setup.run, plan)
+    with pytest.raises(ValueError, match="brings its tokenizer"):
+        evaluate_model(store, setup.model, plan, tokenizer=setup.tokenizer)
+    bare = evaluate_model(store, setup.run, plan, tokenizer=setup.tokenizer)
+    manifest = store.manifest(bare.ref)
+    assert manifest.parents == ()
+    assert manifest.parameters["checkpoint"]["name"] == "ckpt-00000001.pt"
+    assert set(manifest.parameters["tokenizer"]) == {"tokenizer.json"}
+    assert str(setup.run) not in json.dumps(manifest.parameters)  # no paths in the identity
+    version = evaluate_model(store, setup.model, plan)
+    assert results(store, bare.ref)["results"] == results(store, version.ref)["results"]
 
 
 def test_a_killed_evaluation_resumes_with_the_sets_it_finished(setup, monkeypatch):
-    store, _, run, plan = setup
+    store, plan = setup.store, setup.plan
     import evaluation.stage as stage
 
     original = zero_shot.evaluate_set
@@ -106,23 +167,21 @@ def test_a_killed_evaluation_resumes_with_the_sets_it_finished(setup, monkeypatc
 
     monkeypatch.setattr(stage, "evaluate_set", fail_on_ptb)
     with pytest.raises(RuntimeError, match="killed"):
-        evaluate_checkpoint(store, run, plan)
+        evaluate_model(store, setup.model, plan)
     assert scored == ["lambada", "wikitext2"]
     scored.append("resumed")
-    result = evaluate_checkpoint(store, run, plan)
+    result = evaluate_model(store, setup.model, plan)
     assert scored[3:] == ["ptb", "winograd"]  # the finished sets were not scored again
-    assert set(
-        json.loads(store.fs.cat_file(store.url(result.ref, "results.json")))["results"]
-    ) == set(TASKS)
+    assert set(results(store, result.ref)["results"]) == set(TASKS)
 
 
 def test_a_missing_set_is_named(setup, tmp_path):
-    store, _, run, _ = setup
+    store, model = setup.store, setup.model
     missing = EvaluationPlan(tasks=["enwik8"], eval_root=str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="enwik8"):
-        evaluate_checkpoint(store, run, missing)
+        evaluate_model(store, model, missing)
     with pytest.raises(ValueError, match="unknown task"):
-        evaluate_checkpoint(store, run, EvaluationPlan(tasks=["squad"], eval_root="."))
+        evaluate_model(store, model, EvaluationPlan(tasks=["squad"], eval_root="."))
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -132,9 +191,9 @@ def test_the_flow_publishes_the_table_and_samples(setup):
 
     from flows.evaluate import evaluate_zero_shot_flow
 
-    store, _, run, plan = setup
+    store, plan = setup.store, setup.plan
     state = evaluate_zero_shot_flow(
-        checkpoint=str(run),
+        checkpoint=setup.model.version,
         tasks=["lambada", "winograd"],
         eval_data=plan.eval_root,
         limit=10,

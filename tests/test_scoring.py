@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 import torch
 
-from evaluation.models import LanguageModel, load_checkpoint_model
+from evaluation.models import LanguageModel, load_checkpoint_model, load_model
 from evaluation.sampling import SampleSettings, generate, next_token_distribution
 from evaluation.scoring import (
     WindowSettings,
@@ -19,6 +19,7 @@ from evaluation.scoring import (
 )
 from training.bpe import encoder_from_tokenizer, train_tokenizer
 from training.model import GPT, GPTConfig
+from webtext.store import Store
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 3,
@@ -155,8 +156,8 @@ def test_checkpoint_model_loads_with_its_tokenizer(tmp_path, encoder):
     ids = torch.tensor([encoder.encode(TEXTS[1])[:10]])
     # The padded vocabulary's extra logits are cut off.
     assert model.logits(ids).shape == (1, 10, encoder.vocab_size)
-    with pytest.raises(FileNotFoundError, match="tokens folder"):
-        load_checkpoint_model(tmp_path)  # no tokenizer given, and none found
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        load_model(Store(str(tmp_path / "store")), tmp_path)  # a bare checkpoint, no tokenizer
 
 
 def test_sampling_is_seeded_and_top_k_one_is_greedy(encoder):
