@@ -1,0 +1,90 @@
+"""`webtext train`, `evaluate` and `sample` on a model version, as a user types them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+from versions import tokens_version
+
+import training.launch
+from training.settings import TrainSettings
+from webtext.store import StageResult, Store, VersionRef
+from webtext_app import cli
+
+TEXTS = [
+    f"Report {i}: the river rose after a week of rain, and the town opened its shelters to "
+    f"families from the low streets. Volunteers counted {i * 3} cots by evening."
+    for i in range(40)
+]
+# A few steps of the smallest model, with a validation loss on the last one.
+TINY = ["--model", "tiny", "--block-size", "32", "--batch-size", "4", "--max-steps", "4"]
+TINY += ["--warmup-steps", "1", "--eval-interval", "2", "--eval-steps", "1"]
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli.app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_train_streams_steps_then_evaluate_and_sample_take_the_model_version(
+    tmp_path, test_data
+) -> None:
+    store = Store(str(tmp_path / "store"))
+    tokens_version(store, TEXTS, vocab_size=300)
+    runs = str(tmp_path / "runs")
+    code, output = run(
+        "train", "--store", store.root_url, "--gpus-per-node", "0", "--runs-dir", runs, *TINY
+    )
+    assert code == 0, output
+    assert "warning" not in output  # tiny on CPU is what CPUs are for
+    assert [line.split()[1] for line in output.splitlines() if line.startswith("step ")] == [
+        "1/4",
+        "2/4",
+        "3/4",
+        "4/4",
+    ]
+    model = store.resolve("model")
+    assert store.manifest(model).parameters["max_steps"] == 4
+    assert f"model version {model}" in " ".join(output.split())
+
+    eval_data = str(test_data / "eval")
+    args = ["--store", store.root_url, "--eval-data", eval_data, "--task", "lambada"]
+    code, output = run("evaluate", *args, "--limit", "3")  # --model latest
+    assert code == 0, output
+    assert "lambada: acc = " in output
+    evaluation = store.resolve("evaluation")
+    assert model in store.manifest(evaluation).parents
+
+    code, output = run(
+        "sample", "--store", store.root_url, "--model", model.version, "--prompt", "The river",
+        "--max-new-tokens", "4",
+    )  # fmt: skip
+    assert code == 0, output
+    assert json.loads(output.splitlines()[-1])["prompt"] == "The river"
+
+    # A checkpoint outside the store needs its tokenizer; a model version brings its own.
+    with pytest.raises(ValueError, match="needs its tokenizer"):
+        run("evaluate", runs, *args)
+    with pytest.raises(ValueError, match="not both"):
+        run("evaluate", runs, "--model", "latest", *args)
+
+
+def test_train_warns_before_training_gpt2_sizes_on_cpu(tmp_path, monkeypatch) -> None:
+    store = Store(str(tmp_path / "store"))
+    with store.write("tokens", {"fake": True}, "test") as out:
+        out.put("tokens/train/part-00000.bin", b"\0" * 64)
+    trained: list[TrainSettings] = []
+
+    def fake_train_model(store, tokens, settings, **kwargs) -> StageResult:
+        trained.append(settings)
+        return StageResult(VersionRef("model", "abc"), True, {"counts": {}})
+
+    monkeypatch.setattr(training.launch, "train_model", fake_train_model)
+    code, output = run("train", "--store", store.root_url, "--gpus-per-node", "0")
+    assert code == 0, output
+    assert "warning: training GPT-2 124M on CPU for 600,000 steps" in " ".join(output.split())
+    assert trained == [TrainSettings()]
