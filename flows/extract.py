@@ -33,9 +33,9 @@ def extract_text_flow(
     quality rules; `languages` defaults to English only, `["any"]` (or `[]`) keeps every
     language. `all_fetches` re-extracts every page fetched so far, not only this fetches
     version's: the next dedup then publishes a full dataset version."""
+    options = ExtractOptions.from_user(locals())
     store = open_store(store_url)
     fetches = store.resolve("fetches", fetches_version)
-    options = ExtractOptions.from_user(min_words, languages, workers, page_timeout, all_fetches)
     result = extract_documents_task(store, fetches, options)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Text extraction")
     return result.ref

@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.artifacts import ProgressReporter, publish_version
 from scraping.fetch_stage import FetchOptions, fetch_pages
 from webtext.config import open_store
+from webtext.stage import options_from
 from webtext.store import StageResult, Store, VersionRef
 
 
@@ -36,19 +37,9 @@ def fetch_pages_flow(
     With `archives` (WARC paths or URLs, e.g. Common Crawl files) pages are replayed
     from them instead of fetched live. `allow_loopback` is for demos and tests only.
     """
+    options = FetchOptions(**options_from(FetchOptions, locals()))
     store = open_store(store_url)
     links = store.resolve("links", links_version)
-    options = FetchOptions(
-        archives=tuple(archives or ()),
-        connections=connections,
-        per_host_connections=per_host_connections,
-        per_host_delay=per_host_delay,
-        total_timeout=total_timeout,
-        max_bytes=max_bytes,
-        user_agent=user_agent,
-        allow_loopback=allow_loopback,
-        shard_size=shard_size,
-    )
     result = fetch_pages_task(store, links, options)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Page fetching")
     return result.ref

@@ -62,20 +62,8 @@ def collect_links_flow(
     environment variables or the Secret blocks named in `flows.secrets`. Dates are ISO
     (UTC); a blocklist is a file path readable by the worker, one entry a line.
     """
+    options = LinkOptions.from_user(locals())
     store = open_store(store_url)
-    options = LinkOptions.from_user(
-        partitions=partitions,
-        workers=workers,
-        min_karma=min_karma,
-        keep_self_posts=keep_self_posts,
-        keep_nsfw=keep_nsfw,
-        keep_wikipedia=keep_wikipedia,
-        created_after=created_after,
-        created_before=created_before,
-        subreddit_blocklist=subreddit_blocklist,
-        domain_blocklist=domain_blocklist,
-        extension_blocklist=extension_blocklist,
-    )
     result = collect_links_task(store, dumps or [], listings or [], options, api_url, incremental)
     stats = result.stats
     logger = get_run_logger()

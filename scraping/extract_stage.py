@@ -22,9 +22,9 @@ import logging
 import os
 import resource
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,15 @@ from scraping.quality import QUALITY_REASONS, QualityFilters
 from scraping.urls import url_host
 from scraping.warc_replay import WarcFile
 from webtext.parquet import put_table
-from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
+from webtext.stage import (
+    NoProgress,
+    PartResult,
+    Progress,
+    Stage,
+    StageWrite,
+    options_from,
+    run_stage,
+)
 from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
 from webtext.tables import DOCUMENTS_SCHEMA
 
@@ -85,24 +93,18 @@ class ExtractOptions:
     page_memory_mb: int = 2_048  # memory a worker may add while extracting one page
 
     @classmethod
-    def from_user(
-        cls,
-        min_words: int | None,
-        languages: Sequence[str] | None,
-        workers: int | None,
-        page_timeout: float,
-        all_fetches: bool = False,
-    ) -> ExtractOptions:
-        """Options as typed: `languages` None keeps the default, `[]` or `["any"]` keeps
-        every language."""
+    def from_user(cls, parameters: Mapping[str, Any]) -> ExtractOptions:
+        """From an entry point's parameters, by name, as typed: `languages` None keeps the
+        default, `[]` or `["any"]` keeps every language; other quality rules keep theirs."""
+        quality = options_from(QualityFilters, parameters)
+        languages = quality.get("languages")
         if languages is None:
-            languages = QualityFilters().languages
-        elif list(languages) == [ANY_LANGUAGE]:
-            languages = ()
-        quality = replace(QualityFilters(), min_words=min_words, languages=tuple(languages))
-        return cls(
-            quality=quality, all_fetches=all_fetches, workers=workers, page_timeout=page_timeout
-        )
+            quality.pop("languages", None)
+        else:
+            quality["languages"] = () if list(languages) == [ANY_LANGUAGE] else tuple(languages)
+        own = options_from(cls, parameters)
+        own.pop("quality", None)
+        return cls(quality=QualityFilters(**quality), **own)
 
     def parameters(self) -> dict[str, Any]:
         """What the output depends on (not `workers`: any number gives the same bytes)."""

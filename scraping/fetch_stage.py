@@ -141,6 +141,9 @@ class FetchOptions:
     # more URLs than connections keep each busy while some wait on their host), 16 replaying.
     in_flight: int | None = None
 
+    def __post_init__(self) -> None:  # a list from the CLI or a flow, kept as a tuple
+        object.__setattr__(self, "archives", tuple(self.archives or ()))
+
     def open_source(self) -> PageSource:
         return open_source(
             self.archives,

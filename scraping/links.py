@@ -23,7 +23,7 @@ import logging
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +47,7 @@ from scraping.dumps import (
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
 from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
 from webtext.parquet import RollingParquetWriter
-from webtext.stage import NoProgress, Progress, Stage, StageWrite, run_stage
+from webtext.stage import NoProgress, Progress, Stage, StageWrite, options_from, run_stage
 from webtext.store import StageResult, Store, VersionRef, input_fingerprint
 
 STAGE = Stage("links", __name__)
@@ -275,9 +275,13 @@ class LinkOptions:
     workers: int = 2  # processes filtering dumps in parallel
 
     @classmethod
-    def from_user(cls, partitions: int, workers: int, **filters: Any) -> LinkOptions:
-        """Options as typed: ISO dates, blocklists as files (see `LinkFilters.from_options`)."""
-        return cls(LinkFilters.from_options(**filters), partitions=partitions, workers=workers)
+    def from_user(cls, parameters: Mapping[str, Any]) -> LinkOptions:
+        """From an entry point's parameters, by name, as typed: ISO dates, blocklists as
+        files (see `LinkFilters.from_options`)."""
+        filters = LinkFilters.from_options(**options_from(LinkFilters, parameters))
+        own = options_from(cls, parameters)
+        own.pop("filters", None)
+        return cls(filters, **own)
 
     def parameters(self) -> dict[str, Any]:
         """What the output depends on (not `workers`: any number gives the same bytes)."""

@@ -241,7 +241,8 @@ def test_the_cli_and_the_flow_take_the_stage_defaults(index) -> None:
 def test_every_language_is_spelled_the_same_way_on_both_entries() -> None:
     from scraping.extract_stage import ExtractOptions
 
-    default = ExtractOptions.from_user(50, None, None, 20.0).quality.languages
-    assert default == ("en",)
+    default = ExtractOptions.from_user({"min_words": 50, "languages": None})
+    assert default == ExtractOptions()
     for spelling in (["any"], []):
-        assert ExtractOptions.from_user(50, spelling, None, 20.0).quality.languages == ()
+        options = ExtractOptions.from_user({"languages": spelling, "fetches_version": "x"})
+        assert options.quality.languages == ()

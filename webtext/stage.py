@@ -20,6 +20,7 @@ function. The runtime owns the rest:
 
 from __future__ import annotations
 
+import inspect
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -168,6 +169,14 @@ class StageWrite:
 
     def _marker(self, part: str) -> str:
         return f"{self.out.tmp_dir}/{_MARKERS}/{part.replace('/', '__')}.json"
+
+
+def options_from(build: Callable[..., Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of an entry point's `parameters` (a CLI command's or a flow's, by name)
+    that `build` (an options class or its constructor) takes: both entry points hand the
+    same names to the same constructor, so neither can set an option the other lacks."""
+    accepted = inspect.signature(build).parameters
+    return {name: value for name, value in parameters.items() if name in accepted}
 
 
 def find_version(

@@ -28,6 +28,7 @@ from webtext.config import open_store
 from webtext.store import LATEST, StageResult, Store, StoreError, VersionRef
 
 if TYPE_CHECKING:
+    from scraping.extract_stage import ExtractOptions
     from webtext_app.demo_run import DemoRun
 
 app = typer.Typer(
@@ -98,19 +99,7 @@ def links(
     from scraping.links import LinkOptions, collect_links
     from scraping.reddit_api import ListingSpec, RedditCredentials
 
-    options = LinkOptions.from_user(
-        partitions=partitions,
-        workers=workers,
-        min_karma=min_karma,
-        keep_self_posts=keep_self_posts,
-        keep_nsfw=keep_nsfw,
-        keep_wikipedia=keep_wikipedia,
-        created_after=created_after,
-        created_before=created_before,
-        subreddit_blocklist=subreddit_blocklist,
-        domain_blocklist=domain_blocklist,
-        extension_blocklist=extension_blocklist,
-    )
+    options = LinkOptions.from_user(locals())
     specs = [ListingSpec.parse(text) for text in listing or []]
     credentials = RedditCredentials.from_env() if specs else None
     artifacts = open_store(store)
@@ -136,9 +125,11 @@ def links(
 @app.command()
 def fetch(
     links_version: Annotated[str, typer.Option("--links", help="links version to fetch")] = LATEST,
-    archive: Annotated[
+    archives: Annotated[
         list[str] | None,
-        typer.Option(help="Replay pages from these WARC files instead of the live web"),
+        typer.Option(
+            "--archive", help="Replay pages from these WARC files instead of the live web"
+        ),
     ] = None,
     connections: Annotated[int, typer.Option(help="Requests in flight at once")] = 64,
     per_host_connections: int = 2,
@@ -154,23 +145,24 @@ def fetch(
 ) -> None:
     """Fetch the pages of a links version into a new `fetches` version (WARC + table)."""
     from scraping.fetch_stage import FetchOptions, fetch_pages
+    from webtext.stage import options_from
 
+    options = FetchOptions(**options_from(FetchOptions, locals()))
     artifacts = open_store(store)
     links_ref = artifacts.resolve("links", links_version)
-    options = FetchOptions(
-        archives=tuple(archive or ()),
-        connections=connections,
-        per_host_connections=per_host_connections,
-        per_host_delay=per_host_delay,
-        total_timeout=total_timeout,
-        max_bytes=max_bytes,
-        user_agent=user_agent,
-        allow_loopback=allow_loopback,
-        shard_size=shard_size,
-    )
     with _progress("fetching pages", "URLs") as progress:
         result = fetch_pages(artifacts, links_ref, options, progress=progress)
     _report(artifacts, result, "page fetching")
+
+
+MinWordsOption = Annotated[int, typer.Option(help="Shorter documents are rejected")]
+LanguagesOption = Annotated[
+    list[str] | None,
+    typer.Option("--language", help="Keep these languages (repeat); 'any' keeps all [default: en]"),
+]
+ExtractWorkersOption = Annotated[int | None, typer.Option(help="Worker processes [default: cores]")]
+PageTimeoutOption = Annotated[float, typer.Option(help="Seconds one page may take")]
+RowsPerShardOption = Annotated[int, typer.Option(help="Documents per published shard")]
 
 
 @app.command()
@@ -178,13 +170,10 @@ def extract(
     fetches_version: Annotated[
         str, typer.Option("--fetches", help="fetches version to extract")
     ] = LATEST,
-    min_words: Annotated[int, typer.Option(help="Shorter documents are rejected")] = 50,
-    language: Annotated[
-        list[str] | None,
-        typer.Option(help="Keep these languages (repeat); 'any' keeps all [default: en]"),
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes [default: cores]")] = None,
-    page_timeout: Annotated[float, typer.Option(help="Seconds one page may take")] = 20.0,
+    min_words: MinWordsOption = 50,
+    languages: LanguagesOption = None,
+    workers: ExtractWorkersOption = None,
+    page_timeout: PageTimeoutOption = 20.0,
     all_fetches: Annotated[
         bool,
         typer.Option(help="Every page fetched so far, not only this fetches version's"),
@@ -192,14 +181,20 @@ def extract(
     store: StoreOption = None,
 ) -> None:
     """Extract main text from fetched pages into a new `documents` version."""
-    from scraping.extract_stage import ExtractOptions, extract_documents
+    from scraping.extract_stage import ExtractOptions
 
-    artifacts = open_store(store)
+    options = ExtractOptions.from_user(locals())
+    _extract(open_store(store), fetches_version, options)
+
+
+def _extract(artifacts: Store, fetches_version: str, options: ExtractOptions) -> StageResult:
+    from scraping.extract_stage import extract_documents
+
     fetches_ref = artifacts.resolve("fetches", fetches_version)
-    options = ExtractOptions.from_user(min_words, language, workers, page_timeout, all_fetches)
     with _progress("extracting text", "pages") as progress:
         result = extract_documents(artifacts, fetches_ref, options, progress=progress)
     _report(artifacts, result, "text extraction")
+    return result
 
 
 @app.command()
@@ -207,7 +202,7 @@ def dedup(
     documents_version: Annotated[
         str, typer.Option("--documents", help="documents version to deduplicate")
     ] = LATEST,
-    rows_per_shard: Annotated[int, typer.Option(help="Documents per published shard")] = 100_000,
+    rows_per_shard: RowsPerShardOption = 100_000,
     workers: Annotated[int | None, typer.Option(help="Processes for signatures")] = None,
     store: StoreOption = None,
 ) -> None:
@@ -230,27 +225,20 @@ def dedup(
 
 @app.command()
 def rebuild(
-    min_words: Annotated[int, typer.Option(help="Shorter documents are rejected")] = 50,
-    language: Annotated[
-        list[str] | None,
-        typer.Option(help="Keep these languages (repeat); 'any' keeps all [default: en]"),
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes [default: cores]")] = None,
-    page_timeout: Annotated[float, typer.Option(help="Seconds one page may take")] = 20.0,
-    rows_per_shard: Annotated[int, typer.Option(help="Documents per published shard")] = 100_000,
+    min_words: MinWordsOption = 50,
+    languages: LanguagesOption = None,
+    workers: ExtractWorkersOption = None,
+    page_timeout: PageTimeoutOption = 20.0,
+    rows_per_shard: RowsPerShardOption = 100_000,
     store: StoreOption = None,
 ) -> None:
     """Re-extract every page fetched so far (nothing is fetched again) with today's
     extractor and filters, and publish a full `webtext` version from them, deduplicated
     against nothing earlier; later incremental runs build on it."""
-    from scraping.extract_stage import ExtractOptions, extract_documents
+    from scraping.extract_stage import ExtractOptions
 
-    artifacts = open_store(store)
-    fetches = artifacts.resolve("fetches", LATEST)
-    options = ExtractOptions.from_user(min_words, language, workers, page_timeout, True)
-    with _progress("re-extracting every fetched page", "pages") as progress:
-        documents = extract_documents(artifacts, fetches, options, progress=progress)
-    _report(artifacts, documents, "text extraction")
+    options = ExtractOptions.from_user({**locals(), "all_fetches": True})
+    documents = _extract(open_store(store), LATEST, options)
     dedup(documents.ref.version, rows_per_shard, workers, store)
 
 
