@@ -21,7 +21,6 @@ from typing import Any
 from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, load_task
 from evaluation.decontam import build_ngram_filter, load_ngram_filter, overlap
 from evaluation.models import (
-    LanguageModel,
     check_model_source,
     find_checkpoint,
     load_model,
@@ -30,10 +29,10 @@ from evaluation.models import (
 from evaluation.paper import markdown_table, paper_table
 from evaluation.sampling import SampleSettings, sample_prompts
 from evaluation.zero_shot import EvalSettings, evaluate_set
-from webtext.config import code_version
-from webtext.store import StageResult, Store, VersionRef, VersionWriter
+from webtext.stage import PartResult, Stage, StageWrite, run_stage
+from webtext.store import StageResult, Store, VersionRef
 
-STAGE = "evaluation"
+STAGE = Stage("evaluation", __name__)
 # Prompts of the kind the GPT-2 paper shows samples for (a news lede, a question, a story).
 DEFAULT_PROMPTS = (
     "In a shocking finding, scientists discovered a herd of unicorns living in a remote, "
@@ -119,19 +118,23 @@ def evaluate_model(
     }
     ngram_filter = build_ngram_filter(store, webtext).ref if webtext else None
     source = model if isinstance(model, VersionRef) else None
-    parents = tuple(ref for ref in (source, ngram_filter) if ref)
-    version = code_version("evaluation", "training")
-    ref = store.ref_for(STAGE, parameters, version, parents)
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
+    inputs = tuple(ref for ref in (source, ngram_filter) if ref)
 
-    lm = load_model(store, model, tokenizer, device)
-    with store.write(STAGE, parameters, version, parents, resumable=True) as out:
+    def build(work: StageWrite) -> None:
+        lm = load_model(store, model, tokenizer, device)
+        out = work.out
+        todo = work.pending(list(files))  # each set is a part: a killed run keeps those done
         results: dict[str, dict[str, Any]] = {}
         sets: dict[str, EvalSet] = {}
         for task, path in files.items():
             sets[task] = load_task(task, plan.eval_root, path)
-            results[task] = _task_result(out, lm, sets[task], plan.settings)
+            name = f"tasks/{task}.json"
+            if task in todo:
+                results[task] = evaluate_set(lm, sets[task], plan.settings)
+                out.put(name, json.dumps(results[task], indent=2).encode())
+                work.commit(task, PartResult({name: None}))
+            else:
+                results[task] = json.loads(out.fs.cat_file(out.path(name)))
             if on_task:
                 on_task(task, results[task])
         samples = sample_prompts(lm, list(plan.prompts), plan.sampling, plan.samples_per_prompt)
@@ -154,21 +157,10 @@ def evaluate_model(
             "".join(json.dumps(s) + "\n" for s in samples).encode(),
             rows=len(samples),
         )
-        out.stats["counts"] = _counts(results, decontamination)
-        out.stats["paper_table"] = table
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+        work.counts.update(_counts(results, decontamination))
+        work.stats["paper_table"] = table
 
-
-def _task_result(
-    out: VersionWriter, model: LanguageModel, eval_set: EvalSet, settings: EvalSettings
-) -> dict[str, Any]:
-    name = f"tasks/{eval_set.name}.json"
-    if out.exists(name):  # finished by a killed earlier try
-        return json.loads(out.fs.cat_file(out.path(name)))
-    result = evaluate_set(model, eval_set, settings)
-    out.put(name, json.dumps(result, indent=2).encode())
-    return result
+    return run_stage(store, STAGE, inputs, parameters, build, resumable=True)
 
 
 def _texts(items: Sequence[Any]) -> list[str]:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from training.settings import TrainSettings, trainer_args
-from webtext.config import code_version
+from webtext.stage import Stage, StageWrite, find_version, run_stage
 from webtext.store import StageResult, Store, VersionRef
 
 TRAINER_MODULE = "training.train"
-STAGE = "model"
+STAGE = Stage("model", __name__)
 RUNS_ENV = "WEBTEXT_RUNS"  # where training runs' folders go (default ./runs)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -228,7 +228,7 @@ def training_parameters(
 
 def model_ref(store: Store, tokens: VersionRef, parameters: Mapping[str, Any]) -> VersionRef:
     """The `model` version training these parameters on `tokens` makes (or made)."""
-    return store.ref_for(STAGE, parameters, code_version("training"), (tokens,))
+    return store.ref_for(STAGE.name, parameters, STAGE.code_version, (tokens,))
 
 
 def run_dir(runs_dir: str | Path | None, model: str, ref: VersionRef) -> Path:
@@ -260,9 +260,10 @@ def train_model(
     be a filesystem every node shares, so this process sees what rank 0 writes.
     """
     parameters = training_parameters(settings, extra_args, nodes, gpus_per_node)
+    done = find_version(store, STAGE, (tokens,), parameters)
+    if done is not None:  # trained already: no run at all
+        return StageResult(done.ref, True, done.stats)
     ref = model_ref(store, tokens, parameters)
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
     out_dir = run_dir(runs_dir, settings.model, ref)
     tokens_dir = local_version(store, tokens, out_dir.parent / "tokens-cache")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -317,18 +318,16 @@ def publish_model(
     from training.model import GPT, GPTConfig, export_hf
     from training.train import checkpoints, load_checkpoint
 
-    ref = model_ref(store, tokens, parameters)
-    if store.exists(ref):
-        return StageResult(ref, True, store.manifest(ref).stats)
-    found = checkpoints(out_dir)
-    if not found:
-        raise FileNotFoundError(f"training finished without a checkpoint in {out_dir}")
-    state = load_checkpoint(found[-1])
-    model = GPT(GPTConfig(**state["config"]))
-    model.load_state_dict(state["model"])
-    metrics = read_metrics(out_dir / METRICS)
-    tokenizer_files, encoder = _tokenizer_of(store, tokens)
-    with store.write(STAGE, parameters, code_version("training"), (tokens,)) as out:
+    def build(work: StageWrite) -> None:
+        found = checkpoints(out_dir)
+        if not found:
+            raise FileNotFoundError(f"training finished without a checkpoint in {out_dir}")
+        state = load_checkpoint(found[-1])
+        model = GPT(GPTConfig(**state["config"]))
+        model.load_state_dict(state["model"])
+        metrics = read_metrics(out_dir / METRICS)
+        tokenizer_files, encoder = _tokenizer_of(store, tokens)
+        out = work.out
         with out.open(CHECKPOINT) as handle:
             torch.save({key: state[key] for key in ("model", "config", "step", "args")}, handle)
         out.put(METRICS, (out_dir / METRICS).read_bytes(), rows=len(metrics))
@@ -345,13 +344,11 @@ def publish_model(
             )
             for path in sorted(Path(hf_dir).iterdir()):
                 out.put(f"hf/{path.name}", path.read_bytes())
-        out.stats["counts"] = {
-            key: value
-            for key, value in final_metrics(metrics).items()
-            if isinstance(value, int | float) and not isinstance(value, bool)
-        }
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+        for key, value in final_metrics(metrics).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                work.counts.add(key, value)
+
+    return run_stage(store, STAGE, (tokens,), parameters, build)
 
 
 def tokenizer_version(store: Store, ref: VersionRef) -> VersionRef | None:

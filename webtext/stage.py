@@ -56,22 +56,23 @@ class NoProgress:
 
 class Counts:
     """Counts by name (a kept/dropped reason, an error class), in the order names were
-    declared or first added; declared names show up with 0, so every reason is listed."""
+    declared or first added; declared names show up with 0, so every reason is listed.
+    A few stages also report measures here (a model's final loss, a task's score)."""
 
     def __init__(self, names: Iterable[str] = ()) -> None:
-        self._values: dict[str, int] = dict.fromkeys(names, 0)
+        self._values: dict[str, float] = dict.fromkeys(names, 0)
 
-    def add(self, name: str, n: int = 1) -> None:
+    def add(self, name: str, n: float = 1) -> None:
         self._values[name] = self._values.get(name, 0) + n
 
-    def update(self, counts: Mapping[str, int]) -> None:
+    def update(self, counts: Mapping[str, float]) -> None:
         for name, n in counts.items():
             self.add(name, n)
 
-    def __getitem__(self, name: str) -> int:
+    def __getitem__(self, name: str) -> float:
         return self._values.get(name, 0)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return dict(self._values)
 
 
@@ -94,7 +95,7 @@ class PartResult:
     back from any worker."""
 
     files: dict[str, int | None]
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)
 
 
 class StageWrite:
