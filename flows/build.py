@@ -8,6 +8,10 @@ hit, shown as "reused"), and a killed stage resumes from what it had committed. 
 has its own retries and timeout; a failure names the stage and the version it was reading.
 `until` stops early: the scheduled `scrape-dedup` deployment ends at dedup.
 
+The build's outcome is a table artifact, OUTCOME_ARTIFACT, republished after every stage: one
+row per planned stage, {stage, version, reused, state, error}. Programs (the demo) read it;
+the markdown artifact beside it is for people.
+
 Training runs through `train_deployment` (the GPU work pool) and this flow waits for it;
 with `train_deployment=None` it runs in this process.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import Flow, flow, get_run_logger
@@ -37,6 +42,7 @@ from webtext.store import Store, VersionRef
 
 STAGES = ("links", "fetch", "extract", "dedup", "tokenize", "train", "evaluate")
 HOUR = 3600
+OUTCOME_ARTIFACT = "build-webtext-outcome"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,12 @@ RETRY_DELAY_S = 60
 
 class StageFailed(RuntimeError):
     """A stage of build-webtext failed; the message names the stage and its input."""
+
+    def __init__(self, stage: str, reading: str, cause: BaseException) -> None:
+        self.stage = stage
+        self.reading = reading
+        self.error = f"{type(cause).__name__}: {cause}"
+        super().__init__(f"stage {stage!r} failed reading {reading}: {self.error}")
 
 
 @flow(name="build-webtext")
@@ -90,12 +102,13 @@ def build_webtext(
     store = open_store(store_url)
     store_url = store.root_url
     refs: dict[str, VersionRef] = {}
+    outcome = BuildOutcome(store, stages)
 
     def run(name: str, subflow: Flow, reading: str, **parameters: Any) -> VersionRef | None:
         if name not in stages:
             return None
         configured = _with_policy(name, subflow)
-        refs[name] = _named_failure(name, reading, lambda: configured(**parameters))
+        refs[name] = outcome.run(name, reading, lambda: configured(**parameters))
         publish_summary(store, refs)
         return refs[name]
 
@@ -142,7 +155,7 @@ def build_webtext(
         **(tokenize or {}),
     )
     if "train" in stages:
-        refs["train"] = _named_failure(
+        refs["train"] = outcome.run(
             "train", str(tokens), lambda: _train(store, tokens, train or {}, train_deployment)
         )
         publish_summary(store, refs)
@@ -171,13 +184,42 @@ def _with_policy(stage: str, subflow: Flow) -> Flow:
     )
 
 
-def _named_failure(stage: str, reading: str, call: Callable[[], VersionRef]) -> VersionRef:
-    try:
-        return call()
-    except Exception as exc:
-        raise StageFailed(
-            f"stage {stage!r} failed reading {reading}: {type(exc).__name__}: {exc}"
-        ) from exc
+class BuildOutcome:
+    """Each planned stage's outcome, published as the OUTCOME_ARTIFACT table as it changes.
+
+    A row: `stage`; `version` ("stage/id", "" until made); `reused` (the version was made
+    before this stage started: a cache hit; null until known); `state` ("pending",
+    "completed", "failed"); `error` (the failure, "" otherwise).
+    """
+
+    def __init__(self, store: Store, stages: tuple[str, ...]) -> None:
+        self.store = store
+        self.rows = {
+            stage: {"stage": stage, "version": "", "reused": None, "state": "pending", "error": ""}
+            for stage in stages
+        }
+
+    def run(self, stage: str, reading: str, call: Callable[[], VersionRef]) -> VersionRef:
+        """`call()`'s version, recorded; a failure recorded and raised as StageFailed."""
+        started = datetime.now(UTC)
+        try:
+            ref = call()
+        except Exception as exc:
+            failure = StageFailed(stage, reading, exc)
+            self.rows[stage].update(state="failed", error=failure.error)
+            self.publish()
+            raise failure from exc
+        reused = datetime.fromisoformat(self.store.manifest(ref).created_at) < started
+        self.rows[stage].update(version=str(ref), reused=reused, state="completed")
+        self.publish()
+        return ref
+
+    def publish(self) -> None:
+        create_table_artifact(
+            key=OUTCOME_ARTIFACT,
+            table=list(self.rows.values()),
+            description="Each stage's version, whether it was reused, its state and error",
+        )
 
 
 def _train(

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from flows.build import STAGES
-from webtext.store import Store
-from webtext_app.demo_run import TRAIN, DemoPaths, DemoRun, child_flow_runs
+from webtext.store import Store, VersionRef
+from webtext_app.demo_run import TRAIN, DemoPaths, DemoRun, StageOutcome, child_flow_runs
 from webtext_app.prefect_server import api_get
 
 pytestmark = pytest.mark.xdist_group("demo")  # one demo per session under --dist loadgroup
@@ -34,6 +34,10 @@ SUBFLOWS = (
 def test_the_build_run_completes_with_a_version_per_stage(demo_run: DemoRun) -> None:
     assert demo_run.completed, f"{demo_run.state}: {demo_run.message}"
     assert list(demo_run.versions) == list(STAGES)
+    # A fresh store: every stage made its version (the build's outcome table says so).
+    assert [(s.state, s.reused, s.error) for s in demo_run.stages] == [
+        ("completed", False, "")
+    ] * len(STAGES)
     store = Store(demo_run.store_url)
     for stage, ref in demo_run.versions.items():
         assert store.exists(ref), f"{stage}: {ref} not in {store.root_url}"
@@ -59,14 +63,21 @@ def test_the_evaluation_version_holds_every_demo_set(demo_run: DemoRun) -> None:
     assert store.fs.exists(f"{store.version_dir(evaluation)}/table.md")
 
 
-def test_a_failure_message_names_the_stage() -> None:
-    message = (
-        "Flow run encountered an exception: StageFailed: stage 'train' failed reading "
-        "tokens/9b87fbd1f58b: RuntimeError: train-gpt2/default run x ended Failed"
-    )
-    run = DemoRun(DemoPaths(Path(".")), "", "http://h/api", "id", "n", "FAILED", message, {}, ())
+def test_the_outcome_table_names_the_failed_stage() -> None:
+    rows = [
+        {"stage": "tokenize", "version": "tokens/9b87fbd1f58b", "reused": True,
+         "state": "completed", "error": ""},
+        {"stage": "train", "version": "", "reused": None, "state": "failed",
+         "error": "RuntimeError: train-gpt2/default run x ended Failed"},
+        {"stage": "evaluate", "version": "", "reused": None, "state": "pending", "error": ""},
+    ]  # fmt: skip
+    stages = tuple(StageOutcome.from_row(row) for row in rows)
+    # The state's message is for people; which stage failed comes from the table.
+    run = DemoRun(DemoPaths(Path(".")), "", "http://h/api", "id", "n", "FAILED", "", stages, ())
     assert not run.completed
     assert run.failed_stage == "train"
+    assert run.failed.error.startswith("RuntimeError")
+    assert run.versions == {"tokenize": VersionRef("tokens", "9b87fbd1f58b")}
     assert run.run_url == "http://h/runs/flow-run/id"
 
 

@@ -92,6 +92,35 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
             store_url=store_url,
         )
         assert rerun == refs
+        # The outcome table, for programs: each stage's version and whether it was reused.
+        first, second = outcome_tables(refs["tokenize"])[-2:]
+        assert [row["stage"] for row in first] == ["links", "fetch", "extract", "dedup", "tokenize"]
+        for outcome, reused in ((first, False), (second, True)):
+            assert all(row["state"] == "completed" and row["error"] == "" for row in outcome)
+            assert {row["stage"]: row["version"] for row in outcome} == {
+                stage: str(ref) for stage, ref in refs.items()
+            }
+            assert [row["reused"] for row in outcome] == [reused] * len(outcome)
+
+
+def outcome_tables(ref=None) -> list[list[dict]]:
+    """Every build's last OUTCOME_ARTIFACT (whose rows name `ref`), oldest first."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.build import OUTCOME_ARTIFACT
+
+    with get_client(sync_client=True) as client:
+        keys = ArtifactFilterKey(any_=[OUTCOME_ARTIFACT])
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
+    last = {}
+    for artifact in sorted(artifacts, key=lambda a: a.created):
+        rows = json.loads(artifact.data)
+        if ref is None or any(row["version"] == str(ref) for row in rows):
+            last[artifact.flow_run_id] = rows
+    return list(last.values())
 
 
 def test_collect_links_reads_reddit_secrets_from_prefect_blocks(
@@ -192,3 +221,10 @@ def test_a_failed_stage_is_named_with_its_input(tmp_path, monkeypatch) -> None:
     with pytest.raises(StageFailed, match=r"stage 'links' failed reading 1 dumps") as failure:
         build_webtext(dumps=[missing], until="links", store_url=str(tmp_path / "store"))
     assert "RS_2017-13.zst" in str(failure.value)
+    assert failure.value.stage == "links" and "RS_2017-13.zst" in failure.value.error
+    # The outcome table holds the same, for programs that watch the run (the demo).
+    [row] = next(rows for rows in outcome_tables() if "RS_2017-13.zst" in rows[0]["error"])
+    assert row == {
+        "stage": "links", "version": "", "reused": None, "state": "failed",
+        "error": failure.value.error,
+    }  # fmt: skip

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -46,11 +45,10 @@ from webtext_app.prefect_server import (
 BUILD = "build-webtext/default"
 TRAIN = "train-gpt2/default"
 SERVED = (BUILD, TRAIN, "evaluate-zero-shot/default")
-VERSIONS_ARTIFACT = "build-webtext-versions"  # flows/build.py's table of the versions it made
+# flows/build.py's OUTCOME_ARTIFACT (not imported: flows import Prefect, the CLI starts fast)
+OUTCOME_ARTIFACT = "build-webtext-outcome"
 WATCH_TIMEOUT_S = 30 * 60
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-_VERSION_ROW = re.compile(r"^\| (\w+) \| `(\w+)/(\w+)` \|", re.MULTILINE)
-_FAILED_STAGE = re.compile(r"stage '(\w+)' failed")
 
 Say = Callable[[str], None]
 
@@ -75,6 +73,28 @@ class DemoPaths:
 
 
 @dataclass(frozen=True)
+class StageOutcome:
+    """One row of the build's outcome table (flows/build.py's BuildOutcome)."""
+
+    stage: str
+    version: VersionRef | None  # None until the stage made or found one
+    reused: bool | None  # the version existed before the stage ran; None until known
+    state: str  # pending, completed, failed
+    error: str  # the failure, "" otherwise
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StageOutcome:
+        kind, _, version = str(row.get("version") or "").partition("/")
+        return cls(
+            stage=row["stage"],
+            version=VersionRef(kind, version) if version else None,
+            reused=row.get("reused"),
+            state=row["state"],
+            error=row.get("error") or "",
+        )
+
+
+@dataclass(frozen=True)
 class DemoRun:
     """One build-webtext deployment run of the demo, and where to look at it."""
 
@@ -85,7 +105,7 @@ class DemoRun:
     flow_run_name: str
     state: str  # the final state type: COMPLETED, FAILED, CRASHED, CANCELLED
     message: str
-    versions: dict[str, VersionRef]  # build-webtext's stage -> the version it made or reused
+    stages: tuple[StageOutcome, ...]  # the build's outcome table, in stage order
     pids: tuple[int, ...]  # the server and the serve process: their sessions end with the demo
 
     @property
@@ -93,10 +113,18 @@ class DemoRun:
         return self.state == "COMPLETED"
 
     @property
+    def versions(self) -> dict[str, VersionRef]:
+        """build-webtext's stage -> the version it made or reused."""
+        return {s.stage: s.version for s in self.stages if s.version is not None}
+
+    @property
+    def failed(self) -> StageOutcome | None:
+        """The stage the build failed at, from its outcome table."""
+        return next((s for s in self.stages if s.state == "failed"), None)
+
+    @property
     def failed_stage(self) -> str | None:
-        """The stage named by the build's failure message (flows/build.py's StageFailed)."""
-        found = _FAILED_STAGE.search(self.message)
-        return found.group(1) if found else None
+        return self.failed.stage if self.failed else None
 
     @property
     def ui_url(self) -> str:
@@ -214,24 +242,27 @@ def run_deployment_cli(
     return subprocess.run(command, env=flow_env(api_url, home), check=False).returncode
 
 
-def build_versions(api_url: str, flow_run_id: str) -> dict[str, VersionRef]:
-    """The versions the build run made or reused, from the last table it published."""
+def build_outcome(api_url: str, flow_run_id: str) -> tuple[StageOutcome, ...]:
+    """Each stage's outcome, from the last OUTCOME_ARTIFACT table the build run published
+    (none when it failed before its first stage)."""
     found = api_post(
         api_url,
         "/artifacts/filter",
         {
             "artifacts": {
                 "flow_run_id": {"any_": [flow_run_id]},
-                "key": {"any_": [VERSIONS_ARTIFACT]},
+                "key": {"any_": [OUTCOME_ARTIFACT]},
             },
             "sort": "CREATED_DESC",
             "limit": 1,
         },
     )
     if not found:
-        return {}
-    rows = _VERSION_ROW.findall(found[0]["data"])
-    return {stage: VersionRef(kind, version) for stage, kind, version in rows}
+        return ()
+    rows = found[0]["data"]  # a table artifact's rows, JSON-encoded
+    return tuple(
+        StageOutcome.from_row(row) for row in (json.loads(rows) if isinstance(rows, str) else rows)
+    )
 
 
 def child_flow_runs(api_url: str, flow_run_id: str) -> dict[str, dict[str, Any]]:
@@ -304,6 +335,6 @@ def demo_session(
             flow_run_name=run["name"],
             state=state.get("type", "UNKNOWN"),
             message=state.get("message") or "",
-            versions=build_versions(server.api_url, flow_run_id),
+            stages=build_outcome(server.api_url, flow_run_id),
             pids=(server.process.pid, serve.pid),
         )
