@@ -3,7 +3,7 @@
 Training uses `tokenizers` (GPT-2's pre-tokenisation, byte-level alphabet, `<|endoftext|>`
 special). Encoding uses tiktoken's Rust core, about 2.5x faster than `tokenizers` here, built
 either from OpenAI's GPT-2 files or from a trained `tokenizer.json`; both give the same ids
-as the reference encoder for that vocabulary (tests/test_bpe.py, benchmarks/tokenize.py).
+as the reference encoder for that vocabulary (tests/test_bpe.py, benchmarks/bpe_encode.py).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Encoder:
             return self._encode_joined(texts)
         # Processes, a few contiguous slices each for balance. Threads scale worse although
         # tiktoken releases the GIL while it encodes: on 2 cores, 2 threads gave 1.2-1.5x one
-        # thread, 2 processes 1.6-1.8x (benchmarks/tokenize.py --strategies).
+        # thread, 2 processes 1.6-1.8x (benchmarks/bpe_encode.py --strategies).
         step = -(-len(texts) // (workers * 4))
         slices = [texts[i : i + step] for i in range(0, len(texts), step)]
         out: list[np.ndarray] = []
