@@ -28,9 +28,11 @@ from evaluation.models import (
 )
 from evaluation.paper import markdown_table, paper_table
 from evaluation.sampling import SampleSettings, sample_prompts
+from evaluation.scoring import WindowSettings
 from evaluation.zero_shot import EvalSettings, evaluate_set
-from webtext.stage import PartResult, Stage, StageWrite, run_stage
-from webtext.store import StageResult, Store, VersionRef
+from webtext.config import eval_data_root
+from webtext.stage import PartResult, Stage, StageWrite, options_from, run_stage
+from webtext.store import LATEST, StageResult, Store, VersionRef
 
 STAGE = Stage("evaluation", __name__)
 # Prompts of the kind the GPT-2 paper shows samples for (a news lede, a question, a story).
@@ -54,10 +56,44 @@ class EvaluationPlan:
     sampling: SampleSettings = field(default_factory=SampleSettings)
     samples_per_prompt: int = 1
 
+    @classmethod
+    def from_user(cls, parameters: Mapping[str, Any]) -> EvaluationPlan:
+        """From an entry point's parameters, by name (the CLI's and the flow's): `tasks`
+        (default: every set found under `eval_data`), `paths`, windows (`context`, `stride`),
+        `batch_tokens`, `limit`, `prompts` (default: the paper-like ones) and sampling."""
+        root = eval_data_root(parameters.get("eval_data"))
+        tasks = parameters.get("tasks") or available_tasks(root)
+        if not tasks:
+            raise FileNotFoundError(f"no evaluation sets under {root} (set eval_data or paths)")
+        windows = WindowSettings(**options_from(WindowSettings, parameters))
+        settings = options_from(EvalSettings, parameters)
+        settings["windows"] = windows
+        prompts = parameters.get("prompts")
+        given = options_from(cls, parameters)  # samples_per_prompt; the rest is set below
+        return cls(
+            **{
+                **given,
+                "tasks": tuple(tasks),
+                "eval_root": root,
+                "paths": parameters.get("paths") or {},
+                "settings": EvalSettings(**settings),
+                "prompts": tuple(prompts) if prompts else DEFAULT_PROMPTS,
+                "sampling": SampleSettings(**options_from(SampleSettings, parameters)),
+            }
+        )
+
     def task_path(self, task: str) -> Path:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
         return Path(self.paths.get(task) or Path(self.eval_root) / TASKS[task].path)
+
+
+def overlap_version(store: Store, decontaminate: str | None) -> VersionRef | None:
+    """The `webtext` version to measure 8-gram overlap against: None for "" or None, and for
+    "latest" in a store with no dataset yet; else that version, checked to exist."""
+    if not decontaminate or (decontaminate == LATEST and store.latest("webtext") is None):
+        return None
+    return store.resolve("webtext", decontaminate)
 
 
 def available_tasks(eval_root: str | Path) -> list[str]:

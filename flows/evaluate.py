@@ -9,12 +9,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from evaluation.sampling import SampleSettings
-from evaluation.scoring import WindowSettings
-from evaluation.stage import DEFAULT_PROMPTS, EvaluationPlan, available_tasks, evaluate_model
-from evaluation.zero_shot import EvalSettings
+from evaluation.stage import EvaluationPlan, evaluate_model, overlap_version
 from flows.artifacts import ProgressReporter, publish_version
-from webtext.config import eval_data_root, open_store
+from webtext.config import open_store
 from webtext.store import StageResult, Store, VersionRef
 
 
@@ -72,30 +69,12 @@ def evaluate_zero_shot_flow(
     $WEBTEXT_EVAL_DATA, else ./eval-data). `decontaminate`: a `webtext` version whose 8-gram
     overlap with each set is measured ("latest"; None to skip).
     """
-    logger = get_run_logger()
+    plan = EvaluationPlan.from_user(locals())
     store = open_store(store_url)
     model = Path(checkpoint) if Path(checkpoint).exists() else store.resolve("model", checkpoint)
-    root = eval_data_root(eval_data)
-    tasks = tasks or available_tasks(root)
-    if not tasks:
-        raise FileNotFoundError(f"no evaluation sets under {root} (set eval_data or paths)")
-    webtext = None
-    if decontaminate:
-        if decontaminate == "latest" and store.latest("webtext") is None:
-            logger.info("no webtext version in %s: decontamination skipped", store.root_url)
-        else:
-            webtext = store.resolve("webtext", decontaminate)
-    plan = EvaluationPlan(
-        tasks=tasks,
-        eval_root=root,
-        paths=paths or {},
-        settings=EvalSettings(
-            WindowSettings(context, stride), batch_tokens, limit, lambada_stopword_filter
-        ),
-        prompts=tuple(prompts) if prompts is not None else DEFAULT_PROMPTS,
-        sampling=SampleSettings(max_new_tokens, top_k, top_p, temperature, seed),
-        samples_per_prompt=samples_per_prompt,
-    )
+    webtext = overlap_version(store, decontaminate)
+    if webtext is None:
+        get_run_logger().info("no webtext version to measure the overlap with: skipped")
     result = evaluate_task(store, model, plan, webtext, tokenizer, device)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Zero-shot results")
     create_table_artifact(

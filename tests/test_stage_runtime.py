@@ -154,7 +154,11 @@ def _defaults(function) -> dict:
 def _stage_defaults():
     """(stage, CLI command, flow, {option: default in the stage's options object})."""
     from dedup.stage import DedupOptions
+    from evaluation.sampling import SampleSettings
+    from evaluation.stage import EvaluationPlan
+    from evaluation.zero_shot import EvalSettings
     from flows.dedup import dedup_flow
+    from flows.evaluate import evaluate_zero_shot_flow
     from flows.extract import extract_text_flow
     from flows.fetch import fetch_pages_flow
     from flows.links import collect_links_flow
@@ -167,6 +171,7 @@ def _stage_defaults():
 
     links, fetch, extract = LinkOptions(), FetchOptions(), ExtractOptions()
     dedup, tokenize = DedupOptions(), TokenizeOptions()
+    scoring, sampling = EvalSettings(), SampleSettings()
     return [
         (
             "links",
@@ -220,10 +225,28 @@ def _stage_defaults():
                 "val_fraction": tokenize.shards.val_fraction,
             },
         ),
+        (
+            "evaluate",
+            cli.evaluate,
+            evaluate_zero_shot_flow,
+            {
+                "context": scoring.windows.context,
+                "stride": scoring.windows.stride,
+                "batch_tokens": scoring.batch_tokens,
+                "limit": scoring.limit,
+                "lambada_stopword_filter": scoring.lambada_stopword_filter,
+                "samples_per_prompt": EvaluationPlan.__dataclass_fields__[
+                    "samples_per_prompt"
+                ].default,
+                **{name: getattr(sampling, name) for name in SampleSettings.__dataclass_fields__},
+            },
+        ),
     ]
 
 
-@pytest.mark.parametrize("index", range(5), ids=["links", "fetch", "extract", "dedup", "tokenize"])
+@pytest.mark.parametrize(
+    "index", range(6), ids=["links", "fetch", "extract", "dedup", "tokenize", "evaluate"]
+)
 def test_the_cli_and_the_flow_take_the_stage_defaults(index) -> None:
     _, command, flow, expected = _stage_defaults()[index]
     cli_defaults, flow_defaults = _defaults(command), _defaults(flow)

@@ -407,9 +407,11 @@ def _model_source(
 def evaluate(
     checkpoint: CheckpointArgument = None,
     model: ModelOption = None,
-    task: Annotated[
+    tasks: Annotated[
         list[str] | None,
-        typer.Option(help="A task (repeatable) [default: every one found under --eval-data]"),
+        typer.Option(
+            "--task", help="A task (repeatable) [default: every one found under --eval-data]"
+        ),
     ] = None,
     eval_data: Annotated[
         str | None,
@@ -417,8 +419,19 @@ def evaluate(
     ] = None,
     context: Annotated[int | None, typer.Option(help="Window length [the model's]")] = None,
     stride: Annotated[int | None, typer.Option(help="New tokens per window [context/2]")] = None,
+    batch_tokens: Annotated[int, typer.Option(help="Tokens scored per forward pass")] = 8192,
     limit: Annotated[int | None, typer.Option(help="Only the first N items of each set")] = None,
     lambada_stopword_filter: bool = False,
+    prompts: Annotated[
+        list[str] | None,
+        typer.Option("--prompt", help="Prompt to sample (repeatable) [default: three fixed]"),
+    ] = None,
+    samples_per_prompt: int = 1,
+    max_new_tokens: int = 100,
+    top_k: Annotated[int, typer.Option(help="0: no top-k cut")] = 40,
+    top_p: Annotated[float, typer.Option(help="1.0: no nucleus cut")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="0: greedy")] = 1.0,
+    seed: int = 0,
     decontaminate: Annotated[
         str | None, typer.Option(help="webtext version for the 8-gram overlap ('' to skip)")
     ] = LATEST,
@@ -428,26 +441,12 @@ def evaluate(
 ) -> None:
     """Zero-shot evaluation as in the GPT-2 paper; results in an `evaluation` version."""
     from evaluation.paper import markdown_table
-    from evaluation.scoring import WindowSettings
-    from evaluation.stage import EvaluationPlan, available_tasks, evaluate_model
-    from evaluation.zero_shot import EvalSettings
-    from webtext.config import eval_data_root
+    from evaluation.stage import EvaluationPlan, evaluate_model, overlap_version
 
+    plan = EvaluationPlan.from_user(locals())
     artifacts = open_store(store)
     source = _model_source(artifacts, checkpoint, model)
-    root = eval_data_root(eval_data)
-    tasks = task or available_tasks(root)
-    if not tasks:
-        raise FileNotFoundError(f"no evaluation sets under {root} (set --eval-data)")
-    webtext = None
-    if decontaminate and not (decontaminate == LATEST and artifacts.latest("webtext") is None):
-        webtext = artifacts.resolve("webtext", decontaminate)
-    settings = EvalSettings(
-        WindowSettings(context, stride),
-        limit=limit,
-        lambada_stopword_filter=lambada_stopword_filter,
-    )
-    plan = EvaluationPlan(tasks=tasks, eval_root=root, settings=settings)
+    webtext = overlap_version(artifacts, decontaminate)
 
     def on_task(name: str, result: dict) -> None:
         console.print(f"{name}: {result['metric']} = {result['value']:.4f}")
