@@ -178,11 +178,11 @@ def test_a_failed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypa
     original = extract_stage._Extraction.shard
     done: list[str] = []
 
-    def fail_on_second(self, pool, out, part, rows):
+    def fail_on_second(self, pool, out, name, part, rows):
         if done:
             raise RuntimeError("killed")
-        result = original(self, pool, out, part, rows)
-        done.append(part)
+        result = original(self, pool, out, name, part, rows)
+        done.append(name)
         return result
 
     monkeypatch.setattr(extract_stage._Extraction, "shard", fail_on_second)
@@ -192,9 +192,9 @@ def test_a_failed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypa
 
     redone: list[str] = []
 
-    def count(self, pool, out, part, rows):
-        redone.append(part)
-        return original(self, pool, out, part, rows)
+    def count(self, pool, out, name, part, rows):
+        redone.append(name)
+        return original(self, pool, out, name, part, rows)
 
     monkeypatch.setattr(extract_stage._Extraction, "shard", count)
     result = extract_documents(store, fetches, ExtractOptions(workers=1))
