@@ -140,6 +140,15 @@ def deduplicate(
         parameters,
         build,
         parents=tuple(m.ref for m in earlier),
+        # Documents that hold none add nothing to the dataset: its newest version stands.
+        nothing_new=lambda: (
+            not full
+            and all(
+                (f.rows or 0) == 0
+                for f in store.manifest(documents).files
+                if f.path.startswith("documents/")
+            )
+        ),
     )
 
 
@@ -215,7 +224,7 @@ def _publish(
     put_table(out, "clusters/part-00000.parquet", clusters_table)
     _write_index(out, new, kept_mask, settings)
     lineage = [store.manifest(ref) for ref in _lineage(store, documents)]
-    card = dataset_card(out.ref, counts.as_dict(), parameters, lineage, PUBLISHED_COLUMNS)
+    card = dataset_card(out.ref, counts.as_dict(), parameters, lineage, PUBLISHED_COLUMNS, earlier)
     out.put("README.md", card.encode())
 
 

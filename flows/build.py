@@ -43,6 +43,7 @@ from webtext.store import Store, VersionRef
 STAGES = ("links", "fetch", "extract", "dedup", "tokenize", "train", "evaluate")
 HOUR = 3600
 OUTCOME_ARTIFACT = "build-webtext-outcome"
+NOTHING_NEW_ARTIFACT = "build-webtext-nothing-new"
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ def build_webtext(
         store_url=store_url,
         **(evaluate or {}),
     )
+    outcome.say_if_nothing_new()
     return refs
 
 
@@ -221,11 +223,36 @@ class BuildOutcome:
             description="Each stage's version, whether it was reused, its state and error",
         )
 
+    def say_if_nothing_new(self) -> None:
+        """When every stage reused a version (no input held anything new, so nothing was
+        published and no `latest` moved), say so once: in the log and as an artifact."""
+        rows = list(self.rows.values())
+        if not all(row["reused"] for row in rows):
+            return
+        since = next((r["version"] for r in rows if r["stage"] == "dedup"), rows[-1]["version"])
+        line = (
+            f"nothing new since {since}: every stage reused its version ("
+            + ", ".join(f"{row['stage']} {row['version']}" for row in rows)
+            + ")"
+        )
+        get_run_logger().info(line)
+        create_markdown_artifact(
+            key=NOTHING_NEW_ARTIFACT, markdown=f"# Nothing new\n\n{line}\n", description=line
+        )
+
 
 def _train(
     store: Store, tokens: VersionRef | None, options: dict[str, Any], deployment: str | None
 ) -> VersionRef:
-    """Train on `tokens`, in this process or through the deployment (waiting for it)."""
+    """Train on `tokens`, in this process or through the deployment: started, then watched
+    until it ends, its state and progress (step, loss, tokens/s, ETA) repeated in this run's
+    log. A model larger than `tiny` that the deployment would train on CPU (gpus_per_node=0
+    in its parameters or ours, and no allow_cpu) is refused before any run starts."""
+    from prefect.client.orchestration import get_client
+
+    from flows.train import watch_training
+    from training.launch import check_device
+
     tokens = tokens or store.resolve("tokens")
     parameters = {
         **options,
@@ -235,11 +262,23 @@ def _train(
     }
     if deployment is None:
         return _with_policy("train", train_gpt2_flow)(**parameters)
-    expected = model_ref(store, tokens, _training_parameters(parameters))
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        # What the run will get: the deployment's parameters, ours over them.
+        merged = {**client.read_deployment_by_name(deployment).parameters, **parameters}
+    expected = model_ref(store, tokens, _training_parameters(merged))
     if store.exists(expected):  # trained already: no GPU job at all
-        get_run_logger().info("%s already trained on %s: nothing to do", expected, tokens)
+        logger.info("%s already trained on %s: nothing to do", expected, tokens)
         return expected
-    run = run_deployment(deployment, parameters=parameters, timeout=POLICIES["train"].timeout_s)
+    settings = TrainSettings.from_mapping(merged)
+    # Whether the worker has CUDA is not ours to see (cuda=True): its run checks that.
+    gpus = merged.get("gpus_per_node", 1)  # the flow's default
+    check_device(settings.model, gpus, allow_cpu=bool(merged.get("allow_cpu")), cuda=True)
+    logger.info(
+        "training GPT-2 %s for %s steps through %s", settings.model, settings.max_steps, deployment
+    )
+    run = run_deployment(deployment, parameters=parameters, timeout=0)
+    run = watch_training(run, logger.info, timeout_s=POLICIES["train"].timeout_s)
     if not run.state or not run.state.is_completed():
         state = run.state.name if run.state else "no state"
         message = run.state.message if run.state else ""

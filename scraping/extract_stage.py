@@ -174,6 +174,11 @@ def extract_documents(
         parents=tuple(m.ref for m in sources[1:]),
         count_names=("pages", "documents", "words", *REJECT_REASONS),
         resumable=True,
+        # A fetches version with no page fetched (every URL failed) adds no document.
+        nothing_new=lambda: (
+            not options.all_fetches
+            and all((f.rows or 0) == 0 for f in sources[0].files if f.path.startswith("warc/"))
+        ),
     )
 
 

@@ -186,11 +186,17 @@ def fetch_pages(
         "warc_file_bytes": options.warc_file_bytes,
     }
     earlier = store.versions(STAGE.name)
+    found: dict[str, pa.ChunkedArray] = {}  # computed once, by whichever needs it first
+
+    def split_urls() -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+        if not found:
+            found["urls"] = _link_urls(store, links)
+            found["already"] = _fetched_before(store, earlier, found["urls"])
+        urls, already = found["urls"], found["already"]
+        return urls, already, urls.filter(pc.invert(already))
 
     def build(work: StageWrite) -> None:
-        urls = _link_urls(store, links)
-        already = _fetched_before(store, earlier, urls)
-        todo = urls.filter(pc.invert(already))
+        urls, already, todo = split_urls()
         # Spread hosts over the queue, so workers are not all waiting on one host's limits.
         order = sorted(todo.to_pylist(), key=lambda url: (zlib.crc32(url.encode()), url))
         shards = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
@@ -216,6 +222,7 @@ def fetch_pages(
         parents=tuple(m.ref for m in earlier),
         count_names=("attempted", "fetched", "bytes", "truncated", *errors.ERROR_CLASSES),
         resumable=True,
+        nothing_new=lambda: len(split_urls()[2]) == 0,  # every URL was fetched before
     )
 
 

@@ -102,6 +102,25 @@ def test_build_webtext_runs_collect_links_and_publishes_artifacts(tmp_path) -> N
             }
             assert [row["reused"] for row in outcome] == [reused] * len(outcome)
 
+        # The operator's run: no new dump and other fetch settings (the deployment's own).
+        # Every URL was fetched before, so no stage publishes an empty version.
+        latest = {stage: store.latest(stage) for stage in ("fetches", "documents", "webtext")}
+        counts_before = {stage: len(store.versions(stage)) for stage in latest}
+        operator = build_webtext(
+            incremental=True,
+            fetch={**DEMO_FETCH, "total_timeout": 7.0, "connections": 8},
+            tokenize=DEMO_TOKENIZE,
+            until="tokenize",
+            store_url=store_url,
+        )
+        assert operator == refs
+        assert {stage: len(store.versions(stage)) for stage in latest} == counts_before
+        assert {stage: store.latest(stage) for stage in latest} == latest
+        with get_client(sync_client=True) as client:
+            keys = ArtifactFilterKey(any_=["build-webtext-nothing-new"])
+            said = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
+        assert any(f"nothing new since {refs['dedup']}" in (a.description or "") for a in said)
+
 
 def outcome_tables(ref=None) -> list[list[dict]]:
     """Every build's last OUTCOME_ARTIFACT (whose rows name `ref`), oldest first."""

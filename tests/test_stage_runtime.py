@@ -269,3 +269,18 @@ def test_every_language_is_spelled_the_same_way_on_both_entries() -> None:
     for spelling in (["any"], []):
         options = ExtractOptions.from_user({"languages": spelling, "fetches_version": "x"})
         assert options.quality.languages == ()
+
+
+def test_an_input_with_nothing_new_publishes_no_empty_version(tmp_path) -> None:
+    store = Store(str(tmp_path))
+    first = run_stage(store, THIS, (), {"n": 1}, lambda w: write_parts(w, ["a"]))
+    latest = store.latest("numbers")
+    again = run_stage(
+        store, THIS, (), {"n": 2}, lambda w: write_parts(w, []), nothing_new=lambda: True
+    )
+    assert again.reused and again.ref == first.ref
+    assert len(store.versions("numbers")) == 1 and store.latest("numbers") == latest
+    # With no earlier version, an empty input still makes its (empty) version.
+    other = Stage("others", "webtext.stage")
+    empty = run_stage(store, other, (), {}, lambda w: None, nothing_new=lambda: True)
+    assert not empty.reused and store.exists(empty.ref)

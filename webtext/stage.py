@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from webtext.config import code_version
 from webtext.store import Manifest, StageResult, Store, StoreError, VersionRef, VersionWriter
 
 _MARKERS = ".parts"
+log = logging.getLogger(__name__)
 
 # Submits a function over items to an executor, yielding results in the items' order.
 Map = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
@@ -216,17 +218,25 @@ def run_stage(
     parents: tuple[VersionRef, ...] = (),
     count_names: Iterable[str] = (),
     resumable: bool = False,
+    nothing_new: Callable[[], bool] | None = None,
 ) -> StageResult:
     """Return the existing version for these inputs and parameters, or build a new one.
 
     `build` writes the version's files through a `StageWrite` and counts into it; its
     counts (`count_names` first, in order) and stats go into the manifest. `parents` are
     recorded after `inputs` (earlier versions the run was incremental over). `resumable`
-    keeps a killed run's committed parts for the next try.
+    keeps a killed run's committed parts for the next try. When `nothing_new()` says the
+    inputs hold nothing this stage has not handled before, no empty version is published:
+    the stage's newest version stands for the run, returned as reused.
     """
     done = find_version(store, stage, inputs, parameters)
     if done is not None:
         return StageResult(done.ref, True, done.stats)
+    if nothing_new is not None and nothing_new():
+        newest = store.versions(stage.name)
+        if newest:
+            log.info("%s: nothing new in %s; %s stands", stage.name, inputs, newest[-1].ref)
+            return StageResult(newest[-1].ref, True, newest[-1].stats)
     all_parents = (*inputs, *(p for p in parents if p not in inputs))
     with store.write(
         stage.name, parameters, stage.code_version, all_parents, resumable=resumable
