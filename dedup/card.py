@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from webtext.dataset import documents_in
 from webtext.store import Manifest, VersionRef
 
 SCHEMA_DOC = {
@@ -31,17 +32,22 @@ def dataset_card(
     parameters: dict[str, Any],
     lineage: Sequence[Manifest],
     columns: Sequence[str],
+    earlier: Sequence[Manifest] = (),
 ) -> str:
-    """Markdown: what the version holds, how it was made, and how to read it."""
+    """Markdown: what the version holds, the dataset as of it (this version and the
+    `earlier` versions it was deduplicated against, as `webtext.dataset.dataset_versions`
+    names them), how it was made, and how to read it."""
     lines = [
         f"# WebText rebuild, version {ref.version}",
         "",
         "Web pages linked from Reddit submissions with enough karma, their main text",
         "extracted, filtered and deduplicated, as in GPT-2's WebText (Radford et al., 2019).",
         "",
+        *_dataset_section(ref, counts, parameters, earlier),
         "## Files",
         "",
-        "- `data/part-*.parquet`: the documents (zstd Parquet), schema below.",
+        "- `data/part-*.parquet`: the documents this version adds (zstd Parquet), schema",
+        "  below; in a `webtext pull`, `data/<version>-part-*.parquet` of every version.",
         "- `clusters/part-00000.parquet`: every dropped duplicate and the document kept.",
         "- `index/`: text hashes, MinHash signatures and band keys of the published",
         "  documents, so later versions are deduplicated against this one.",
@@ -76,6 +82,9 @@ def dataset_card(
         "",
         "## Reading it",
         "",
+        "In the folder of a `webtext pull`, these read the whole dataset; in a version's own",
+        "folder, only the documents it adds.",
+        "",
         "```python",
         "import pyarrow.dataset as ds",
         'table = ds.dataset("data", format="parquet").to_table()',
@@ -92,3 +101,39 @@ def dataset_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _dataset_section(
+    ref: VersionRef,
+    counts: dict[str, int],
+    parameters: dict[str, Any],
+    earlier: Sequence[Manifest],
+) -> list[str]:
+    """Documents added by this version and documents in the dataset as of it."""
+    earlier = sorted(earlier, key=lambda m: m.created_at)  # as dataset_versions orders them
+    added = counts.get("published", 0)
+    total = added + sum(documents_in(m) for m in earlier)
+    names = ", ".join(f"`{v}`" for v in [*(m.version for m in earlier), ref.version])
+    lines = [
+        "## The dataset as of this version",
+        "",
+        f"- documents added by this version: {added:,}",
+        f"- documents in the dataset as of this version: {total:,}, in version"
+        f"{'s' if earlier else ''} {names} (oldest first)",
+        "",
+    ]
+    if parameters.get("full"):
+        lines += ["A full version: made from every page fetched so far, it is the whole"]
+        lines += ["dataset by itself."]
+    elif earlier:
+        lines += ["An incremental version: it holds only the documents that are new since"]
+        lines += ["the versions before it (deduplicated against them), which hold the rest."]
+    else:
+        lines += ["The first version: it is the whole dataset by itself."]
+    lines += [
+        "",
+        f"`webtext pull {ref.version} DEST` copies the whole dataset into `DEST/data/`;",
+        "`--increment-only` copies just this version's documents.",
+        "",
+    ]
+    return lines

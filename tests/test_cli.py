@@ -129,7 +129,8 @@ def test_the_whole_chain_then_pull(tmp_path) -> None:
     assert tokens["train_tokens"] > 0
     code, output = run("pull", "latest", str(tmp_path / "copy"), "--store", store)
     assert code == 0 and "pulled" in output
-    assert list((tmp_path / "copy" / "webtext").glob("*/data/part-00000.parquet"))
+    assert list((tmp_path / "copy" / "data").glob("*-part-00000.parquet"))
+    assert (tmp_path / "copy" / "README.md").exists()
     # Re-extracting everything with a stricter filter: a full version, nothing fetched.
     code, output = run("rebuild", "--store", store, "--workers", "2", "--min-words", "400")
     assert code == 0 and "webtext version" in output, output

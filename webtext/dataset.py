@@ -2,20 +2,29 @@
 version it was deduplicated against (its manifest names them as parents), oldest first.
 
 An incremental run publishes only new documents; training, tokenizer fitting and
-decontamination want the whole dataset as of that version, which this defines.
+decontamination want the whole dataset as of that version, which this defines, and
+`pull_dataset` copies it into one folder readers can glob (`DEST/data/*.parquet`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
 
-from webtext.store import Store, VersionRef
+from webtext.store import Manifest, Store, StoreError, VersionRef
 
 STAGE = "webtext"
 _BATCH = 1_024
+PULL_MARKER = "dataset.json"  # what makes a folder a pull of the dataset
+CARD = "README.md"
+_PULL_ENTRIES = {PULL_MARKER, CARD, "data"}
 
 
 @dataclass(frozen=True)
@@ -63,3 +72,172 @@ def iter_texts(
                     on_progress(len(texts))
                 if limit is not None and seen >= limit:
                     return
+
+
+def documents_in(manifest: Manifest) -> int:
+    """How many documents a `webtext` version publishes (rows of its data parts)."""
+    rows = [f.rows for f in manifest.files if f.path.startswith("data/")]
+    if rows and all(r is not None for r in rows):
+        return sum(r or 0 for r in rows)
+    return int(manifest.stats.get("counts", {}).get("published", 0))
+
+
+@dataclass(frozen=True)
+class PulledDataset:
+    """Where `pull_dataset` put the dataset and what it holds."""
+
+    path: str  # DEST, as given
+    webtext: VersionRef  # the version the dataset is as of
+    versions: list[VersionRef]  # the versions copied, oldest first
+    documents: int  # documents copied
+    files: int  # data parts copied
+
+
+def pull_dataset(
+    store: Store, webtext: VersionRef, dest: str, increment_only: bool = False
+) -> PulledDataset:
+    """Copy the published dataset as of `webtext` (its data parts and those of the earlier
+    versions it names; only its own with `increment_only`) into `dest`:
+
+        dest/data/<version>-part-NNNNN.parquet   every part, each sha256-checked as copied
+        dest/README.md                           the dataset card of `webtext`
+        dest/dataset.json                        versions, document counts, files and sha256s
+
+    The copy is written beside `dest` and renamed into place, so `dest` holds a whole pull or
+    nothing new. `dest` must be absent, empty, or a previous pull (which is replaced); never
+    a file, nor inside the store (nor the store inside it).
+    """
+    if webtext.stage != STAGE:
+        raise ValueError(f"{webtext} is not a version of the {STAGE!r} stage")
+    fs, path = url_to_fs(dest)
+    path = path.rstrip("/") or "/"
+    _check_destination(store, fs, path, dest)
+    versions = dataset_versions(store, webtext)
+    copied = [webtext] if increment_only else versions
+    parent, name = path.rsplit("/", 1) if "/" in path else (".", path)
+    parent = parent or "/"
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{name}.pull-{uuid.uuid4().hex[:8]}"
+    try:
+        fs.makedirs(tmp, exist_ok=True)
+        files: list[dict[str, Any]] = []
+        counts: list[dict[str, Any]] = []
+        for ref in copied:
+            manifest = store.manifest(ref)
+            documents = 0
+            for entry in manifest.files:
+                if not entry.path.startswith("data/"):
+                    continue
+                local = f"data/{ref.version}-{entry.path[len('data/') :].replace('/', '-')}"
+                store.copy_file(ref, entry, fs, f"{tmp}/{local}")
+                rows = entry.rows
+                if rows is None:
+                    with fs.open(f"{tmp}/{local}", "rb") as handle:
+                        rows = pq.ParquetFile(handle).metadata.num_rows
+                documents += rows
+                files.append(_file_record(local, ref, entry.path, rows, entry.size, entry.sha256))
+            counts.append(
+                {
+                    "version": ref.version,
+                    "created_at": manifest.created_at,
+                    "full": bool(manifest.parameters.get("full")),
+                    "documents": documents,
+                }
+            )
+        card = next((f for f in store.manifest(webtext).files if f.path == CARD), None)
+        if card is not None:
+            store.copy_file(webtext, card, fs, f"{tmp}/{CARD}")
+            files.append(_file_record(CARD, webtext, card.path, None, card.size, card.sha256))
+        total = sum(c["documents"] for c in counts)
+        summary = {
+            "dataset": STAGE,
+            "as_of": webtext.version,
+            "increment_only": increment_only,
+            "documents": total,
+            "versions": counts,
+            "dataset_versions": [ref.version for ref in versions],
+            "source": store.root_url,
+            "files": files,
+        }
+        fs.pipe_file(f"{tmp}/{PULL_MARKER}", (json.dumps(summary, indent=2) + "\n").encode())
+        _move_into_place(fs, tmp, path, parent, name)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp, recursive=True)
+        raise
+    data_files = sum(1 for f in files if f["path"].startswith("data/"))
+    return PulledDataset(dest, webtext, copied, total, data_files)
+
+
+def _file_record(
+    path: str, ref: VersionRef, source: str, rows: int | None, size: int, sha256: str
+) -> dict[str, Any]:
+    return {
+        "path": path,
+        "version": ref.version,
+        "source": source,
+        "rows": rows,
+        "size": size,
+        "sha256": sha256,
+    }
+
+
+def _check_destination(store: Store, fs: Any, path: str, dest: str) -> None:
+    if fs.isfile(path):
+        raise StoreError(f"cannot pull into {dest}: it is a file, not a folder")
+    if _same_filesystem(store.fs, fs):
+        here, root = _real(fs, path), _real(store.fs, store.root)
+        if _within(here, root):
+            raise StoreError(f"cannot pull into {dest}: it is inside the store {store.root_url}")
+        if _within(root, here):
+            raise StoreError(f"cannot pull into {dest}: the store {store.root_url} is inside it")
+    if not fs.isdir(path):
+        return
+    entries = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+    if not entries:
+        return
+    if entries <= _PULL_ENTRIES and _is_pull(fs, f"{path}/{PULL_MARKER}"):
+        return
+    raise StoreError(
+        f"cannot pull into {dest}: it is not empty and holds no earlier pull of the dataset "
+        f"(found {', '.join(sorted(entries)[:3])}{', ...' if len(entries) > 3 else ''})"
+    )
+
+
+def _is_pull(fs: Any, marker: str) -> bool:
+    try:
+        return json.loads(fs.cat_file(marker)).get("dataset") == STAGE
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _same_filesystem(a: Any, b: Any) -> bool:
+    protocols = [p.protocol if isinstance(p.protocol, tuple) else (p.protocol,) for p in (a, b)]
+    return bool(set(protocols[0]) & set(protocols[1]))
+
+
+def _real(fs: Any, path: str) -> str:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return os.path.realpath(path) if "file" in protocols else path.rstrip("/")
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _move_into_place(fs: Any, tmp: str, path: str, parent: str, name: str) -> None:
+    """Rename the finished copy to `path`; a previous pull there is moved aside first,
+    put back if the rename fails, and deleted once the new copy is in place."""
+    if fs.isdir(path) and not fs.ls(path, detail=False):
+        fs.rmdir(path)  # an empty folder: moving onto it would move the copy inside it
+    if not fs.exists(path):
+        fs.mv(tmp, path, recursive=True)
+        return
+    old = f"{parent}/.{name}.old-{uuid.uuid4().hex[:8]}"
+    fs.mv(path, old, recursive=True)
+    try:
+        fs.mv(tmp, path, recursive=True)
+    except BaseException:
+        fs.mv(old, path, recursive=True)
+        raise
+    fs.rm(old, recursive=True)

@@ -373,20 +373,27 @@ class Store:
         target = Store(dest)
         folder = target.version_dir(ref)
         for entry in manifest.files:
-            digest = hashlib.sha256()
-            source = f"{self.version_dir(ref)}/{entry.path}"
-            target.fs.makedirs(f"{folder}/{entry.path}".rsplit("/", 1)[0], exist_ok=True)
-            with (
-                self.fs.open(source, "rb") as reader,
-                target.fs.open(f"{folder}/{entry.path}", "wb") as writer,
-            ):
-                while chunk := reader.read(_HASH_CHUNK):
-                    digest.update(chunk)
-                    writer.write(chunk)
-            if digest.hexdigest() != entry.sha256:
-                raise StoreError(f"{ref}: {entry.path} does not match its sha256; not pulled")
+            self.copy_file(ref, entry, target.fs, f"{folder}/{entry.path}")
         target._atomic_put(f"{folder}/{MANIFEST}", manifest.to_json().encode())
         return target.url(ref)
+
+    def copy_file(
+        self, ref: VersionRef, entry: FileEntry, fs: fsspec.AbstractFileSystem, path: str
+    ) -> None:
+        """Stream one file of a version to `path` on `fs`, hashing it on the way; a copy
+        whose sha256 differs from the manifest's raises StoreError naming the file (the
+        caller discards what was written)."""
+        digest = hashlib.sha256()
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with (
+            self.fs.open(f"{self.version_dir(ref)}/{entry.path}", "rb") as reader,
+            fs.open(path, "wb") as writer,
+        ):
+            while chunk := reader.read(_HASH_CHUNK):
+                digest.update(chunk)
+                writer.write(chunk)
+        if digest.hexdigest() != entry.sha256:
+            raise StoreError(f"{ref}: {entry.path} does not match its sha256; not pulled")
 
     def verify(self, ref: VersionRef) -> None:
         """Recompute every file's size and sha256 against the manifest."""

@@ -274,14 +274,42 @@ def tokenize(
 @app.command()
 def pull(
     version: Annotated[str, typer.Argument(help="A version id, or latest")] = LATEST,
-    dest: Annotated[str, typer.Argument(help="Folder or fsspec URL to copy it into")] = ".",
+    dest: Annotated[
+        str | None,
+        typer.Argument(
+            help="Folder or fsspec URL to copy it into [default: ./webtext-data for the "
+            "dataset, . for another stage]",
+            show_default=False,
+        ),
+    ] = None,
     stage: Annotated[str, typer.Option(help="Which stage's version")] = "webtext",
+    increment_only: Annotated[
+        bool,
+        typer.Option(
+            "--increment-only", help="Only the documents this webtext version adds to the dataset"
+        ),
+    ] = False,
     store: StoreOption = None,
 ) -> None:
-    """Copy a version (the published dataset by default), verifying every sha256."""
+    """Copy the published dataset as of a version into DEST/data/*.parquet (or another
+    stage's version into DEST/<stage>/<version>), verifying every sha256."""
+    from webtext.dataset import pull_dataset
+
     artifacts = open_store(store)
     ref = artifacts.resolve(stage, version)
-    console.print(f"pulled {ref} to {artifacts.pull(ref, dest)}", soft_wrap=True)
+    if stage != "webtext":
+        if increment_only:
+            raise ValueError("--increment-only is for the webtext dataset only")
+        console.print(f"pulled {ref} to {artifacts.pull(ref, dest or '.')}", soft_wrap=True)
+        return
+    pulled = pull_dataset(artifacts, ref, dest or "webtext-data", increment_only)
+    what = "documents added by" if increment_only else "documents of the dataset as of"
+    versions = ", ".join(r.version for r in pulled.versions)
+    console.print(
+        f"pulled {pulled.documents:,} {what} {ref} (versions {versions}) to {pulled.path}/data/ "
+        f"({pulled.files} parquet files; README.md is the card, dataset.json lists the sha256s)",
+        soft_wrap=True,
+    )
 
 
 @app.command()
