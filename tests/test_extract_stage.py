@@ -134,7 +134,7 @@ def test_a_slow_page_times_out_alone(tmp_path, monkeypatch) -> None:
     pages = {"http://slow.example/a": article("A"), "http://slow.example/slow": article("Slow")}
     fetches = fetched(store, pages)
     monkeypatch.setattr(extract_stage, "_process_page", _sleep_on_slow)
-    result = extract_documents(store, fetches, ExtractOptions(workers=2, page_timeout=1))
+    result = extract_documents(store, fetches, ExtractOptions(workers=2, page_timeout=5))
     documents, rejected = tables(store, result.ref)
     assert [d["url"] for d in documents] == ["http://slow.example/a"]
     assert [(r["url"], r["reason"]) for r in rejected] == [
