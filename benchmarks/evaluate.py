@@ -1,8 +1,14 @@
 """Zero-shot scoring throughput on WikiText-2: our batched scorer against the usual loop.
 
-    python benchmarks/evaluate.py                                # tiny random GPT, GPT-2 BPE
+    python benchmarks/evaluate.py                  # the device's config: gpu on CUDA, else cpu
+    python benchmarks/evaluate.py --gpu-config     # random GPT-2 124M, every article
     python benchmarks/evaluate.py --checkpoint runs/124M-abc --device cuda
-    python benchmarks/evaluate.py --quick                        # one article (CI)
+    python benchmarks/evaluate.py --quick          # one article (CI)
+
+Two configs, picked by the device (the JSON's "config" says which, and why): "cpu", a random
+`tiny` GPT on 4 articles in batches of 8,192 tokens; "gpu", a random GPT-2 124M on all of
+them in batches of 65,536. `--gpu-config` picks the GPU one on any device; options given
+explicitly win over either.
 
 Baseline ("hf-stride-loop"): the recipe most people use for the perplexity of a fixed-length
 model (Hugging Face's "Perplexity of fixed-length models" guide): a `GPT2LMHeadModel`, one
@@ -37,6 +43,11 @@ from evaluation.scoring import WindowSettings, perplexity, rolling_requests  # n
 from training.model import CONFIGS, GPT, GPTConfig, export_hf  # noqa: E402
 
 SHARED = Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
+CONFIGS_BY_NAME = {  # articles=0: all of them
+    "gpu": dict(model="124M", articles=0, batch_tokens=65536),
+    "cpu": dict(model="tiny", articles=4, batch_tokens=8192),
+}
+QUICK = dict(articles=1)
 
 
 def load_gpt(args: argparse.Namespace, device: torch.device):
@@ -80,30 +91,52 @@ def main(argv: list[str] | None = None) -> dict:
     default_eval = os.environ.get("WEBTEXT_EVAL_DATA", str(SHARED / "eval"))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", help="a checkpoint or run folder; default: a random model")
-    p.add_argument("--model", default="tiny", choices=sorted(CONFIGS), help="random model shape")
+    p.add_argument(
+        "--gpu-config",
+        action="store_true",
+        help="the GPU config (random 124M, every article) on any device [CUDA: yes]",
+    )
+    p.add_argument(
+        "--model", choices=sorted(CONFIGS), help="random model shape [124M on CUDA, tiny on CPU]"
+    )
     p.add_argument("--tokenizer", default=str(SHARED / "gpt2-bpe"), help="tokenizer.json or dir")
     p.add_argument("--eval-data", default=default_eval)
-    p.add_argument("--articles", type=int, default=4, help="WikiText-2 articles to score")
+    p.add_argument(
+        "--articles", type=int, help="WikiText-2 articles to score, 0: all [all on CUDA, 4 on CPU]"
+    )
     p.add_argument("--context", type=int, help="window length [the model's]")
     p.add_argument("--stride", type=int, help="new tokens per window [context/2]")
-    p.add_argument("--batch-tokens", type=int, default=8192)
+    p.add_argument("--batch-tokens", type=int, help="[65,536 on CUDA, 8,192 on CPU]")
     p.add_argument("--device", help="cpu, cuda [cuda if available]")
     p.add_argument("--no-baseline", action="store_true", help="ours only (large models)")
     p.add_argument("--quick", action="store_true", help="one article, seconds (CI)")
     args = p.parse_args(argv)
-    if args.quick:  # smaller defaults; options given explicitly still win
-        p.set_defaults(articles=1)
-        args = p.parse_args(argv)
     if not Path(args.eval_data, "wikitext2").is_dir():
         raise SystemExit(f"no wikitext2 under {args.eval_data}; set WEBTEXT_TEST_DATA")
 
     device = pick_device(args.device)
+    config_name = "gpu" if args.gpu_config or device.type == "cuda" else "cpu"
+    why = {
+        "gpu": "--gpu-config" if args.gpu_config else "a CUDA device",
+        "cpu": "no CUDA device; --gpu-config for a random GPT-2 124M on every article",
+    }[config_name]
+    defaults = {**CONFIGS_BY_NAME[config_name], **(QUICK if args.quick else {})}
+    for name, value in defaults.items():  # options given explicitly win
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    print(
+        f"{device.type}, {config_name} config ({why}): "
+        f"{args.checkpoint or 'random ' + args.model}, "
+        f"{args.articles or 'all'} articles, batches of {args.batch_tokens:,} tokens",
+        file=sys.stderr,
+        flush=True,
+    )
     torch.set_grad_enabled(False)
     gpt, encoder = load_gpt(args, device)
     model = LanguageModel(
         "bench", gpt.hidden_states, encoder, gpt.config.block_size, device, head=gpt.lm_head
     )
-    documents = load_task("wikitext2", args.eval_data).items[: args.articles]
+    documents = load_task("wikitext2", args.eval_data).items[: args.articles or None]
     texts = [d.text for d in documents]
     windows = WindowSettings(args.context, args.stride)
 
@@ -154,6 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"baseline and ours disagree: {nll} vs {ours.nll} nats")
     result["tokens_per_s"] = round(ours.tokens / ours_s, 1)
     result["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    result["config"] = config_name
+    result["config_reason"] = why
+    result["batch_tokens"] = args.batch_tokens
     result["quick"] = args.quick
     print(json.dumps(result))
     return result

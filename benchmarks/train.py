@@ -1,17 +1,18 @@
 """Training throughput and MFU of one device on random tokens (no data needed).
 
-    python benchmarks/train.py --model 124M --batch-size 16 --block-size 1024 --steps 30 \
-        --compile --dtype bf16
-    python benchmarks/train.py            # CUDA: the line above without --compile; CPU: tiny
-    python benchmarks/train.py --quick    # seconds, on either (CI)
+    python benchmarks/train.py                # the device's config: gpu on CUDA, cpu otherwise
+    python benchmarks/train.py --gpu-config --compile   # the GPU figures of docs/architecture.md
+    python benchmarks/train.py --quick        # seconds, on either (CI)
 
 Times the same `train_step` that `training.train` runs, skipping the first --warmup steps
 (compilation, allocator and autotuning), and prints one JSON line last; each step's time goes
-to stderr as it happens. Defaults depend on the device: on CUDA GPT-2 124M, batch 16 x 1024
-tokens, bf16, 30 steps; on a CPU the `tiny` model, batch 16 x 64, fp32, 20 steps (124M x 16 x
-1024 takes minutes a step there). `--quick`: `tiny`, batch 2 x 32, 3 steps, the same code path
-(CI runs it so that the script cannot rot; its figures are not measurements). There is no
-baseline: MFU compares with the device's peak, where known (CUDA GPUs).
+to stderr as it happens. Two configs, picked by the device (the JSON's "config" says which,
+and why): "gpu", GPT-2 124M, batch 16 x 1024 tokens, bf16, 30 steps; "cpu", the `tiny`
+model, batch 16 x 64, fp32, 20 steps (124M x 16 x 1024 takes minutes a step there).
+`--gpu-config` picks the GPU one on any device; options given explicitly win over either.
+`--quick`: `tiny`, batch 2 x 32, 3 steps, the same code path (CI runs it so that the script
+cannot rot; its figures are not measurements). There is no baseline: MFU compares with the
+device's peak, where known (CUDA GPUs).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 from training.model import CONFIGS, FLOPS_FORMULA, GPT  # noqa: E402
 from training.train import peak_flops, train_step  # noqa: E402
 
-DEFAULTS = {
-    "cuda": dict(model="124M", batch_size=16, block_size=1024, steps=30, warmup=5, dtype="bf16"),
+CONFIGS_BY_NAME = {
+    "gpu": dict(model="124M", batch_size=16, block_size=1024, steps=30, warmup=5, dtype="bf16"),
     "cpu": dict(model="tiny", batch_size=16, block_size=64, steps=20, warmup=3, dtype="fp32"),
 }
 QUICK = dict(model="tiny", batch_size=2, block_size=32, steps=3, warmup=1)  # dtype: the device's
@@ -41,6 +42,11 @@ QUICK = dict(model="tiny", batch_size=2, block_size=32, steps=3, warmup=1)  # dt
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--gpu-config",
+        action="store_true",
+        help="the GPU config (124M, 16 x 1024, bf16, 30 steps) on any device [CUDA: yes]",
+    )
     p.add_argument("--model", choices=sorted(CONFIGS), help="[124M on CUDA, tiny on CPU]")
     p.add_argument("--batch-size", type=int, help="[16]")
     p.add_argument("--block-size", type=int, help="[1024 on CUDA, 64 on CPU]")
@@ -57,7 +63,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    defaults = {**DEFAULTS[device.type], **(QUICK if args.quick else {})}
+    config_name = "gpu" if args.gpu_config or device.type == "cuda" else "cpu"
+    why = {
+        "gpu": "--gpu-config" if args.gpu_config else "a CUDA device",
+        "cpu": "no CUDA device; --gpu-config for GPT-2 124M x 16 x 1024",
+    }[config_name]
+    defaults = {**CONFIGS_BY_NAME[config_name], **(QUICK if args.quick else {})}
     for name, value in defaults.items():  # options given explicitly win
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -77,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     shape = (args.batch_size, args.block_size)
     print(
-        f"{device.type}: {args.model} ({model.num_params():,} parameters), batch "
+        f"{device.type}, {config_name} config ({why}): {args.model} "
+        f"({model.num_params():,} parameters), batch "
         f"{args.batch_size} x {args.block_size}, {args.dtype}, {args.steps} steps "
         f"({args.warmup} untimed)",
         file=sys.stderr,
@@ -110,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     flops = model.flops_per_token(args.block_size)
     result = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "config": config_name,
+        "config_reason": why,
         "model": args.model,
         "vocab_size": config.vocab_size,
         "params": model.num_params(),

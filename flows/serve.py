@@ -45,7 +45,13 @@ def deployments() -> list[RunnerDeployment]:
             DEPLOYMENT,
             description="Build every stage's next version, incrementally: links, fetch, "
             "extract, dedup, tokenize, then train-gpt2/default, then evaluate.",
-            parameters={"dumps": [], "incremental": True, "train_deployment": DEPLOYMENTS[1]},
+            parameters={
+                "dumps": [],
+                "incremental": True,
+                # As on the pools: 124M, refused at once on a machine without a GPU.
+                "train": {"model": "124M", "max_steps": 600_000},
+                "train_deployment": DEPLOYMENTS[1],
+            },
             **common,
         ),
         train_gpt2_flow.to_deployment(

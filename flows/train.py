@@ -4,26 +4,38 @@ Hugging Face export), then the `evaluate-zero-shot` deployment on it.
 `training.launch.train_model` does the work (run folder, torchrun, streaming, publishing);
 this flow streams its output into the run's log and shows the run as artifacts. Its
 parameters are `TrainSettings`' fields with their defaults, and the launch's.
+
+While it trains, its progress artifact (key PROGRESS_KEY) holds the share of steps done and,
+as its description, the latest step's line (step, loss, tokens/s, ETA); `watch_training`
+reads it from the run that started this one (build-webtext) and repeats it in that run's log.
 """
 
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_image_artifact,
     create_markdown_artifact,
+    create_progress_artifact,
     create_table_artifact,
+    update_progress_artifact,
 )
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.artifacts import ProgressReporter, publish_version
+from flows.artifacts import publish_version
 from training.launch import (
     LOSS_PNG,
     METRICS,
+    StepClock,
     describe_step,
     final_metrics,
     read_metrics,
@@ -33,6 +45,127 @@ from training.launch import (
 from training.settings import TrainSettings
 from webtext.config import open_store
 from webtext.store import VersionRef
+
+PROGRESS_KEY = "train-gpt2-progress"
+# The progress artifact is updated at most this often (each update is a call to the server),
+# and a step's line goes to the run's log at most this often (a 124M run makes ~10 steps a
+# second on one GPU; every one of them in the log would be millions of lines).
+PROGRESS_EVERY_S = 2.0
+LOG_EVERY_S = 10.0
+# How often build-webtext asks for the training run's state, and repeats its progress.
+WATCH_POLL_S = 5.0
+WATCH_LOG_EVERY_S = 30.0
+
+
+class TrainingProgress:
+    """This run's progress artifact: percent of `max_steps` done, and the latest step's line
+    as its description; the line goes to `log` too, at most every `log_every_s`."""
+
+    def __init__(
+        self,
+        title: str,
+        max_steps: int,
+        log: Callable[[str], None],
+        every_s: float = PROGRESS_EVERY_S,
+        log_every_s: float = LOG_EVERY_S,
+    ) -> None:
+        self.max_steps = max_steps
+        self.log = log
+        self.every_s = every_s
+        self.log_every_s = log_every_s
+        self.clock = StepClock(max_steps)
+        self.step = 0
+        self.line = f"{title}: starting"
+        self._updated = self._logged = float("-inf")
+        self._id = create_progress_artifact(0.0, key=PROGRESS_KEY, description=self.line)
+
+    def on_metrics(self, record: dict[str, Any]) -> None:
+        self.step = int(record["step"])
+        self.line = describe_step(record, self.max_steps, self.clock.eta_s(self.step))
+        now = time.monotonic()
+        last = self.step >= self.max_steps
+        # The first step, validations and the last step are always logged.
+        if last or "val_loss" in record or now - self._logged >= self.log_every_s:
+            self._logged = now
+            self.log(self.line)
+        if last or now - self._updated >= self.every_s:
+            self._updated = now
+            update_progress_artifact(self._id, self.percent(), description=self.line)
+
+    def finish(self, line: str) -> None:
+        self.line = line
+        update_progress_artifact(self._id, 100.0, description=line)
+
+    def percent(self) -> float:
+        return min(100.0, 100.0 * self.step / self.max_steps) if self.max_steps else 100.0
+
+
+def latest_progress(client: Any, flow_run_id: UUID) -> tuple[float, str] | None:
+    """A train-gpt2 run's progress artifact: (percent, its latest line), None before it has one."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    found = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[PROGRESS_KEY]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+        ),
+        sort=ArtifactSort.UPDATED_DESC,
+        limit=1,
+    )
+    if not found:
+        return None
+    return float(found[0].data or 0.0), found[0].description or ""
+
+
+def watch_training(
+    flow_run: FlowRun,
+    log: Callable[[str], None],
+    timeout_s: float,
+    poll_s: float = WATCH_POLL_S,
+    log_every_s: float = WATCH_LOG_EVERY_S,
+) -> FlowRun:
+    """Wait for a train-gpt2 run to end (or `timeout_s`), and say how it goes through `log`:
+    its state when it changes (Scheduled: no worker of its pool has taken it yet), and its
+    latest step's line (step, loss, tokens/s, ETA) every `log_every_s` when it is new.
+
+    Called from a flow run (build-webtext), it also mirrors the training's percent in a
+    progress artifact of that run. Returns the run as last read."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    name = f"train-gpt2 run {flow_run.name}"
+    mirror: UUID | None = None
+    last_state = last_line = None
+    last_logged = float("-inf")
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run.id)
+            final = flow_run.state is not None and flow_run.state.is_final()
+            now = time.monotonic()
+            if final or now - last_logged >= log_every_s:
+                progress = latest_progress(client, flow_run.id)
+                if progress is not None and progress[1] != last_line:
+                    last_logged = now
+                    percent, last_line = progress
+                    log(f"{name}: {last_line}")
+                    if mirror is None and FlowRunContext.get() is not None:
+                        mirror = create_progress_artifact(percent, description=name)
+                    elif mirror is not None:
+                        update_progress_artifact(mirror, percent)
+            state = flow_run.state.name if flow_run.state else "no state"
+            if state != last_state:
+                last_state = state
+                waiting = ": waiting for a worker of its pool" if state == "Scheduled" else ""
+                log(f"{name}: {state}{waiting}")
+            if final or now >= deadline:
+                return flow_run
+            time.sleep(poll_s)
 
 
 def publish_training(out_dir: Path, tokens: VersionRef) -> None:
@@ -96,6 +229,7 @@ def train_gpt2_flow(
     gpus_per_node: int = 1,
     rdzv_endpoint: str | None = None,
     extra_args: list[str] | None = None,
+    allow_cpu: bool = False,
     evaluate_deployment: str | None = "evaluate-zero-shot/default",
     store_url: str | None = None,
     runs_dir: str | None = None,
@@ -103,17 +237,14 @@ def train_gpt2_flow(
     """Train GPT-2 on a tokens version with torchrun (`gpus_per_node=0`: one CPU process)
     in `<runs_dir>/<model>-<model version>` (runs_dir: the parameter, else `$WEBTEXT_RUNS`,
     else ./runs) and publish it as a `model` version. The settings are `training.train`'s
-    flags (`python -m training.train --help`); `extra_args`: more flags, passed last."""
+    flags (`python -m training.train --help`); `extra_args`: more flags, passed last.
+    A model larger than `tiny` on CPU (gpus_per_node=0, or no CUDA device on the worker)
+    is refused at once unless `allow_cpu`."""
     settings = TrainSettings.from_mapping(locals())  # the parameters named as its fields
     logger = get_run_logger()
     store = open_store(store_url)
     tokens = store.resolve("tokens", tokens_version)
-    progress = ProgressReporter(f"Training steps of {model} on {tokens}")
-    progress.start(max_steps)
-
-    def on_metrics(record: dict) -> None:
-        logger.info(describe_step(record, max_steps))
-        progress.advance(record["step"] - progress.done)
+    progress = TrainingProgress(f"training {model} on {tokens}", max_steps, logger.info)
 
     result = train_model(
         store,
@@ -124,10 +255,14 @@ def train_gpt2_flow(
         rdzv_endpoint=rdzv_endpoint,
         extra_args=extra_args or (),
         runs_dir=runs_dir,
+        allow_cpu=allow_cpu,
         on_line=logger.info,
-        on_metrics=on_metrics,
+        on_metrics=progress.on_metrics,
     )
-    progress.finish()
+    if result.reused:
+        progress.finish(f"{result.ref} was trained on {tokens} already")
+    else:
+        progress.finish(f"trained {result.ref}: {progress.line}")
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Trained model")
     if result.reused:
         logger.info("%s already trained on %s: nothing to do", result.ref, tokens)

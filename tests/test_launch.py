@@ -9,6 +9,8 @@ import json
 import struct
 import sys
 import textwrap
+import threading
+import time
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -17,8 +19,11 @@ import pytest
 
 import training.launch
 from training.launch import (
+    StepClock,
+    check_device,
     describe_step,
     final_metrics,
+    format_duration,
     plot_loss,
     read_metrics,
     stream,
@@ -133,6 +138,40 @@ def test_describe_step_shows_what_a_record_has() -> None:
     assert describe_step(record, 300).endswith("mfu 31.2%")
 
 
+def test_describe_step_adds_the_time_left_at_the_pace_so_far() -> None:
+    now = [100.0]
+    clock = StepClock(1000, clock=lambda: now[0])
+    assert clock.eta_s(200) is None  # a resumed run: its clock starts at its first step
+    now[0] += 30.0
+    assert clock.eta_s(210) == pytest.approx(790 * 3.0)  # 3 s a step, 790 steps left
+    record = {"step": 210, "loss": 4.5, "tokens_per_s": 2000.0}
+    assert describe_step(record, 1000, clock.eta_s(210)) == (
+        "step 210/1000  loss 4.5000  2,000 tokens/s  ETA 39m30s"
+    )
+    assert [format_duration(s) for s in (0, 42.4, 725, 3 * 3600 + 420, 41 * 86400 + 6 * 3600)] == [
+        "0s", "42s", "12m05s", "3h07m", "41d06h",
+    ]  # fmt: skip
+
+
+def test_check_device_refuses_gpt2_sizes_on_cpu_in_one_line() -> None:
+    with pytest.raises(ValueError) as refused:
+        check_device("124M", 0)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message == (
+        "refusing to train GPT-2 124M on CPU (gpus_per_node=0): pass allow_cpu=true "
+        "(--allow-cpu) to train it there anyway, or model=tiny"
+    )
+    check_device("124M", 0, allow_cpu=True)
+    check_device("tiny", 0)
+    check_device("774M", 8, cuda=True)
+    # GPUs asked for on a worker without CUDA: on CPU after all.
+    with pytest.raises(ValueError, match=r"GPT-2 350M on CPU \(gpus_per_node=1 but no CUDA"):
+        check_device("350M", 1, cuda=False)
+    with pytest.raises(ValueError, match="pass gpus_per_node=0 to use the CPU"):
+        check_device("tiny", 1, cuda=False)
+
+
 def test_read_metrics_skips_and_counts_malformed_lines(tmp_path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text(
@@ -231,6 +270,15 @@ def test_prefect_yaml_has_the_training_deployment() -> None:
     deployments = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
     train = next(d for d in deployments if d["entrypoint"] == "flows/train.py:train_gpt2_flow")
     assert train["name"] == "default" and train["work_pool"]["name"] == "webtext-gpu"
+    assert train["parameters"]["gpus_per_node"] >= 1
+    # The build says what it trains, and where: the GPU pool's deployment.
+    build = next(
+        d
+        for d in deployments
+        if d["entrypoint"] == "flows/build.py:build_webtext" and d["name"] == "default"
+    )
+    assert build["parameters"]["train"] == {"model": "124M", "max_steps": DEFAULTS.max_steps}
+    assert build["parameters"]["train_deployment"] == f"train-gpt2/{train['name']}"
 
 
 # A stand-in for training.train: the same arguments, a metrics.jsonl, a checkpoint.
@@ -331,9 +379,112 @@ def test_train_flow_failure_names_the_exit_code_and_step(fake_training) -> None:
 
     with pytest.raises(RuntimeError, match=r"exit code 3 after step 3") as failure:
         train_gpt2_flow(
-            gpus_per_node=0, max_steps=6, extra_args=["--fail-at", "4"], **fake_training
+            model="tiny",
+            gpus_per_node=0,
+            max_steps=6,
+            extra_args=["--fail-at", "4"],
+            **fake_training,
         )
     assert "CUDA error: out of memory" in str(failure.value)
+
+
+@pytest.fixture
+def no_trainer(monkeypatch) -> None:
+    """Starting a process fails the test."""
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(training.launch.subprocess, "Popen", started)
+
+
+@pytest.mark.usefixtures("no_trainer")
+def test_train_model_refuses_124m_on_cpu_at_once(fake_training) -> None:
+    store = Store(fake_training["store_url"])
+    tokens = store.resolve("tokens")
+    started = time.monotonic()
+    with pytest.raises(ValueError) as refused:
+        train_model(
+            store, tokens, TrainSettings(), gpus_per_node=0, runs_dir=fake_training["runs_dir"]
+        )
+    assert time.monotonic() - started < 2
+    assert str(refused.value).startswith("refusing to train GPT-2 124M on CPU (gpus_per_node=0)")
+    assert "\n" not in str(refused.value) and "allow_cpu=true (--allow-cpu)" in str(refused.value)
+    assert not Path(fake_training["runs_dir"]).exists()  # no run folder either
+
+
+@pytest.mark.usefixtures("prefect_server", "no_trainer")
+def test_train_flow_refuses_124m_on_cpu_at_once(fake_training) -> None:
+    from flows.train import train_gpt2_flow
+
+    started = time.monotonic()
+    state = train_gpt2_flow(gpus_per_node=0, return_state=True, **fake_training)
+    assert state.is_failed() and time.monotonic() - started < 10  # a flow run: a few calls
+    with pytest.raises(ValueError, match=r"^refusing to train GPT-2 124M on CPU"):
+        state.result()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_train_flow_allow_cpu_trains_a_gpt2_size_there(fake_training) -> None:
+    """allow_cpu launches; it is not in the model version's parameters."""
+    from flows.train import train_gpt2_flow
+
+    ref = train_gpt2_flow(gpus_per_node=0, max_steps=2, allow_cpu=True, **fake_training)
+    parameters = Store(fake_training["store_url"]).manifest(ref).parameters
+    assert parameters == training_parameters(TrainSettings(max_steps=2), (), 1, 0)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_watch_training_repeats_the_runs_state_and_progress() -> None:
+    """What build-webtext's log shows while a train-gpt2 run trains elsewhere."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+    from prefect.states import Completed, Running, Scheduled
+
+    from flows.train import PROGRESS_KEY, watch_training
+
+    @flow(name="train-gpt2")
+    def stand_in() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(stand_in, state=Scheduled())  # as run_deployment's
+
+        def train_elsewhere() -> None:
+            time.sleep(0.3)
+            client.set_flow_run_state(run.id, Running(), force=True)
+            artifact = client.create_artifact(
+                ArtifactCreate(
+                    key=PROGRESS_KEY,
+                    type="progress",
+                    data=10.0,
+                    description="step 10/100  loss 5.0000  900 tokens/s  ETA 1m30s",
+                    flow_run_id=run.id,
+                )
+            )
+            time.sleep(0.5)
+            update = ArtifactUpdate(data=50.0, description="step 50/100  loss 3.0000  ETA 50s")
+            client.update_artifact(artifact.id, update)
+            time.sleep(0.5)
+            client.set_flow_run_state(run.id, Completed(), force=True)
+
+        thread = threading.Thread(target=train_elsewhere)
+        thread.start()
+        lines: list[str] = []
+        try:
+            ended = watch_training(run, lines.append, timeout_s=60, poll_s=0.1, log_every_s=0.1)
+        finally:
+            thread.join()
+    assert ended.state.is_completed()
+    name = f"train-gpt2 run {run.name}"
+    assert lines[0] == f"{name}: Scheduled: waiting for a worker of its pool"
+    assert f"{name}: Running" in lines and lines[-1] == f"{name}: Completed"
+    progress = [line for line in lines if "step" in line]
+    assert progress == [
+        f"{name}: step 10/100  loss 5.0000  900 tokens/s  ETA 1m30s",
+        f"{name}: step 50/100  loss 3.0000  ETA 50s",
+    ]  # each line once, however often it was read
 
 
 def test_train_model_streams_metrics_and_lines_and_publishes(fake_training) -> None:
@@ -370,3 +521,45 @@ def test_training_parameters_take_the_flows_defaults() -> None:
     )
     assert parameters["extra_args"] == [] and parameters["ranks"] == 16
     assert parameters["batch_size"] == DEFAULTS.batch_size
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_build_refuses_a_deployment_that_would_train_124m_on_cpu(fake_training) -> None:
+    """build-webtext reads the deployment's parameters: gpus_per_node=0 (flows.serve on a
+    machine without a GPU) and 124M fail the train stage before any run starts."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    import flows.build
+    from flows.build import _train
+
+    store = Store(fake_training["store_url"])
+    tokens = store.resolve("tokens")
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("train-gpt2")
+        deployment_id = client.create_deployment(
+            flow_id, "on-cpu", parameters={"model": "124M", "gpus_per_node": 0}
+        )
+
+    @flow
+    def build(options: dict) -> str:
+        return str(_train(store, tokens, options, "train-gpt2/on-cpu"))
+
+    started = time.monotonic()
+    state = build({}, return_state=True)
+    assert time.monotonic() - started < 10
+    with pytest.raises(ValueError, match=r"^refusing to train GPT-2 124M on CPU \(gpus_per_node=0"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+    assert runs == []  # no run was started
+    # Tiny is what CPUs are for, and allow_cpu lets 124M through: both start a run, which
+    # no worker takes here (a timeout of 0 stops watching it at once).
+    for options in ({"model": "tiny", "max_steps": 3}, {"allow_cpu": True}):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(flows.build.POLICIES, "train", flows.build.StagePolicy(0, timeout_s=0))
+            with pytest.raises(RuntimeError, match=r"run \S+ ended Scheduled"):
+                build(options)

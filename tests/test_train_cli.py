@@ -73,18 +73,24 @@ def test_train_streams_steps_then_evaluate_and_sample_take_the_model_version(
         run("evaluate", runs, "--model", "latest", *args)
 
 
-def test_train_warns_before_training_gpt2_sizes_on_cpu(tmp_path, monkeypatch) -> None:
+def test_train_refuses_gpt2_sizes_on_cpu_unless_allowed(tmp_path, monkeypatch) -> None:
     store = Store(str(tmp_path / "store"))
     with store.write("tokens", {"fake": True}, "test") as out:
         out.put("tokens/train/part-00000.bin", b"\0" * 64)
-    trained: list[TrainSettings] = []
+    trained: list[tuple[TrainSettings, bool]] = []
 
     def fake_train_model(store, tokens, settings, **kwargs) -> StageResult:
-        trained.append(settings)
+        trained.append((settings, kwargs["allow_cpu"]))
         return StageResult(VersionRef("model", "abc"), True, {"counts": {}})
 
     monkeypatch.setattr(training.launch, "train_model", fake_train_model)
     code, output = run("train", "--store", store.root_url, "--gpus-per-node", "0")
+    assert code == 2 and trained == []
+    assert " ".join(output.split()) == (
+        "refusing to train GPT-2 124M on CPU (--gpus-per-node 0): pass allow_cpu=true "
+        "(--allow-cpu) to train it there anyway, or model=tiny"
+    )
+    code, output = run("train", "--store", store.root_url, "--gpus-per-node", "0", "--allow-cpu")
     assert code == 0, output
     assert "warning: training GPT-2 124M on CPU for 600,000 steps" in " ".join(output.split())
-    assert trained == [TrainSettings()]
+    assert trained == [(TrainSettings(), True)]

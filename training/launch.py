@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -192,11 +193,85 @@ STEP_FIELDS = (
 )
 
 
-def describe_step(record: Mapping[str, Any], max_steps: int) -> str:
-    """A metrics record as one line for people: step, losses, learning rate, speed."""
+def describe_step(record: Mapping[str, Any], max_steps: int, eta_s: float | None = None) -> str:
+    """A metrics record as one line for people: step, losses, learning rate, speed, and the
+    time left when `eta_s` is known."""
     parts = [f"step {record['step']}/{max_steps}"]
     parts += [form.format(record[key]) for key, form in STEP_FIELDS if record.get(key) is not None]
+    if eta_s is not None:
+        parts.append(f"ETA {format_duration(eta_s)}")
     return "  ".join(parts)
+
+
+def format_duration(seconds: float) -> str:
+    """42s, 12m05s, 3h07m, 41d06h: the two largest units."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+class StepClock:
+    """The time left to `max_steps`, at the pace of the steps seen since the first one (a
+    resumed run starts its clock at its first new step, not at step 0)."""
+
+    def __init__(self, max_steps: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_steps = max_steps
+        self.clock = clock
+        self.first: tuple[int, float] | None = None
+
+    def eta_s(self, step: int) -> float | None:
+        """Seconds until the last step, from the pace so far; None before two steps."""
+        now = self.clock()
+        if self.first is None:
+            self.first = (step, now)
+            return None
+        first_step, started = self.first
+        if step <= first_step:
+            return None
+        return (self.max_steps - step) * (now - started) / (step - first_step)
+
+
+def check_device(
+    model: str,
+    gpus_per_node: int,
+    *,
+    allow_cpu: bool = False,
+    cuda: bool | None = None,
+    why_cpu: str = "gpus_per_node=0",
+) -> None:
+    """Refuse, in one line, a run that would train a model larger than `tiny` on CPU unless
+    `allow_cpu`: 124M takes over a minute a step there, 600,000 steps take years.
+
+    The run is on CPU when `gpus_per_node` is 0, or when this worker has no CUDA device
+    (`cuda`: whether it has one; None asks torch, only when it matters). GPUs asked for on a
+    worker without any is an error for every model: the trainer would fail on `--device cuda`.
+    `why_cpu`: what the message says made gpus_per_node 0.
+    """
+    if gpus_per_node == 0:
+        if model == "tiny" or allow_cpu:
+            return
+        raise ValueError(
+            f"refusing to train GPT-2 {model} on CPU ({why_cpu}): pass allow_cpu=true "
+            "(--allow-cpu) to train it there anyway, or model=tiny"
+        )
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return
+    where = f"on CPU (gpus_per_node={gpus_per_node} but no CUDA device on this worker)"
+    if model == "tiny":
+        raise ValueError(f"cannot train GPT-2 tiny {where}: pass gpus_per_node=0 to use the CPU")
+    raise ValueError(
+        f"refusing to train GPT-2 {model} {where}: run it on a GPU worker, or pass "
+        "gpus_per_node=0 with allow_cpu=true (--allow-cpu), or model=tiny"
+    )
 
 
 def local_version(store: Store, ref: VersionRef, cache_dir: Path) -> str:
@@ -248,11 +323,16 @@ def train_model(
     rdzv_endpoint: str | None = None,
     extra_args: Sequence[str] = (),
     runs_dir: str | Path | None = None,
+    allow_cpu: bool = False,
     on_line: Callable[[str], None] = lambda line: None,
     on_metrics: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> StageResult:
     """Train on `tokens` with torchrun (`gpus_per_node=0`: one CPU process) in the run's
     folder (`run_dir`), and publish it as a `model` version; an existing one is returned.
+
+    A model larger than `tiny` on CPU is refused before anything starts (`check_device`)
+    unless `allow_cpu`, which is how the run is launched, not what it trains: it is not
+    in the version's parameters.
 
     Each metrics record the trainer prints goes to `on_metrics`, every other line of its
     output (and what this function says) to `on_line`. With `nodes` > 1 the other nodes run
@@ -263,6 +343,7 @@ def train_model(
     done = find_version(store, STAGE, (tokens,), parameters)
     if done is not None:  # trained already: no run at all
         return StageResult(done.ref, True, done.stats)
+    check_device(settings.model, gpus_per_node, allow_cpu=allow_cpu)
     ref = model_ref(store, tokens, parameters)
     out_dir = run_dir(runs_dir, settings.model, ref)
     tokens_dir = local_version(store, tokens, out_dir.parent / "tokens-cache")

@@ -357,21 +357,35 @@ def train(
     runs_dir: Annotated[
         Path | None, typer.Option(help="Run folders [default: $WEBTEXT_RUNS or ./runs]")
     ] = None,
+    allow_cpu: Annotated[
+        bool,
+        typer.Option(
+            "--allow-cpu", help="Train a model larger than tiny on CPU (refused otherwise)"
+        ),
+    ] = False,
     store: StoreOption = None,
 ) -> None:
     """Train GPT-2 on a tokens version and publish a `model` version, showing every step.
 
     Every other option is a training setting, as `python -m training.train --help` lists
     them (--model tiny --max-steps 300 --batch-size 16 --lr 6e-4 ...); unset ones take
-    training/settings.py's defaults: GPT-2 124M for 600,000 steps.
+    training/settings.py's defaults: GPT-2 124M for 600,000 steps, which on a machine
+    without a GPU is refused unless --allow-cpu (a first run there: --model tiny
+    --max-steps 300).
     """
     import torch
 
-    from training.launch import describe_step, train_model
+    from training.launch import StepClock, check_device, describe_step, train_model
     from training.settings import parse_settings
 
     settings = parse_settings(ctx.args)
     gpus = torch.cuda.device_count() if gpus_per_node is None else gpus_per_node
+    try:
+        why = "no CUDA device on this machine" if gpus_per_node is None else "--gpus-per-node 0"
+        check_device(settings.model, gpus, allow_cpu=allow_cpu, why_cpu=why)
+    except ValueError as refused:
+        console.print(f"[bold red]{escape(str(refused))}[/]", soft_wrap=True)
+        raise typer.Exit(2) from None
     if gpus == 0 and settings.model != "tiny":
         console.print(
             f"[bold red]warning: training GPT-2 {settings.model} on CPU for "
@@ -381,6 +395,7 @@ def train(
         )
     artifacts = open_store(store)
     tokens = artifacts.resolve("tokens", tokens_version)
+    clock = StepClock(settings.max_steps)
     result = train_model(
         artifacts,
         tokens,
@@ -389,8 +404,11 @@ def train(
         gpus_per_node=gpus,
         rdzv_endpoint=rdzv_endpoint,
         runs_dir=runs_dir,
+        allow_cpu=allow_cpu,
         on_line=lambda line: console.print(escape(line), style="dim", soft_wrap=True),
-        on_metrics=lambda record: console.print(describe_step(record, settings.max_steps)),
+        on_metrics=lambda record: console.print(
+            describe_step(record, settings.max_steps, clock.eta_s(record["step"]))
+        ),
     )
     _report(artifacts, result, "trained model")
 
