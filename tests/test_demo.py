@@ -2,14 +2,18 @@
 deployment with training as its own deployment run, and nothing left running afterwards.
 
 The demo itself runs once per session (the `demo_run` fixture in conftest.py); test_ui.py opens
-the same run in the browser.
+the same run in the browser. `demo_twice` runs the `webtext demo` command twice in one work
+folder, for what the operator's terminal shows and what a second run finds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,12 +23,23 @@ import pytest
 
 from flows.build import STAGES
 from webtext.store import Store, VersionRef
-from webtext_app.demo_run import TRAIN, DemoPaths, DemoRun, StageOutcome, child_flow_runs
+from webtext_app.demo_run import (
+    RUN_SEPARATOR,
+    STAGE_ORDER,
+    TRAIN,
+    BuildWatcher,
+    DemoPaths,
+    DemoRun,
+    StageOutcome,
+    child_flow_runs,
+    key_counts,
+)
 from webtext_app.prefect_server import api_get
 
 pytestmark = pytest.mark.xdist_group("demo")  # one demo per session under --dist loadgroup
 
 NUL = b"\0"
+TWICE_STEPS = 20  # demo_twice's training steps: a progress line or two
 SUBFLOWS = (
     "collect-links", "fetch-pages", "extract-text", "dedup", "tokenize", "train-gpt2",
     "evaluate-zero-shot",
@@ -81,6 +96,137 @@ def test_the_outcome_table_names_the_failed_stage() -> None:
     assert run.run_url == "http://h/runs/flow-run/id"
 
 
+def test_the_watcher_knows_every_stage_of_the_build() -> None:
+    assert STAGE_ORDER == STAGES
+
+
+def test_key_counts() -> None:
+    assert key_counts("links", {"records": 241, "links": 1136}) == "links 1,136"
+    assert key_counts("model", {"step": 40, "loss": 7.6132}) == "step 40, loss 7.613"
+    assert key_counts("evaluation", {"lambada acc": 0.5, "lambada 8-gram overlap": 0.1}) == (
+        "lambada acc 0.5"
+    )
+    assert key_counts("minhash", {"documents": 105, "parts": 1}) == "documents 105"
+    assert key_counts("links", {}) == ""
+
+
+def test_a_build_that_reused_every_stage_made_nothing_new() -> None:
+    def run(*reused: bool | None, state: str = "COMPLETED") -> DemoRun:
+        stages = tuple(
+            StageOutcome(stage, VersionRef(stage, "ab12"), flag, "completed", "")
+            for stage, flag in zip(STAGES, reused, strict=False)
+        )
+        return DemoRun(DemoPaths(Path(".")), "", "http://h/api", "id", "n", state, "", stages, ())
+
+    assert run(*[True] * len(STAGES)).nothing_new
+    assert not run(*[True] * (len(STAGES) - 1), False).nothing_new
+    assert not run(*[True] * len(STAGES), state="FAILED").nothing_new
+    assert not run().nothing_new  # no outcome: nothing known
+
+
+def test_the_serve_log_marks_the_demo_run(demo_run: DemoRun) -> None:
+    marks = [
+        line
+        for line in demo_run.paths.serve_log.read_text().splitlines()
+        if line.startswith(RUN_SEPARATOR)
+    ]
+    assert len(marks) == 2, marks  # the run's start, then its flow run
+    assert demo_run.flow_run_id in marks[1]
+
+
+def test_the_watcher_says_each_stage_in_order(demo_run: DemoRun) -> None:
+    """Read after the build, every stage is said once, started before completed."""
+    said: list[str] = []
+    BuildWatcher(demo_run.api_url, demo_run.flow_run_id, demo_run.store_url, said.append).poll()
+    stages = [line.split(":", 1)[0] for line in said if not line.startswith("train: step")]
+    assert stages == [stage for stage in STAGES for _ in range(2)], said
+    links = child_flow_runs(demo_run.api_url, demo_run.flow_run_id)["collect-links"]
+    assert said[0] == f"links: started ({links['name']}, Completed)"
+    assert said[1].startswith(f"links: completed {demo_run.versions['links']}: links ")
+
+
+@pytest.fixture(scope="module")
+def demo_twice(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, Path]:
+    """`webtext demo` run twice in one work folder and store, as an operator does: the
+    terminal output of each run (stdout and stderr as a terminal interleaves them), and the
+    work folder."""
+    root = tmp_path_factory.mktemp("demo-twice")
+    webtext = Path(sys.executable).with_name("webtext")
+    command = [str(webtext), "demo", "--workdir", str(root / "w"), "--store", str(root / "a")]
+    outputs = []
+    for number in (1, 2):
+        done = subprocess.run(
+            [*command, "--max-steps", str(TWICE_STEPS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, f"demo run {number}:\n{done.stdout[-5000:]}"
+        outputs.append(done.stdout)
+    return outputs[0], outputs[1], root / "w"
+
+
+def _lines(output: str) -> list[str]:
+    return [line.strip() for line in output.splitlines()]
+
+
+def test_the_demo_terminal_says_each_stage_and_the_api_url(demo_twice) -> None:
+    first, _, _ = demo_twice
+    lines = _lines(first)
+    ui = next(i for i, line in enumerate(lines) if line.startswith("Prefect UI: "))
+    port = lines[ui].rsplit(":", 1)[1]
+    # Beside the UI link: how to point the prefect CLI at this server.
+    assert lines[ui + 1].endswith(f"export PREFECT_API_URL=http://127.0.0.1:{port}/api")
+    assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in first  # to reopen it later
+    for stage in STAGES:
+        started = next(i for i, line in enumerate(lines) if line.startswith(f"{stage}: started"))
+        completed = next(
+            i for i, line in enumerate(lines) if line.startswith(f"{stage}: completed ")
+        )
+        assert started < completed, stage
+        assert "(reused)" not in lines[completed], lines[completed]
+    assert any(re.match(r"links: completed links/\w+: links \d+$", line) for line in lines)
+    assert any(re.match(rf"train: step \d+/{TWICE_STEPS} ", line) for line in lines), first[-5000:]
+    assert "nothing new" not in first
+    assert "┃ count" in first and "|---|" in first  # the tables a second run leaves out
+
+
+def test_a_second_demo_run_finds_nothing_new(demo_twice) -> None:
+    _, second, _ = demo_twice
+    reused = [line for line in _lines(second) if re.match(r"\w+: completed .* \(reused\)", line)]
+    assert len(reused) == len(STAGES), second[-5000:]
+    versions = ", ".join(rf"{stage} [0-9a-f]+" for stage in STAGES)
+    assert re.search(rf"^nothing new: every stage reused \({versions}\)$", second, re.M), second
+    # Instead of the first run's count tables and evaluation table.
+    assert "┃ count" not in second and "|---|" not in second
+
+
+def test_the_serve_log_holds_each_demo_run(demo_twice) -> None:
+    first, second, workdir = demo_twice
+    text = (workdir / "serve.log").read_text()
+    marks = [line for line in text.splitlines() if line.startswith(RUN_SEPARATOR)]
+    starts = [line for line in marks if "flow run" not in line]
+    assert len(starts) == 2, marks
+    for output in (first, second):
+        run_id = re.search(r"/runs/flow-run/([0-9a-f-]{36})", output)[1]
+        assert sum(run_id in line for line in marks) == 1, (run_id, marks)
+    # Both runs' serve output is kept: the first run's lines come before the second's mark.
+    assert text.index(starts[1]) > text.index("serving build-webtext/default")
+
+
+def test_stopping_the_demo_leaves_its_runs_completed(demo_twice) -> None:
+    """The serve process is stopped after the build's processes exit: stopped before, it
+    marks the runs it still tracks Cancelled, completed ones too."""
+    _, _, workdir = demo_twice
+    # Prefect's own table: the server is gone with the demo.
+    with contextlib.closing(sqlite3.connect(workdir / "prefect" / "prefect.db")) as db:
+        states = db.execute("SELECT name, state_type FROM flow_run").fetchall()
+    assert len(states) > 2 * len(STAGES), states
+    assert {state for _, state in states} == {"COMPLETED"}, states
+
+
 def _processes_using(path: Path) -> list[str]:
     """Our processes whose command line or environment mention `path`."""
     found = []
@@ -111,7 +257,7 @@ def test_ctrl_c_mid_build_stops_everything(tmp_path: Path) -> None:
         )
     try:
         deadline = time.monotonic() + 120
-        while b"prefect.flow-run.Running" not in log.read_bytes():
+        while b"links: started" not in log.read_bytes():
             assert demo.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group

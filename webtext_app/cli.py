@@ -541,13 +541,20 @@ def demo(
     keep_ui: Annotated[
         bool, typer.Option(help="Keep the Prefect server (its UI) up until Enter or Ctrl-C")
     ] = False,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(help="Training steps of the tiny model [300]", show_default=False),
+    ] = None,
 ) -> None:
     """Run `build-webtext` as a deployment, offline: a local Prefect server, the deployments
-    served by `python -m flows.serve`, `prefect deployment run build-webtext/default --watch`."""
+    served by `python -m flows.serve`, `prefect deployment run build-webtext/default`; each
+    stage is shown starting and finishing. A second run in the same --workdir finds nothing
+    new."""
     from webtext_app.demo_run import demo_session, reopen_command
 
+    train = {"max_steps": max_steps} if max_steps is not None else None
     try:
-        with demo_session(workdir, store, say=_say) as run:
+        with demo_session(workdir, store, train=train, say=_say) as run:
             _report_demo(run)
             console.print(f"Prefect UI of this build run: [bold]{run.run_url}[/]", soft_wrap=True)
             if keep_ui:
@@ -557,7 +564,8 @@ def demo(
         raise typer.Exit(1) from exc
     console.print(
         f"the UI again, later: {reopen_command(run.paths.prefect_home)}\n"
-        f"  then open http://127.0.0.1:4200/runs/flow-run/{run.flow_run_id}",
+        f"  then open http://127.0.0.1:4200/runs/flow-run/{run.flow_run_id}\n"
+        "  and for the prefect CLI: export PREFECT_API_URL=http://127.0.0.1:4200/api",
         soft_wrap=True,
     )
     if not run.completed:
@@ -575,15 +583,25 @@ def _say(text: str) -> None:
 
 
 def _report_demo(run: DemoRun) -> None:
-    """Every stage's counts, the versions and where they are, the evaluation table."""
+    """Every stage's counts, the versions and where they are, the evaluation table; or, when
+    every stage reused its version, one line saying so."""
+    from webtext_app.demo_run import RUN_SEPARATOR
+
     artifacts = open_store(run.store_url)
+    log = (
+        f"training runs: {run.paths.runs}; the served runs' log (appended to, each demo run "
+        f"from a '{RUN_SEPARATOR}' line): {run.paths.serve_log}"
+    )
+    if run.nothing_new:
+        versions = ", ".join(f"{stage} {ref.version}" for stage, ref in run.versions.items())
+        console.print(f"nothing new: every stage reused ({versions})", soft_wrap=True)
+        console.print(f"the store: {artifacts.root_url}; {log}", soft_wrap=True)
+        return
     for stage, ref in run.versions.items():
         _print_counts(artifacts.manifest(ref).stats.get("counts", {}), f"{stage}: {ref}")
     for stage, ref in run.versions.items():
         console.print(f"{stage}: [bold]{ref}[/] {artifacts.url(ref)}", soft_wrap=True)
-    console.print(
-        f"training runs: {run.paths.runs}; every run's log: {run.paths.serve_log}", soft_wrap=True
-    )
+    console.print(log, soft_wrap=True)
     evaluation = run.versions.get("evaluate")
     if evaluation is not None:
         table = artifacts.fs.cat_file(f"{artifacts.version_dir(evaluation)}/table.md").decode()

@@ -127,3 +127,15 @@ DEMO_EVALUATE = {
     "eval_data": str(DEMO_EVAL_DATA),
     "max_new_tokens": 40,
 }
+
+
+def kept_dump_port(path: Path) -> int | None:
+    """The demo web's port that a dump kept from an earlier run points at, if it can be read.
+
+    A new run serves the web on it again when it can: the same dump, byte for byte, is the
+    same links version, so the whole build can be reused."""
+    try:
+        first = zstd.decompress(path.read_bytes()).split(b"\n", 1)[0]
+        return urlsplit(json.loads(first)["url"]).port
+    except (OSError, ValueError, KeyError, TypeError, zstd.ZstdError):
+        return None

@@ -1,20 +1,24 @@
 """The demo, as an operator runs the pipeline: a Prefect server, a process serving the
-deployments, and `prefect deployment run build-webtext/default --watch`.
+deployments, and `prefect deployment run build-webtext/default`.
 
     demo web (thread) -> RS_demo.zst -> prefect server start (SQLite, with its UI)
-        -> python -m flows.serve -> prefect deployment run build-webtext/default --watch
+        -> python -m flows.serve -> prefect deployment run build-webtext/default
         -> build-webtext runs links ... tokenize, train-gpt2/default as its own run, evaluate
 
-`demo_session` starts everything, runs the build, and yields what it made while the server is
-still up (so its UI can be opened); leaving the block stops the serve process, the server and
-the web, also on an error or a Ctrl-C. The server's home (its SQLite database) is kept under
-the work folder, so the UI can be reopened on the same runs afterwards.
+`demo_session` starts everything, runs the build, says each stage starting and finishing
+(and training's progress) as the server reports them (`BuildWatcher`), and yields what it made
+while the server is still up (so its UI can be opened); leaving the block stops the serve
+process, the server and the web, also on an error or a Ctrl-C. The server's home (its SQLite
+database) is kept under the work folder, so the UI can be reopened on the same runs
+afterwards; the serve process's output is appended to `serve.log`, each demo run from a
+RUN_SEPARATOR line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -22,14 +26,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from webtext.config import open_store
-from webtext.store import VersionRef
-from webtext_app.demo import DEMO_EVALUATE, DEMO_FETCH, DEMO_TOKENIZE, DEMO_TRAIN, write_demo_dump
+from webtext.store import Store, VersionRef
+from webtext_app.demo import (
+    DEMO_EVALUATE,
+    DEMO_FETCH,
+    DEMO_TOKENIZE,
+    DEMO_TRAIN,
+    kept_dump_port,
+    write_demo_dump,
+)
 from webtext_app.demo_web import DEMO_PORT, DemoWeb
 from webtext_app.prefect_server import (
+    FINAL_STATES,
     UI_PORT,
     api_get,
     api_post,
@@ -40,6 +53,7 @@ from webtext_app.prefect_server import (
     start_prefect_server,
     start_process,
     tail,
+    wait_for_children,
 )
 
 BUILD = "build-webtext/default"
@@ -47,7 +61,37 @@ TRAIN = "train-gpt2/default"
 SERVED = (BUILD, TRAIN, "evaluate-zero-shot/default")
 # flows/build.py's OUTCOME_ARTIFACT (not imported: flows import Prefect, the CLI starts fast)
 OUTCOME_ARTIFACT = "build-webtext-outcome"
+# build-webtext's stages (flows/build.py's STAGES, in order) by the name of their sub-flow.
+STAGE_FLOWS = {
+    "collect-links": "links",
+    "fetch-pages": "fetch",
+    "extract-text": "extract",
+    "dedup": "dedup",
+    "tokenize": "tokenize",
+    "train-gpt2": "train",
+    "evaluate-zero-shot": "evaluate",
+}
+STAGE_ORDER = tuple(STAGE_FLOWS.values())
+# The counts a finished stage's line shows, by the kind of version it made (all of an
+# evaluation's but the overlaps; else the first).
+KEY_COUNTS = {
+    "links": ("links",),
+    "fetches": ("fetched", "attempted"),
+    "documents": ("documents",),
+    "webtext": ("published",),
+    "tokens": ("train_tokens", "val_tokens"),
+    "model": ("step", "loss", "val_loss"),
+}
+# A training step's line in the train-gpt2 run's log (training.launch.describe_step).
+STEP_LINE = re.compile(r"^step \d+/\d+")
 WATCH_TIMEOUT_S = 30 * 60
+POLL_S = 2.0  # how often the demo asks the server how the build goes
+# How long a finished run's process may take to exit (it sends its last logs and events)
+# before the serve process is stopped anyway.
+RUN_EXIT_S = 60.0
+PROGRESS_EVERY_S = 5.0  # training's progress line at most this often
+# Each demo run's first line in serve.log, then `<separator> <started>: build-webtext run ...`.
+RUN_SEPARATOR = "===== webtext demo run"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 Say = Callable[[str], None]
@@ -68,8 +112,12 @@ class DemoPaths:
         return self.workdir / "runs"
 
     @property
-    def serve_log(self) -> Path:
+    def serve_log(self) -> Path:  # flows.serve's output, appended: every demo run's
         return self.workdir / "serve.log"
+
+    @property
+    def dump(self) -> Path:
+        return self.workdir / "RS_demo.zst"
 
 
 @dataclass(frozen=True)
@@ -127,6 +175,12 @@ class DemoRun:
         return self.failed.stage if self.failed else None
 
     @property
+    def nothing_new(self) -> bool:
+        """The build completed and every stage reused a version made before it: it made
+        nothing new (its outcome table's `reused` flags say so)."""
+        return self.completed and bool(self.stages) and all(s.reused for s in self.stages)
+
+    @property
     def ui_url(self) -> str:
         return self.api_url.removesuffix("/api")
 
@@ -147,12 +201,21 @@ def reopen_command(home: Path) -> str:
     return f"PREFECT_HOME={home.resolve()} {prefect_executable()} server start"
 
 
-def open_demo_web(stack: contextlib.ExitStack) -> DemoWeb:
-    """The offline web on DEMO_PORT (so a kept dump still points at it), else a free port."""
-    try:
-        return stack.enter_context(DemoWeb(port=DEMO_PORT))
-    except OSError:  # the port is taken
-        return stack.enter_context(DemoWeb())
+def open_demo_web(stack: contextlib.ExitStack, kept_dump: Path | None = None) -> DemoWeb:
+    """The offline web on the port `kept_dump` (an earlier run's) points at, else DEMO_PORT,
+    else a free one: the same port makes the same dump, and so the same links version."""
+    kept = kept_dump_port(kept_dump) if kept_dump is not None else None
+    for port in dict.fromkeys(p for p in (kept, DEMO_PORT) if p):
+        with contextlib.suppress(OSError):  # the port is taken
+            return stack.enter_context(DemoWeb(port=port))
+    return stack.enter_context(DemoWeb())
+
+
+def mark_serve_log(log: Path, text: str) -> None:
+    """A separator line in serve.log (appended to, also by the serve process)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"\n{RUN_SEPARATOR} {text} =====\n")
 
 
 @contextlib.contextmanager
@@ -230,16 +293,21 @@ def deployment_run_ids(api_url: str, deployment_id: str, newest: int = 50) -> se
     return {run["id"] for run in api_post(api_url, "/flow_runs/filter", body)}
 
 
-def run_deployment_cli(
-    api_url: str, home: Path, parameters: dict[str, Any], watch_timeout_s: int
-) -> int:
-    """`prefect deployment run build-webtext/default --watch`, its output on our terminal."""
+def run_deployment_cli(api_url: str, home: Path, parameters: dict[str, Any]) -> None:
+    """`prefect deployment run build-webtext/default`: creates the run and returns. Its output
+    (the parameters in full) is shown only when it fails."""
     command = [
-        prefect_executable(), "deployment", "run", BUILD, "--watch",
-        "--watch-timeout", str(watch_timeout_s), "--params", json.dumps(parameters),
+        prefect_executable(), "deployment", "run", BUILD, "--params", json.dumps(parameters),
     ]  # fmt: skip
     # In our process group: a Ctrl-C stops it as it stops us.
-    return subprocess.run(command, env=flow_env(api_url, home), check=False).returncode
+    done = subprocess.run(
+        command, env=flow_env(api_url, home), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"prefect deployment run {BUILD} exited {done.returncode}:\n"
+            f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
 
 
 def build_outcome(api_url: str, flow_run_id: str) -> tuple[StageOutcome, ...]:
@@ -265,16 +333,152 @@ def build_outcome(api_url: str, flow_run_id: str) -> tuple[StageOutcome, ...]:
     )
 
 
-def child_flow_runs(api_url: str, flow_run_id: str) -> dict[str, dict[str, Any]]:
-    """The build run's sub-flow runs (in-process or deployment runs) by flow name."""
+def child_flow_runs(
+    api_url: str, flow_run_id: str, names: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The build run's sub-flow runs (in-process or deployment runs) by flow name. `names`:
+    flow names by flow id, known so far (filled in)."""
     runs = api_post(
-        api_url, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}}}
+        api_url,
+        "/flow_runs/filter",
+        {
+            "flow_runs": {"parent_flow_run_id": {"any_": [flow_run_id]}},
+            "sort": "EXPECTED_START_TIME_ASC",  # a retried stage's last run wins
+        },
     )
-    names = {}
+    names = {} if names is None else names
     for run in runs:
         if run["flow_id"] not in names:
             names[run["flow_id"]] = api_get(api_url, f"/flows/{run['flow_id']}")["name"]
     return {names[run["flow_id"]]: run for run in runs}
+
+
+def latest_step_line(api_url: str, flow_run_id: str) -> str | None:
+    """The newest training step line (`step 120/300  loss 5.1 ...`) in a train-gpt2 run's log."""
+    logs = api_post(
+        api_url,
+        "/logs/filter",
+        {
+            "logs": {"flow_run_id": {"any_": [flow_run_id]}, "text": {"query": "step"}},
+            "sort": "TIMESTAMP_DESC",
+            "limit": 20,
+        },
+    )
+    return next((log["message"] for log in logs if STEP_LINE.match(log["message"])), None)
+
+
+def key_counts(kind: str, counts: Mapping[str, Any]) -> str:
+    """A version's key counts, e.g. `links 136` or `step 300, loss 5.12`."""
+    if kind == "evaluation":
+        names = [name for name in counts if "overlap" not in name]
+    else:
+        names = [name for name in KEY_COUNTS.get(kind, ()) if name in counts]
+        names = names or list(counts)[:1]
+    return ", ".join(f"{name} {_number(counts[name])}" for name in names)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
+class BuildWatcher:
+    """Says, through `say`, each stage of a build-webtext run starting and finishing (with its
+    version and key counts) and, while it trains, the latest training step.
+
+    It asks the server's REST API every POLL_S seconds: the run's state, its sub-flow runs,
+    its outcome table (republished after each stage) and the training run's log. Not
+    `prefect deployment run --watch` (its stream is mostly heartbeat events), nor serve.log
+    (text whose format is the logging setup's, holding every run's lines, and empty when the
+    flows run on a work pool elsewhere): the API's records are structured and are there
+    wherever the flows run, and each read is the whole current state, so a slow or failed
+    poll loses nothing. Stages are said in build order, each start before its finish.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        flow_run_id: str,
+        store_url: str,
+        say: Say,
+        progress_every_s: float = PROGRESS_EVERY_S,
+    ) -> None:
+        self.api_url = api_url
+        self.flow_run_id = flow_run_id
+        self.store_url = store_url
+        self.say = say
+        self.progress_every_s = progress_every_s
+        self.stages: tuple[StageOutcome, ...] = ()  # the outcome table as last read
+        self._store: Store | None = None
+        self._flow_names: dict[str, str] = {}
+        self._started: set[str] = set()
+        self._finished: set[str] = set()
+        self._step_line: str | None = None
+        self._step_said = float("-inf")
+
+    def watch(self, timeout_s: float, poll_s: float = POLL_S) -> dict[str, Any]:
+        """Poll until the run ends or `timeout_s` passes; the run as last read."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.poll()
+            if run.get("state_type") in FINAL_STATES or time.monotonic() >= deadline:
+                return run
+            time.sleep(poll_s)
+
+    def poll(self) -> dict[str, Any]:
+        """Read the run, say what changed since the last poll; the run."""
+        # The run first: when it is final, the outcome and the sub-flows read next are too.
+        run = api_get(self.api_url, f"/flow_runs/{self.flow_run_id}")
+        children = {
+            STAGE_FLOWS[name]: child
+            for name, child in child_flow_runs(
+                self.api_url, self.flow_run_id, self._flow_names
+            ).items()
+            if name in STAGE_FLOWS
+        }
+        self.stages = build_outcome(self.api_url, self.flow_run_id)
+        outcomes = {outcome.stage: outcome for outcome in self.stages}
+        for stage in STAGE_ORDER:
+            child, outcome = children.get(stage), outcomes.get(stage)
+            done = outcome is not None and outcome.state != "pending"
+            if stage not in self._started and (child is not None or done):
+                self._started.add(stage)
+                # A stage found done has no run when it had nothing to do (trained already).
+                how = f" ({child['name']}, {child['state_name']})" if child else ""
+                self.say(f"{stage}: started{how}")
+            if stage == "train" and child is not None and stage not in self._finished:
+                self._say_progress(child["id"], final=done)
+            if done and stage not in self._finished:
+                self._finished.add(stage)
+                self.say(self._finish_line(outcome))
+        return run
+
+    def _say_progress(self, train_run_id: str, final: bool) -> None:
+        """The newest training step, at most every `progress_every_s`, and once more (if new)
+        as training finishes."""
+        now = time.monotonic()
+        if not final and now - self._step_said < self.progress_every_s:
+            return
+        line = latest_step_line(self.api_url, train_run_id)
+        if line is not None and line != self._step_line:
+            self._step_line, self._step_said = line, now
+            self.say(f"train: {line}")
+
+    def _finish_line(self, outcome: StageOutcome) -> str:
+        if outcome.state != "completed":
+            return f"{outcome.stage}: {outcome.state}: {outcome.error}"
+        ref = outcome.version
+        reused = " (reused)" if outcome.reused else ""
+        counts = self._counts(ref) if ref is not None else ""
+        return f"{outcome.stage}: completed {ref}{reused}" + (f": {counts}" if counts else "")
+
+    def _counts(self, ref: VersionRef) -> str:
+        try:
+            self._store = self._store or open_store(self.store_url)
+            return key_counts(ref.stage, self._store.manifest(ref).stats.get("counts", {}))
+        except Exception:  # a line without counts, not a failed demo
+            return ""
 
 
 def _print(text: str) -> None:
@@ -301,7 +505,7 @@ def demo_session(
         stack.enter_context(stop_signals_unwind())
         # Said first, then done as the stack unwinds: also on an error or a Ctrl-C.
         stack.callback(say, "stopping the serve process, the Prefect server and the demo web")
-        web = open_demo_web(stack)
+        web = open_demo_web(stack, paths.dump)
         dump = write_demo_dump(paths.workdir, web.base_url)
         say(f"demo web: {web.base_url}/ (dump: {dump})")
 
@@ -309,24 +513,38 @@ def demo_session(
         say(f"starting a Prefect server (SQLite under {paths.prefect_home}) ...")
         server = stack.enter_context(start_prefect_server(paths.prefect_home, port))
         say(f"Prefect UI: {server.ui_url}")
+        # Without it, `prefect deployment ls` in another terminal starts a temporary server of
+        # its own and lists nothing.
+        say(f"  the prefect CLI on this server: export PREFECT_API_URL={server.api_url}")
 
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        mark_serve_log(paths.serve_log, started)
         env = serve_env(server.api_url, paths, store_url)
         command = [sys.executable, "-m", "flows.serve"]
-        serve = stack.enter_context(start_process(command, env, paths.serve_log))
-        say(f"serving {', '.join(SERVED)} (every run's log: {paths.serve_log}) ...")
+        serve = stack.enter_context(start_process(command, env, paths.serve_log, append=True))
+        say(
+            f"serving {', '.join(SERVED)} (their runs' log, appended to at each demo run: "
+            f"{paths.serve_log}) ..."
+        )
         deployments = wait_for_deployments(server.api_url, serve, paths.serve_log)
 
         before = deployment_run_ids(server.api_url, deployments[BUILD])
         parameters = build_parameters(dump, store_url, train)
-        returncode = run_deployment_cli(
-            server.api_url, paths.prefect_home, parameters, watch_timeout_s
-        )
+        run_deployment_cli(server.api_url, paths.prefect_home, parameters)
         new = deployment_run_ids(server.api_url, deployments[BUILD]) - before
         if len(new) != 1:
-            raise RuntimeError(f"prefect deployment run exited {returncode}, no run created")
+            raise RuntimeError(f"prefect deployment run {BUILD} created {len(new)} runs, not 1")
         flow_run_id = new.pop()
         run = api_get(server.api_url, f"/flow_runs/{flow_run_id}")
+        mark_serve_log(
+            paths.serve_log, f"{started}: {BUILD} flow run '{run['name']}' {flow_run_id}"
+        )
+        say(f"prefect deployment run {BUILD}: flow run '{run['name']}' ({flow_run_id})")
+
+        watcher = BuildWatcher(server.api_url, flow_run_id, store_url, say)
+        run = watcher.watch(watch_timeout_s)
         state = run.get("state") or {}
+        say(f"{BUILD} flow run '{run['name']}': {state.get('name', 'no state')}")
         yield DemoRun(
             paths=paths,
             store_url=store_url,
@@ -335,6 +553,12 @@ def demo_session(
             flow_run_name=run["name"],
             state=state.get("type", "UNKNOWN"),
             message=state.get("message") or "",
-            stages=build_outcome(server.api_url, flow_run_id),
+            stages=watcher.stages,
             pids=(server.process.pid, serve.pid),
         )
+        # A run's process outlives its final state by seconds; a serve process stopped before
+        # it exits marks the run it still tracks Cancelled ("Runner is shutting down."), even
+        # a completed one. So, unless the session ends on an error or an unfinished build, it
+        # waits for the runs' processes (its children) to exit first.
+        if state.get("type") in FINAL_STATES:
+            wait_for_children(serve.pid, RUN_EXIT_S)

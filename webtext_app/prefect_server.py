@@ -118,11 +118,12 @@ def start_prefect_server(
 
 @contextlib.contextmanager
 def start_process(
-    command: Sequence[str], env: Mapping[str, str], log_path: Path
+    command: Sequence[str], env: Mapping[str, str], log_path: Path, append: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `command` in the background, output to `log_path`, stopped when the block exits."""
+    """Run `command` in the background, output to `log_path` (replaced, or with `append`
+    appended to), stopped when the block exits."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
+    with log_path.open("ab" if append else "wb") as log:
         # A session of its own: stopping it stops anything it started, and a Ctrl-C meant for
         # the foreground command does not reach it.
         process = subprocess.Popen(
@@ -176,6 +177,36 @@ def session_alive(pid: int) -> bool:
         return False
     except PermissionError:  # the id was reused by someone else's group
         return True
+    return True
+
+
+def child_pids(pid: int) -> set[int]:
+    """The processes that `pid` started and has not reaped yet (Linux: /proc, else `pgrep`)."""
+    found: set[int] = set()
+    read = False
+    tasks = Path(f"/proc/{pid}/task")
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        with contextlib.suppress(OSError):  # a thread gone, or no CONFIG_PROC_CHILDREN
+            found.update(int(child) for child in (task / "children").read_text().split())
+            read = True
+    if read:
+        return found
+    try:
+        listed = subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no pgrep: nothing known
+        return set()
+    return {int(child) for child in listed.stdout.split()}
+
+
+def wait_for_children(pid: int, timeout_s: float) -> bool:
+    """Wait until the process `pid` has no child process left; False after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while child_pids(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
     return True
 
 
