@@ -116,7 +116,8 @@ def deduplicate(
     publish = publish or PublishSettings()
     # Documents re-extracted from every page fetched so far make a full dataset of their
     # own, deduplicated against nothing earlier; later increments build on it.
-    full = bool(store.manifest(documents).parameters.get("all_fetches"))
+    documents_manifest = store.manifest(documents)
+    full = bool(documents_manifest.parameters.get("all_fetches"))
     parameters = {
         "minhash": settings.parameters(),
         "publish": publish.parameters(),
@@ -145,7 +146,7 @@ def deduplicate(
             not full
             and all(
                 (f.rows or 0) == 0
-                for f in store.manifest(documents).files
+                for f in documents_manifest.files
                 if f.path.startswith("documents/")
             )
         ),

@@ -19,6 +19,7 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -186,13 +187,12 @@ def fetch_pages(
         "warc_file_bytes": options.warc_file_bytes,
     }
     earlier = store.versions(STAGE.name)
-    found: dict[str, pa.ChunkedArray] = {}  # computed once, by whichever needs it first
 
+    @cache  # asked by `nothing_new`, then by `build`: read the URLs once
     def split_urls() -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
-        if not found:
-            found["urls"] = _link_urls(store, links)
-            found["already"] = _fetched_before(store, earlier, found["urls"])
-        urls, already = found["urls"], found["already"]
+        """(every URL of `links`, a mask of those fetched before, the ones to fetch)."""
+        urls = _link_urls(store, links)
+        already = _fetched_before(store, earlier, urls)
         return urls, already, urls.filter(pc.invert(already))
 
     def build(work: StageWrite) -> None:

@@ -32,45 +32,38 @@ STAGE_PACKAGES = ("webtext", "scraping", "dedup", "training", "evaluation")
 
 
 @cache
-def code_version(*modules: str) -> str:
-    """The package version plus a hash of the source of `modules` and of every module of
-    `STAGE_PACKAGES` they import, directly or not. A package's name stands for all of its
-    modules.
+def code_version(module: str) -> str:
+    """The package version plus a hash of the source of `module` and of every module of
+    `STAGE_PACKAGES` it imports, directly or not.
 
-    A stage names the module(s) that run it; its version ids then change exactly when code
+    A stage names the module that runs it; its version ids then change exactly when code
     it runs changes (editing the training loop leaves token shards alone), so outputs made
     by older code are never mistaken for the current code's.
     """
     digest = hashlib.sha256()
     root = Path(__file__).parent.parent
-    for source in sorted(module_sources(modules)):
+    for source in sorted(module_sources(module)):
         digest.update(str(source.relative_to(root)).encode())
         digest.update(source.read_bytes())
     return f"{__version__}+{digest.hexdigest()[:10]}"
 
 
-def module_sources(modules: tuple[str, ...]) -> set[Path]:
-    """The source files of `modules` and of the first-party modules they import."""
+def module_sources(module: str) -> set[Path]:
+    """The source files of `module` and of the first-party modules it imports."""
+    first = _source_of(module)
+    if first is None:
+        raise ValueError(f"no module {module!r} in {', '.join(STAGE_PACKAGES)}")
     seen: set[Path] = set()
-    todo = [path for name in modules for path in _package_or_module(name)]
+    todo = [first]
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
-        for name in _imported_modules(path):
+        for _, name in imported_modules(path):
             if (found := _source_of(name)) is not None:
                 todo.append(found)
     return seen
-
-
-def _package_or_module(name: str) -> list[Path]:
-    source = _source_of(name)
-    if source is None:
-        raise ValueError(f"no module {name!r} in {', '.join(STAGE_PACKAGES)}")
-    if source.name == "__init__.py":
-        return sorted(source.parent.rglob("*.py"))
-    return [source]
 
 
 def _source_of(name: str) -> Path | None:
@@ -83,14 +76,25 @@ def _source_of(name: str) -> Path | None:
     return Path(spec.origin) if spec and spec.origin else None
 
 
-def _imported_modules(path: Path) -> Iterator[str]:
-    """Every module named by an import in `path` (`from a import b` names a and a.b)."""
+def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, module) for every absolute import in `path`, those inside functions and
+    `import_module("...")` calls with a literal name included (`from a import b` names a
+    and a.b, as b may be a module)."""
     for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            yield from ((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            yield node.module
-            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+            yield node.lineno, node.module
+            yield from ((node.lineno, f"{node.module}.{alias.name}") for alias in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            in {"import_module", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.lineno, node.args[0].value
 
 
 EVAL_DATA_ENV = "WEBTEXT_EVAL_DATA"

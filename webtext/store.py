@@ -167,22 +167,6 @@ class VersionWriter:
         self._fs.pipe_file(tmp, data)
         self._fs.mv(tmp, path)
 
-    def listdir(self, folder: str) -> list[str]:
-        """Names (relative to the version) of the files already in `folder`."""
-        path = f"{self.tmp_dir}/{folder}"
-        if not self._fs.isdir(path):
-            return []
-        return sorted(
-            f"{folder}/{p.rstrip('/').rsplit('/', 1)[-1]}" for p in self._fs.ls(path, detail=False)
-        )
-
-    def remove(self, name: str) -> None:
-        """Drop a file (or folder) a killed try left half-written, and forget it."""
-        self._check_name(name)
-        self._rows.pop(name, None)
-        if self._fs.exists(f"{self.tmp_dir}/{name}"):
-            self._fs.rm(f"{self.tmp_dir}/{name}", recursive=True)
-
     @contextmanager
     def open(self, name: str, mode: str = "wb", rows: int | None = None) -> Iterator[Any]:
         with self._fs.open(self.path(name, rows), mode) as handle:
