@@ -43,15 +43,12 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import parse, test_data_root  # noqa: E402
 from training.bpe import EOT, GPT2_PATTERN, Encoder, gpt2_encoder, train_tokenizer  # noqa: E402
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
 def real_documents(eval_dir: Path) -> list[str]:
@@ -166,12 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-mb", type=float, default=10.0)
     parser.add_argument("--strategies", action="store_true", help="time encode_batch designs")
     parser.add_argument("--quick", action="store_true", help="tiny input, seconds (CI)")
-    args = parser.parse_args(argv)
-    if args.quick:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(mb=0.5, reps=1, train_mb=0.2)
-        args = parser.parse_args(argv)
+    # --quick: smaller defaults; options given explicitly still win
+    args = parse(parser, argv, quick=dict(mb=0.5, reps=1, train_mb=0.2))
 
-    root = data_root()
+    root = test_data_root()
     if not (root / "gpt2-bpe" / "encoder.json").exists():
         raise SystemExit(f"no GPT-2 BPE files under {root}; set WEBTEXT_TEST_DATA")
     bpe_dir = root / "gpt2-bpe"

@@ -53,6 +53,7 @@ from datasketch import MinHash, MinHashLSH
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import parse  # noqa: E402
 from dedup.minhash import (  # noqa: E402
     MinHashSettings,
     band_keys,
@@ -305,10 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep-docs", type=int, default=4_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny input, seconds (CI)")
-    args = parser.parse_args(argv)
-    if args.quick:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(docs=400, pairs=100, sweep_docs=200)
-        args = parser.parse_args(argv)
+    # --quick: smaller defaults; options given explicitly still win
+    args = parse(parser, argv, quick=dict(docs=400, pairs=100, sweep_docs=200))
     settings = MinHashSettings()
 
     started = time.perf_counter()

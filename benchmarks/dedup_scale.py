@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import parse  # noqa: E402
+
 WEBTEXT_DOCUMENTS = 8_000_000
 MACHINE_GIB = 24
 
@@ -103,10 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, nargs=2, default=[20_000, 80_000])
     parser.add_argument("--quick", action="store_true", help="tiny input, seconds (CI)")
-    args = parser.parse_args(argv)
-    if args.quick:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(docs=[500, 2_000])
-        args = parser.parse_args(argv)
+    # --quick: smaller defaults; options given explicitly still win
+    args = parse(parser, argv, quick=dict(docs=[500, 2_000]))
     context = multiprocessing.get_context("spawn")
     results = {}
     for count in args.docs:

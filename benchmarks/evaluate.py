@@ -37,12 +37,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 
+from benchmarks._common import parse, test_data_root  # noqa: E402
 from evaluation.datasets import load_task  # noqa: E402
 from evaluation.models import LanguageModel, load_tokenizer, pick_device  # noqa: E402
 from evaluation.scoring import WindowSettings, perplexity, rolling_requests  # noqa: E402
 from training.model import CONFIGS, GPT, GPTConfig, export_hf  # noqa: E402
 
-SHARED = Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
 CONFIGS_BY_NAME = {  # articles=0: all of them
     "gpu": dict(model="124M", articles=0, batch_tokens=65536),
     "cpu": dict(model="tiny", articles=4, batch_tokens=8192),
@@ -88,7 +88,8 @@ def baseline_nll(hf_model, requests, device: torch.device) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    default_eval = os.environ.get("WEBTEXT_EVAL_DATA", str(SHARED / "eval"))
+    shared = test_data_root()
+    default_eval = os.environ.get("WEBTEXT_EVAL_DATA", str(shared / "eval"))
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", help="a checkpoint or run folder; default: a random model")
     p.add_argument(
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--model", choices=sorted(CONFIGS), help="random model shape [124M on CUDA, tiny on CPU]"
     )
-    p.add_argument("--tokenizer", default=str(SHARED / "gpt2-bpe"), help="tokenizer.json or dir")
+    p.add_argument("--tokenizer", default=str(shared / "gpt2-bpe"), help="tokenizer.json or dir")
     p.add_argument("--eval-data", default=default_eval)
     p.add_argument(
         "--articles", type=int, help="WikiText-2 articles to score, 0: all [all on CUDA, 4 on CPU]"
@@ -110,20 +111,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", help="cpu, cuda [cuda if available]")
     p.add_argument("--no-baseline", action="store_true", help="ours only (large models)")
     p.add_argument("--quick", action="store_true", help="one article, seconds (CI)")
-    args = p.parse_args(argv)
+
+    def pick(args: argparse.Namespace) -> str:  # the device's config, or --gpu-config's
+        return "gpu" if args.gpu_config or pick_device(args.device).type == "cuda" else "cpu"
+
+    args = parse(p, argv, quick=QUICK, configs=CONFIGS_BY_NAME, pick=pick)  # explicit ones win
     if not Path(args.eval_data, "wikitext2").is_dir():
         raise SystemExit(f"no wikitext2 under {args.eval_data}; set WEBTEXT_TEST_DATA")
 
     device = pick_device(args.device)
-    config_name = "gpu" if args.gpu_config or device.type == "cuda" else "cpu"
+    config_name = args.config
     why = {
         "gpu": "--gpu-config" if args.gpu_config else "a CUDA device",
         "cpu": "no CUDA device; --gpu-config for a random GPT-2 124M on every article",
     }[config_name]
-    defaults = {**CONFIGS_BY_NAME[config_name], **(QUICK if args.quick else {})}
-    for name, value in defaults.items():  # options given explicitly win
-        if getattr(args, name) is None:
-            setattr(args, name, value)
     print(
         f"{device.type}, {config_name} config ({why}): "
         f"{args.checkpoint or 'random ' + args.model}, "

@@ -37,7 +37,6 @@ import dataclasses
 import gzip
 import json
 import logging
-import os
 import re
 import statistics
 import sys
@@ -51,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import trafilatura  # noqa: E402
 
+from benchmarks._common import parse, test_data_root  # noqa: E402
 from scraping.charset import decode_html  # noqa: E402
 from scraping.extract import ExtractSettings, extract_page  # noqa: E402
 
@@ -128,13 +128,11 @@ def snippet_rates(
 
 
 def default_data() -> Path:
-    root = Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
-    return root / "extraction" / "article-benchmark"
+    return test_data_root() / "extraction" / "article-benchmark"
 
 
 def default_snippets() -> Path:
-    root = Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
-    return root / "extraction" / "trafilatura-eval"
+    return test_data_root() / "extraction" / "trafilatura-eval"
 
 
 def load_articles(folder: Path, limit: int | None = None) -> list[tuple[str, bytes, str]]:
@@ -233,10 +231,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override an ExtractSettings field (measurement sweeps)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny input, seconds (CI)")
-    args = parser.parse_args(argv)
-    if args.quick:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(limit=5, repeat=1)
-        args = parser.parse_args(argv)
+    # --quick: smaller defaults; options given explicitly still win
+    args = parse(parser, argv, quick=dict(limit=5, repeat=1))
     if not (args.data / "ground-truth.json").exists():
         raise SystemExit(f"no ground-truth.json in {args.data}; set WEBTEXT_TEST_DATA or --data")
     logging.disable(logging.CRITICAL)  # trafilatura logs every discarded page

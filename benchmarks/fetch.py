@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import parse  # noqa: E402
 from scraping.fetch_stage import FetchOptions, fetch_pages  # noqa: E402
 from webtext.store import Store  # noqa: E402
 from webtext_app.demo_web import DemoWeb, site_urls  # noqa: E402
@@ -106,10 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-pages", type=int, default=40)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny input, seconds (CI)")
-    args = parser.parse_args(argv)
-    if args.quick:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(connections=8, latency=0.01, hosts=2, baseline_pages=10)
-        args = parser.parse_args(argv)
+    # --quick: smaller defaults; options given explicitly still win
+    args = parse(parser, argv, quick=dict(connections=8, latency=0.01, hosts=2, baseline_pages=10))
 
     context = multiprocessing.get_context("spawn")
     ready, stop, cpu = context.Queue(), context.Event(), context.Queue()

@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -28,13 +27,13 @@ import zstandard
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import parse, test_data_root  # noqa: E402
 from scraping.dumps import RedditRecord, read_submissions  # noqa: E402
 from scraping.link_filters import LinkFilters, SubmissionFilter  # noqa: E402
 
 
 def sample_path() -> Path:
-    root = Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
-    path = root / "reddit" / "pushshift" / "test_submissions.ndjson"
+    path = test_data_root() / "reddit" / "pushshift" / "test_submissions.ndjson"
     if not path.exists():
         sys.exit(f"sample dump not found at {path}; set WEBTEXT_TEST_DATA")
     return path
@@ -124,10 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--quick", action="store_true", help="tiny input, seconds (CI)")
-    args = parser.parse_args(argv)
-    if args.quick:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(records=2_000)
-        args = parser.parse_args(argv)
+    # --quick: smaller defaults; options given explicitly still win
+    args = parse(parser, argv, quick=dict(records=2_000))
     with tempfile.TemporaryDirectory() as folder:
         quarter_dir = Path(folder) / "quarter"
         full_dir = Path(folder) / "full"

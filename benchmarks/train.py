@@ -30,6 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 
+from benchmarks._common import parse  # noqa: E402
 from training.model import CONFIGS, FLOPS_FORMULA, GPT  # noqa: E402
 from training.train import peak_flops, train_step  # noqa: E402
 
@@ -60,18 +61,17 @@ def main(argv: list[str] | None = None) -> dict:
         help="default: the model's 50,257; 50,304 (a multiple of 64) suits the GPU's tiles",
     )
     p.add_argument("--quick", action="store_true", help="tiny model and input, seconds (CI)")
-    args = p.parse_args(argv)
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    config_name = "gpu" if args.gpu_config or device.type == "cuda" else "cpu"
+
+    def pick(args: argparse.Namespace) -> str:  # the device's config, or --gpu-config's
+        return "gpu" if args.gpu_config or device.type == "cuda" else "cpu"
+
+    args = parse(p, argv, quick=QUICK, configs=CONFIGS_BY_NAME, pick=pick)  # explicit ones win
+    config_name = args.config
     why = {
         "gpu": "--gpu-config" if args.gpu_config else "a CUDA device",
         "cpu": "no CUDA device; --gpu-config for GPT-2 124M x 16 x 1024",
     }[config_name]
-    defaults = {**CONFIGS_BY_NAME[config_name], **(QUICK if args.quick else {})}
-    for name, value in defaults.items():  # options given explicitly win
-        if getattr(args, name) is None:
-            setattr(args, name, value)
     if args.steps <= args.warmup:
         p.error("--steps must exceed --warmup")
     if device.type == "cuda":

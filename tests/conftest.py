@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -23,15 +24,19 @@ def _test_data_root() -> Path:
     return Path(os.environ.get("WEBTEXT_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+def data_missing(message: str) -> NoReturn:
+    """Real test data is missing: a skip on a fresh clone, a failure under CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def test_data() -> Path:
     """The shared folder of real data; skipped on a fresh clone, a failure under CI."""
     root = _test_data_root()
     if not root.is_dir():
-        message = f"real test data not found at {root} (set WEBTEXT_TEST_DATA)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        data_missing(f"real test data not found at {root} (set WEBTEXT_TEST_DATA)")
     return root
 
 

@@ -3,8 +3,9 @@
 Each script in benchmarks/ runs as a user runs it (`python benchmarks/X.py`, so the script's
 folder comes first on sys.path), in a child process: `--help` must answer, and `--quick`
 (tiny input, the same code path as the full run) must exit 0 with a JSON object as the last
-line of stdout. A new script is picked up by the glob; one that needs the shared real data
-says so in NEEDS_DATA.
+line of stdout. A new script is picked up by the glob (modules named `_*`, such as the
+scripts' shared `_common`, are not scripts); one that needs the shared real data says so in
+NEEDS_DATA, and gets the folder of conftest's `test_data` as WEBTEXT_TEST_DATA.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import data_missing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO_ROOT / "benchmarks"
-SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py"))
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("[!_]*.py"))
+MODULES = sorted(p.name for p in BENCHMARKS.glob("*.py"))  # the scripts and what they share
 
 # What a script reads from the shared data folder (WEBTEXT_TEST_DATA).
 NEEDS_DATA = {
@@ -42,12 +45,10 @@ RATIO_KEY = {
 }
 
 
-def _test_data_root() -> Path:
-    return Path(os.environ.get("WEBTEXT_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
-
-
-def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WEBTEXT_TEST_DATA": str(_test_data_root())}
+def _run(
+    script: str, *args: str, timeout: float, data: Path | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({"WEBTEXT_TEST_DATA": str(data)} if data else {})}
     return subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
         cwd=REPO_ROOT,
@@ -58,13 +59,15 @@ def _run(script: str, *args: str, timeout: float) -> subprocess.CompletedProcess
     )
 
 
-def _needs_data(script: str) -> None:
-    missing = [p for p in NEEDS_DATA.get(script, []) if not (_test_data_root() / p).exists()]
+def _data_for(script: str, request: pytest.FixtureRequest) -> Path | None:
+    """The shared data folder (conftest's `test_data`) for a script that reads it."""
+    if script not in NEEDS_DATA:
+        return None
+    root: Path = request.getfixturevalue("test_data")
+    missing = [p for p in NEEDS_DATA[script] if not (root / p).exists()]
     if missing:
-        message = f"{script} needs {missing} under {_test_data_root()} (set WEBTEXT_TEST_DATA)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        data_missing(f"{script} needs {missing} under {root} (set WEBTEXT_TEST_DATA)")
+    return root
 
 
 def _no_nan(value: str) -> float:
@@ -76,7 +79,7 @@ def test_the_scripts_are_found() -> None:
     assert set(NEEDS_DATA) | set(RATIO_KEY) <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", MODULES)
 def test_no_script_shadows_the_standard_library(script: str) -> None:
     """Python puts the script's folder first on sys.path: benchmarks/tokenize.py once hid
     the standard library's `tokenize`, and four benchmarks died at import."""
@@ -91,9 +94,8 @@ def test_help(script: str) -> None:
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_quick_run_prints_its_json_line(script: str) -> None:
-    _needs_data(script)
-    done = _run(script, "--quick", timeout=300)
+def test_quick_run_prints_its_json_line(script: str, request: pytest.FixtureRequest) -> None:
+    done = _run(script, "--quick", timeout=300, data=_data_for(script, request))
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert lines, f"nothing on stdout; stderr: {done.stderr[-3000:]}"

@@ -1,0 +1,1 @@
+"""Benchmark scripts, each run as `python benchmarks/X.py`; `_common` holds what they share."""

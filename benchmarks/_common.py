@@ -1,0 +1,51 @@
+"""What the benchmark scripts share: their option parsing and the real-data folder.
+
+Each script puts the repository root first on sys.path, then imports this module as
+`benchmarks._common` (the same whether it runs as `python benchmarks/X.py` or is loaded from
+its file by a test). The leading underscore keeps the test suite from running it as a
+benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_data_root() -> Path:
+    """The shared folder of real data: $WEBTEXT_TEST_DATA, else ../shared/data."""
+    return Path(os.environ.get("WEBTEXT_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def parse(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    quick: Mapping[str, Any] | None = None,
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    pick: Callable[[argparse.Namespace], str] | None = None,
+) -> argparse.Namespace:
+    """The options, where those given explicitly win over the defaults `--quick` and the
+    picked config set, and those win over the parser's own (`--quick` over the config).
+
+    `quick`: the defaults under `--quick`. `configs` with `pick`: named sets of defaults, and
+    a function of the options as first parsed that names the one to use (the device's); the
+    name comes back as `args.config`.
+    """
+    args = parser.parse_args(argv)
+    defaults: dict[str, Any] = {}
+    if configs is not None:
+        if pick is None:
+            raise TypeError("configs needs pick, the function that names the config")
+        name = pick(args)
+        defaults.update(configs[name], config=name)
+    if args.quick and quick:
+        defaults.update(quick)
+    if not defaults:
+        return args
+    parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
