@@ -35,8 +35,8 @@ def dataset_card(
     earlier: Sequence[Manifest] = (),
 ) -> str:
     """Markdown: what the version holds, the dataset as of it (this version and the
-    `earlier` versions it was deduplicated against, as `webtext.dataset.dataset_versions`
-    names them), how it was made, and how to read it."""
+    `earlier` versions it was deduplicated against, oldest first, as `Store.versions` and
+    `webtext.dataset.dataset_versions` order them), how it was made, and how to read it."""
     lines = [
         f"# WebText rebuild, version {ref.version}",
         "",
@@ -110,7 +110,6 @@ def _dataset_section(
     earlier: Sequence[Manifest],
 ) -> list[str]:
     """Documents added by this version and documents in the dataset as of it."""
-    earlier = sorted(earlier, key=lambda m: m.created_at)  # as dataset_versions orders them
     added = counts.get("published", 0)
     total = added + sum(documents_in(m) for m in earlier)
     names = ", ".join(f"`{v}`" for v in [*(m.version for m in earlier), ref.version])

@@ -23,6 +23,7 @@ import pytest
 
 from flows.build import STAGES
 from webtext.store import Store, VersionRef
+from webtext_app import demo_run as demo_run_module
 from webtext_app.demo_run import (
     RUN_SEPARATOR,
     STAGE_ORDER,
@@ -33,8 +34,9 @@ from webtext_app.demo_run import (
     StageOutcome,
     child_flow_runs,
     key_counts,
+    reopen_hint,
 )
-from webtext_app.prefect_server import api_get
+from webtext_app.prefect_server import UI_PORT, api_get
 
 pytestmark = pytest.mark.xdist_group("demo")  # one demo per session under --dist loadgroup
 
@@ -98,6 +100,26 @@ def test_the_outcome_table_names_the_failed_stage() -> None:
 
 def test_the_watcher_knows_every_stage_of_the_build() -> None:
     assert STAGE_ORDER == STAGES
+
+
+def test_the_watcher_reads_the_artifacts_the_flows_publish() -> None:
+    from flows.build import OUTCOME_ARTIFACT
+    from flows.train import PROGRESS_KEY
+
+    assert (demo_run_module.OUTCOME_ARTIFACT, demo_run_module.PROGRESS_ARTIFACT) == (
+        OUTCOME_ARTIFACT,
+        PROGRESS_KEY,
+    )
+
+
+def test_the_reopen_hint_links_the_run_on_prefects_default_port(tmp_path: Path) -> None:
+    home = tmp_path / "prefect"
+    command, link, cli = reopen_hint(home, "run-id")
+    assert command == f"the UI again, later: {demo_run_module.reopen_command(home)}"
+    assert link == f"  then open http://127.0.0.1:{UI_PORT}/runs/flow-run/run-id"
+    assert (
+        cli == f"  and for the prefect CLI: export PREFECT_API_URL=http://127.0.0.1:{UI_PORT}/api"
+    )
 
 
 def test_key_counts() -> None:
@@ -180,6 +202,13 @@ def test_the_demo_terminal_says_each_stage_and_the_api_url(demo_twice) -> None:
     # Beside the UI link: how to point the prefect CLI at this server.
     assert lines[ui + 1].endswith(f"export PREFECT_API_URL=http://127.0.0.1:{port}/api")
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in first  # to reopen it later
+    # The reopen hint links this build run, on the port the reopened server takes.
+    run_id = re.search(
+        r"^Prefect UI of this build run: \S+/runs/flow-run/([0-9a-f-]{36})$", first, re.M
+    )[1]
+    reopen = next(i for i, line in enumerate(lines) if line.startswith("the UI again, later: "))
+    assert lines[reopen + 1] == f"then open http://127.0.0.1:{UI_PORT}/runs/flow-run/{run_id}"
+    assert lines[reopen + 2].endswith(f"export PREFECT_API_URL=http://127.0.0.1:{UI_PORT}/api")
     for stage in STAGES:
         started = next(i for i, line in enumerate(lines) if line.startswith(f"{stage}: started"))
         completed = next(

@@ -123,13 +123,19 @@ def test_pull_latest_is_the_union_and_every_reader_counts_it(months, tmp_path, m
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders
 
 
-def test_every_card_states_what_it_adds_and_the_dataset_as_of_it(months) -> None:
+def test_every_card_states_what_it_adds_and_the_dataset_as_of_it(months, tmp_path) -> None:
     store, first, second = months
     for ref in (first, second):
         card = (Path(store.version_dir(ref)) / "README.md").read_text()
         versions = dataset_versions(store, ref)
         total = sum(documents_in(store.manifest(v)) for v in versions)
         added = documents_in(store.manifest(ref))
+        # The card's count is the manifests' rows: a reader counting the pulled files agrees.
+        dest = tmp_path / ref.version
+        pull_dataset(store, ref, str(dest))
+        assert ds.dataset(str(dest / "data"), format="parquet").count_rows() == total
+        own = ds.dataset(store.url(ref, "data"), format="parquet").count_rows()
+        assert own == added
         assert f"- documents added by this version: {added:,}\n" in card
         listed = ", ".join(f"`{v.version}`" for v in versions)
         assert re.search(

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from webtext.store import Manifest, Store, StoreError, VersionRef
+from webtext.store import FileEntry, Manifest, Store, StoreError, VersionRef
 
 STAGE = "webtext"
 _BATCH = 1_024
@@ -31,24 +31,39 @@ _PULL_ENTRIES = {PULL_MARKER, CARD, "data"}
 class DatasetPart:
     version: VersionRef
     path: str  # data/part-NNNNN.parquet inside the version
-    rows: int | None
+    rows: int
+
+
+def dataset_manifests(store: Store, webtext: VersionRef) -> list[Manifest]:
+    """The manifests of the earlier versions `webtext` names, oldest first, then its own."""
+    manifest = store.manifest(webtext)
+    earlier = [store.manifest(p) for p in manifest.parents if p.stage == STAGE]
+    earlier.sort(key=lambda m: m.created_at)
+    return [*earlier, manifest]
 
 
 def dataset_versions(store: Store, webtext: VersionRef) -> list[VersionRef]:
     """`webtext` and the earlier versions it names, oldest first."""
-    manifest = store.manifest(webtext)
-    earlier = [store.manifest(p) for p in manifest.parents if p.stage == STAGE]
-    earlier.sort(key=lambda m: m.created_at)
-    return [*(m.ref for m in earlier), webtext]
+    return [m.ref for m in dataset_manifests(store, webtext)]
 
 
 def dataset_parts(store: Store, webtext: VersionRef) -> list[DatasetPart]:
     return [
-        DatasetPart(ref, entry.path, entry.rows)
-        for ref in dataset_versions(store, webtext)
-        for entry in store.manifest(ref).files
-        if entry.path.startswith("data/")
+        DatasetPart(manifest.ref, entry.path, rows)
+        for manifest in dataset_manifests(store, webtext)
+        for entry, rows in _data_parts(manifest)
     ]
+
+
+def _data_parts(manifest: Manifest) -> list[tuple[FileEntry, int]]:
+    """A `webtext` version's data parts with their rows (its writer records them)."""
+    parts = []
+    for entry in manifest.files:
+        if entry.path.startswith("data/"):
+            if entry.rows is None:
+                raise StoreError(f"corrupt manifest of {manifest.ref}: {entry.path} has no rows")
+            parts.append((entry, entry.rows))
+    return parts
 
 
 def iter_texts(
@@ -76,10 +91,7 @@ def iter_texts(
 
 def documents_in(manifest: Manifest) -> int:
     """How many documents a `webtext` version publishes (rows of its data parts)."""
-    rows = [f.rows for f in manifest.files if f.path.startswith("data/")]
-    if rows and all(r is not None for r in rows):
-        return sum(r or 0 for r in rows)
-    return int(manifest.stats.get("counts", {}).get("published", 0))
+    return sum(rows for _, rows in _data_parts(manifest))
 
 
 @dataclass(frozen=True)
@@ -112,8 +124,8 @@ def pull_dataset(
     fs, path = url_to_fs(dest)
     path = path.rstrip("/") or "/"
     _check_destination(store, fs, path, dest)
-    versions = dataset_versions(store, webtext)
-    copied = [webtext] if increment_only else versions
+    manifests = dataset_manifests(store, webtext)
+    copied = manifests[-1:] if increment_only else manifests
     parent, name = path.rsplit("/", 1) if "/" in path else (".", path)
     parent = parent or "/"
     fs.makedirs(parent, exist_ok=True)
@@ -122,18 +134,11 @@ def pull_dataset(
         fs.makedirs(tmp, exist_ok=True)
         files: list[dict[str, Any]] = []
         counts: list[dict[str, Any]] = []
-        for ref in copied:
-            manifest = store.manifest(ref)
-            documents = 0
-            for entry in manifest.files:
-                if not entry.path.startswith("data/"):
-                    continue
+        for manifest in copied:
+            ref, documents = manifest.ref, 0
+            for entry, rows in _data_parts(manifest):
                 local = f"data/{ref.version}-{entry.path[len('data/') :].replace('/', '-')}"
                 store.copy_file(ref, entry, fs, f"{tmp}/{local}")
-                rows = entry.rows
-                if rows is None:
-                    with fs.open(f"{tmp}/{local}", "rb") as handle:
-                        rows = pq.ParquetFile(handle).metadata.num_rows
                 documents += rows
                 files.append(_file_record(local, ref, entry.path, rows, entry.size, entry.sha256))
             counts.append(
@@ -144,7 +149,7 @@ def pull_dataset(
                     "documents": documents,
                 }
             )
-        card = next((f for f in store.manifest(webtext).files if f.path == CARD), None)
+        card = next((f for f in manifests[-1].files if f.path == CARD), None)
         if card is not None:
             store.copy_file(webtext, card, fs, f"{tmp}/{CARD}")
             files.append(_file_record(CARD, webtext, card.path, None, card.size, card.sha256))
@@ -155,7 +160,7 @@ def pull_dataset(
             "increment_only": increment_only,
             "documents": total,
             "versions": counts,
-            "dataset_versions": [ref.version for ref in versions],
+            "dataset_versions": [m.version for m in manifests],
             "source": store.root_url,
             "files": files,
         }
@@ -166,7 +171,7 @@ def pull_dataset(
             fs.rm(tmp, recursive=True)
         raise
     data_files = sum(1 for f in files if f["path"].startswith("data/"))
-    return PulledDataset(dest, webtext, copied, total, data_files)
+    return PulledDataset(dest, webtext, [m.ref for m in copied], total, data_files)
 
 
 def _file_record(

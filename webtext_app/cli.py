@@ -550,7 +550,7 @@ def demo(
     served by `python -m flows.serve`, `prefect deployment run build-webtext/default`; each
     stage is shown starting and finishing. A second run in the same --workdir finds nothing
     new."""
-    from webtext_app.demo_run import demo_session, reopen_command
+    from webtext_app.demo_run import demo_session, reopen_hint
 
     train = {"max_steps": max_steps} if max_steps is not None else None
     try:
@@ -562,12 +562,7 @@ def demo(
     except RuntimeError as exc:  # a process of the demo did not start; its log is in the message
         console.print("[red]error:[/]", escape(str(exc)), soft_wrap=True)
         raise typer.Exit(1) from exc
-    console.print(
-        f"the UI again, later: {reopen_command(run.paths.prefect_home)}\n"
-        f"  then open http://127.0.0.1:4200/runs/flow-run/{run.flow_run_id}\n"
-        "  and for the prefect CLI: export PREFECT_API_URL=http://127.0.0.1:4200/api",
-        soft_wrap=True,
-    )
+    console.print("\n".join(reopen_hint(run.paths.prefect_home, run.flow_run_id)), soft_wrap=True)
     if not run.completed:
         stage = run.failed_stage or "(no stage named)"
         console.print(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from webtext.config import open_store
-from webtext.store import Store, VersionRef
+from webtext.store import Store, StoreError, VersionRef
 from webtext_app.demo import (
     DEMO_EVALUATE,
     DEMO_FETCH,
@@ -46,21 +45,26 @@ from webtext_app.prefect_server import (
     UI_PORT,
     api_get,
     api_post,
+    api_url_at,
     flow_env,
+    flow_run_url,
     free_port,
     port_is_free,
     prefect_executable,
     start_prefect_server,
     start_process,
     tail,
+    ui_url,
     wait_for_children,
 )
 
 BUILD = "build-webtext/default"
 TRAIN = "train-gpt2/default"
 SERVED = (BUILD, TRAIN, "evaluate-zero-shot/default")
-# flows/build.py's OUTCOME_ARTIFACT (not imported: flows import Prefect, the CLI starts fast)
+# flows/build.py's OUTCOME_ARTIFACT and flows/train.py's PROGRESS_KEY (not imported: flows
+# import Prefect, the CLI starts fast).
 OUTCOME_ARTIFACT = "build-webtext-outcome"
+PROGRESS_ARTIFACT = "train-gpt2-progress"
 # build-webtext's stages (flows/build.py's STAGES, in order) by the name of their sub-flow.
 STAGE_FLOWS = {
     "collect-links": "links",
@@ -82,8 +86,6 @@ KEY_COUNTS = {
     "tokens": ("train_tokens", "val_tokens"),
     "model": ("step", "loss", "val_loss"),
 }
-# A training step's line in the train-gpt2 run's log (training.launch.describe_step).
-STEP_LINE = re.compile(r"^step \d+/\d+")
 WATCH_TIMEOUT_S = 30 * 60
 POLL_S = 2.0  # how often the demo asks the server how the build goes
 # How long a finished run's process may take to exit (it sends its last logs and events)
@@ -182,12 +184,12 @@ class DemoRun:
 
     @property
     def ui_url(self) -> str:
-        return self.api_url.removesuffix("/api")
+        return ui_url(self.api_url)
 
     @property
     def run_url(self) -> str:
         """The build run's page, as Prefect links it."""
-        return f"{self.ui_url}/runs/flow-run/{self.flow_run_id}"
+        return flow_run_url(self.api_url, self.flow_run_id)
 
 
 def store_location(store: str | None) -> str:
@@ -199,6 +201,17 @@ def store_location(store: str | None) -> str:
 def reopen_command(home: Path) -> str:
     """The command that serves the demo's UI again, on its database, after the demo."""
     return f"PREFECT_HOME={home.resolve()} {prefect_executable()} server start"
+
+
+def reopen_hint(home: Path, flow_run_id: str) -> list[str]:
+    """How to see the run again after the demo: the command that serves its UI (on UI_PORT,
+    Prefect's default), the run's page there, and the prefect CLI's setting for it."""
+    api_url = api_url_at(UI_PORT)
+    return [
+        f"the UI again, later: {reopen_command(home)}",
+        f"  then open {flow_run_url(api_url, flow_run_id)}",
+        f"  and for the prefect CLI: export PREFECT_API_URL={api_url}",
+    ]
 
 
 def open_demo_web(stack: contextlib.ExitStack, kept_dump: Path | None = None) -> DemoWeb:
@@ -310,27 +323,41 @@ def run_deployment_cli(api_url: str, home: Path, parameters: dict[str, Any]) -> 
         )
 
 
-def build_outcome(api_url: str, flow_run_id: str) -> tuple[StageOutcome, ...]:
-    """Each stage's outcome, from the last OUTCOME_ARTIFACT table the build run published
-    (none when it failed before its first stage)."""
+def latest_artifact(
+    api_url: str, flow_run_id: str, key: str, sort: str = "CREATED_DESC"
+) -> dict[str, Any] | None:
+    """A flow run's artifact of `key`, the first by `sort` (CREATED_DESC: the last one
+    published; UPDATED_DESC: the last one changed, for a progress artifact); None if none."""
     found = api_post(
         api_url,
         "/artifacts/filter",
         {
-            "artifacts": {
-                "flow_run_id": {"any_": [flow_run_id]},
-                "key": {"any_": [OUTCOME_ARTIFACT]},
-            },
-            "sort": "CREATED_DESC",
+            "artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "key": {"any_": [key]}},
+            "sort": sort,
             "limit": 1,
         },
     )
-    if not found:
+    return found[0] if found else None
+
+
+def build_outcome(api_url: str, flow_run_id: str) -> tuple[StageOutcome, ...]:
+    """Each stage's outcome, from the last OUTCOME_ARTIFACT table the build run published
+    (none when it failed before its first stage)."""
+    artifact = latest_artifact(api_url, flow_run_id, OUTCOME_ARTIFACT)
+    if artifact is None:
         return ()
-    rows = found[0]["data"]  # a table artifact's rows, JSON-encoded
+    rows = artifact["data"]  # a table artifact's rows, JSON-encoded
     return tuple(
         StageOutcome.from_row(row) for row in (json.loads(rows) if isinstance(rows, str) else rows)
     )
+
+
+def training_progress(api_url: str, flow_run_id: str) -> str | None:
+    """A train-gpt2 run's latest line, its PROGRESS_ARTIFACT's description: how it starts,
+    then the latest step's (`step 120/300  loss 5.1 ...`, as training.progress.describe_step
+    writes it), then how it ended. None before the run has the artifact."""
+    artifact = latest_artifact(api_url, flow_run_id, PROGRESS_ARTIFACT, "UPDATED_DESC")
+    return artifact.get("description") if artifact is not None else None
 
 
 def child_flow_runs(
@@ -351,20 +378,6 @@ def child_flow_runs(
         if run["flow_id"] not in names:
             names[run["flow_id"]] = api_get(api_url, f"/flows/{run['flow_id']}")["name"]
     return {names[run["flow_id"]]: run for run in runs}
-
-
-def latest_step_line(api_url: str, flow_run_id: str) -> str | None:
-    """The newest training step line (`step 120/300  loss 5.1 ...`) in a train-gpt2 run's log."""
-    logs = api_post(
-        api_url,
-        "/logs/filter",
-        {
-            "logs": {"flow_run_id": {"any_": [flow_run_id]}, "text": {"query": "step"}},
-            "sort": "TIMESTAMP_DESC",
-            "limit": 20,
-        },
-    )
-    return next((log["message"] for log in logs if STEP_LINE.match(log["message"])), None)
 
 
 def key_counts(kind: str, counts: Mapping[str, Any]) -> str:
@@ -388,12 +401,14 @@ class BuildWatcher:
     version and key counts) and, while it trains, the latest training step.
 
     It asks the server's REST API every POLL_S seconds: the run's state, its sub-flow runs,
-    its outcome table (republished after each stage) and the training run's log. Not
-    `prefect deployment run --watch` (its stream is mostly heartbeat events), nor serve.log
-    (text whose format is the logging setup's, holding every run's lines, and empty when the
-    flows run on a work pool elsewhere): the API's records are structured and are there
-    wherever the flows run, and each read is the whole current state, so a slow or failed
-    poll loses nothing. Stages are said in build order, each start before its finish.
+    its outcome table (republished after each stage) and the training run's progress
+    artifact (its description is the latest step's line). Not `prefect deployment run
+    --watch` (its stream is mostly heartbeat events), nor serve.log (text whose format is
+    the logging setup's, holding every run's lines, and empty when the flows run on a work
+    pool elsewhere): the API's records are structured and are there wherever the flows run,
+    and each read is the whole current state, so a slow or failed poll loses nothing (but
+    the training steps between two reads). Stages are said in build order, each start
+    before its finish.
     """
 
     def __init__(
@@ -447,21 +462,22 @@ class BuildWatcher:
                 # A stage found done has no run when it had nothing to do (trained already).
                 how = f" ({child['name']}, {child['state_name']})" if child else ""
                 self.say(f"{stage}: started{how}")
-            if stage == "train" and child is not None and stage not in self._finished:
-                self._say_progress(child["id"], final=done)
+            if stage == "train" and child is not None and not done:
+                self._say_progress(child["id"])
             if done and stage not in self._finished:
                 self._finished.add(stage)
                 self.say(self._finish_line(outcome))
         return run
 
-    def _say_progress(self, train_run_id: str, final: bool) -> None:
-        """The newest training step, at most every `progress_every_s`, and once more (if new)
-        as training finishes."""
+    def _say_progress(self, train_run_id: str) -> None:
+        """The newest training step, when new, at most every `progress_every_s` (the stage's
+        finish line then gives the last step's counts)."""
         now = time.monotonic()
-        if not final and now - self._step_said < self.progress_every_s:
+        if now - self._step_said < self.progress_every_s:
             return
-        line = latest_step_line(self.api_url, train_run_id)
-        if line is not None and line != self._step_line:
+        line = training_progress(self.api_url, train_run_id)
+        # Only step lines: the run's start and end are the stage's own lines.
+        if line is not None and line.startswith("step ") and line != self._step_line:
             self._step_line, self._step_said = line, now
             self.say(f"train: {line}")
 
@@ -477,7 +493,7 @@ class BuildWatcher:
         try:
             self._store = self._store or open_store(self.store_url)
             return key_counts(ref.stage, self._store.manifest(ref).stats.get("counts", {}))
-        except Exception:  # a line without counts, not a failed demo
+        except (StoreError, OSError):  # a line without counts, not a failed demo
             return ""
 
 

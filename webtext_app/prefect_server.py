@@ -35,8 +35,22 @@ class PrefectServer(NamedTuple):
 
     @property
     def ui_url(self) -> str:
-        """The UI's root, e.g. `http://127.0.0.1:4200` (the API is under `/api`)."""
-        return self.api_url.removesuffix("/api")
+        return ui_url(self.api_url)
+
+
+def api_url_at(port: int) -> str:
+    """The REST API of a server on the loopback `port`."""
+    return f"http://127.0.0.1:{port}/api"
+
+
+def ui_url(api_url: str) -> str:
+    """The UI's root, e.g. `http://127.0.0.1:4200` (the API is under `/api`)."""
+    return api_url.removesuffix("/api")
+
+
+def flow_run_url(api_url: str, flow_run_id: str) -> str:
+    """A flow run's page in the UI, as Prefect links it."""
+    return f"{ui_url(api_url)}/runs/flow-run/{flow_run_id}"
 
 
 def free_port() -> int:
@@ -94,14 +108,14 @@ def start_prefect_server(
     """
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
+    api_url = api_url_at(port)
     env = prefect_env(
         home,
         PREFECT_LOGGING_LEVEL="INFO",
         PREFECT_UI_ENABLED="true",
         # The UI asks /ui-settings where the API is; the default would do, but say it.
         PREFECT_UI_API_URL=api_url,
-        PREFECT_UI_URL=api_url.removesuffix("/api"),
+        PREFECT_UI_URL=ui_url(api_url),
         # The server copies the UI bundles before serving them; by default into the installed
         # prefect package, which may be read-only or shared. ~1 s per start.
         PREFECT_UI_STATIC_DIRECTORY=str(home / "ui"),
@@ -241,15 +255,3 @@ def api_post(api_url: str, path: str, body: Mapping[str, Any]) -> Any:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
-
-
-def wait_flow_run_final(api_url: str, flow_run_id: str, timeout_s: float = 30.0) -> str:
-    """The final state type (`COMPLETED`, `FAILED`...) of a flow run, once it has one."""
-    deadline = time.monotonic() + timeout_s
-    state = None
-    while time.monotonic() < deadline:
-        state = api_get(api_url, f"/flow_runs/{flow_run_id}").get("state_type")
-        if state in FINAL_STATES:
-            return state
-        time.sleep(0.25)
-    raise TimeoutError(f"flow run {flow_run_id} still {state} after {timeout_s:.0f} s")
