@@ -10,15 +10,14 @@ outside the store needs its tokenizer given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from training.bpe import Encoder, encoder_from_tokenizer, gpt2_encoder
-from training.launch import CHECKPOINT, tokenizer_version
-from training.model import GPT, GPTConfig
-from training.tokenizer_stage import load_encoder
+from training.model import CHECKPOINT, GPT, GPTConfig
+from training.tokenizer_stage import load_encoder, tokenizer_version
 from webtext.store import Store, VersionRef
 
 HEAD_SLICE = 4096  # positions whose logits exist at once: 823 MB at a 50,257 vocabulary
@@ -91,7 +90,7 @@ def find_checkpoint(path: str | Path) -> Path:
     training run's folder."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("ckpt-*.pt")) or sorted(path.glob("checkpoint.pt"))
+        found = sorted(path.glob("ckpt-*.pt")) or sorted(path.glob(CHECKPOINT))
         if not found:
             raise FileNotFoundError(f"no checkpoint (checkpoint.pt, ckpt-*.pt) in {path}")
         return found[-1]
@@ -115,7 +114,11 @@ def tokenizer_files(path: str | Path) -> list[Path]:
 
 def load_tokenizer(path: str | Path) -> Encoder:
     """The tokenizer of `tokenizer_files(path)`."""
-    files = tokenizer_files(path)
+    return tokenizer_from_files(tokenizer_files(path))
+
+
+def tokenizer_from_files(files: Sequence[Path]) -> Encoder:
+    """The tokenizer of the files `tokenizer_files` found."""
     if files[0].name == "encoder.json":
         return gpt2_encoder(files[0].parent)
     return encoder_from_tokenizer(files[0].read_text(encoding="utf-8"))
@@ -150,7 +153,7 @@ def load_model_version(store: Store, ref: VersionRef, device: str | None = None)
     tokenizer = tokenizer_version(store, ref)
     if tokenizer is None:
         raise ValueError(f"{ref} descends from no tokenizer version: pass its checkpoint and one")
-    # A version's checkpoint holds tensors and plain values only (training.launch).
+    # A version's checkpoint holds tensors and plain values only (training.launch.publish_model).
     with store.fs.open(f"{store.version_dir(ref)}/{CHECKPOINT}", "rb") as handle:
         state = torch.load(handle, map_location="cpu", weights_only=True)
     return _gpt_model(str(ref), state, load_encoder(store, tokenizer), device)
@@ -161,11 +164,17 @@ def load_checkpoint_model(
 ) -> LanguageModel:
     """Our GPT from a checkpoint written by `training.train` (a file or a run's folder),
     with the tokenizer it was trained with."""
-    checkpoint = find_checkpoint(path)
+    return checkpoint_model(find_checkpoint(path), load_tokenizer(tokenizer), device)
+
+
+def checkpoint_model(
+    checkpoint: Path, encoder: Encoder, device: str | None = None
+) -> LanguageModel:
+    """Our GPT from the checkpoint file `find_checkpoint` found, with its tokenizer."""
     # Our own files; they hold numpy and Python RNG states besides tensors.
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     name = f"{checkpoint.parent.name}/{checkpoint.name}"
-    return _gpt_model(name, state, load_tokenizer(tokenizer), device)
+    return _gpt_model(name, state, encoder, device)
 
 
 def _gpt_model(name: str, state: dict, encoder: Encoder, device: str | None) -> LanguageModel:

@@ -21,10 +21,13 @@ from typing import Any
 from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, load_task
 from evaluation.decontam import build_ngram_filter, load_ngram_filter, overlap
 from evaluation.models import (
+    LanguageModel,
     check_model_source,
+    checkpoint_model,
     find_checkpoint,
-    load_model,
+    load_model_version,
     tokenizer_files,
+    tokenizer_from_files,
 )
 from evaluation.paper import markdown_table, paper_table
 from evaluation.sampling import SampleSettings, sample_prompts
@@ -109,18 +112,26 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_identity(model: VersionRef | str | Path, tokenizer: str | Path | None) -> dict:
-    """What an evaluation's id says of its model: a `model` version's reference, or a
+def model_source(
+    store: Store,
+    model: VersionRef | str | Path,
+    tokenizer: str | Path | None,
+    device: str | None = None,
+) -> tuple[dict[str, Any], Callable[[], LanguageModel]]:
+    """What an evaluation's id says of its model, and how to load it, from files checked and
+    found once (the id covers the very files loaded): a `model` version's reference, or a
     checkpoint's and its tokenizer's sha256 (never a path: paths differ between machines)."""
     check_model_source(model, tokenizer)
     if isinstance(model, VersionRef):
-        return {"model": str(model)}
+        ref = model
+        return {"model": str(ref)}, lambda: load_model_version(store, ref, device)
     checkpoint = find_checkpoint(model)
-    files = tokenizer_files(tokenizer)
-    return {
+    files = tokenizer_files(tokenizer)  # a checkpoint comes with one (checked)
+    identity = {
         "checkpoint": {"name": checkpoint.name, "sha256": file_sha256(checkpoint)},
         "tokenizer": {path.name: file_sha256(path) for path in files},
     }
+    return identity, lambda: checkpoint_model(checkpoint, tokenizer_from_files(files), device)
 
 
 def evaluate_model(
@@ -142,8 +153,9 @@ def evaluate_model(
     for task, path in files.items():
         if not path.is_file():
             raise FileNotFoundError(f"evaluation set {task!r} not found at {path}")
+    identity, load_model = model_source(store, model, tokenizer, device)
     parameters = {
-        **model_identity(model, tokenizer),
+        **identity,
         "tasks": {
             task: {"file": path.name, "sha256": file_sha256(path)} for task, path in files.items()
         },
@@ -157,7 +169,7 @@ def evaluate_model(
     inputs = tuple(ref for ref in (source, ngram_filter) if ref)
 
     def build(work: StageWrite) -> None:
-        lm = load_model(store, model, tokenizer, device)
+        lm = load_model()
         out = work.out
         todo = work.pending(list(files))  # each set is a part: a killed run keeps those done
         results: dict[str, dict[str, Any]] = {}

@@ -37,13 +37,18 @@ class ProgressReporter:
     """The stage runtime's progress protocol (`webtext.stage.Progress`) as a Prefect
     progress artifact: `start(total)`, then `advance(n)`. Updates are throttled: a stage
     reports per page, the UI needs a few a minute, and every update is a call to the
-    server."""
+    server; reaching the total is always shown. `key` names the artifact (for readers
+    that look it up); `advance` and `finish` can replace its description (a run's latest
+    line)."""
 
-    def __init__(self, description: str, min_interval_s: float = 2.0) -> None:
+    def __init__(
+        self, description: str, min_interval_s: float = 2.0, key: str | None = None
+    ) -> None:
         self.description = description
         self.min_interval_s = min_interval_s
-        self.total = 0
-        self.done = 0
+        self.key = key
+        self.total: float = 0
+        self.done: float = 0
         self._artifact_id = None
         self._last_update = 0.0
 
@@ -53,21 +58,29 @@ class ProgressReporter:
     def __exit__(self, *exc: object) -> None:
         self.finish()
 
-    def start(self, total: int) -> None:
+    def start(self, total: float) -> None:
         self.total = total
-        self._artifact_id = create_progress_artifact(0.0, description=self.description)
+        self._artifact_id = create_progress_artifact(
+            0.0, key=self.key, description=self.description
+        )
         self._last_update = time.monotonic()
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: float = 1, description: str | None = None) -> None:
         self.done += n
+        if description is not None:
+            self.description = description
         now = time.monotonic()
-        if self._artifact_id and (now - self._last_update >= self.min_interval_s):
+        reached = self.done - n < self.total <= self.done  # this call reached the total
+        due = reached or now - self._last_update >= self.min_interval_s
+        if self._artifact_id and due:
             self._last_update = now
-            update_progress_artifact(self._artifact_id, self.percent())
+            update_progress_artifact(self._artifact_id, self.percent(), self.description)
 
-    def finish(self) -> None:
+    def finish(self, description: str | None = None) -> None:
+        if description is not None:
+            self.description = description
         if self._artifact_id:
-            update_progress_artifact(self._artifact_id, 100.0)
+            update_progress_artifact(self._artifact_id, 100.0, self.description)
 
     def percent(self) -> float:
         return min(100.0, 100.0 * self.done / self.total) if self.total else 100.0

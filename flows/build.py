@@ -35,9 +35,10 @@ from flows.fetch import fetch_pages_flow
 from flows.links import collect_links_flow
 from flows.tokenize import tokenize_flow
 from flows.train import train_gpt2_flow
-from training.launch import model_ref, training_parameters
+from training.launch import STAGE, check_device, model_ref, training_parameters
 from training.settings import TrainSettings
 from webtext.config import open_store
+from webtext.stage import find_version
 from webtext.store import Store, VersionRef
 
 STAGES = ("links", "fetch", "extract", "dedup", "tokenize", "train", "evaluate")
@@ -251,7 +252,6 @@ def _train(
     from prefect.client.orchestration import get_client
 
     from flows.train import watch_training
-    from training.launch import check_device
 
     tokens = tokens or store.resolve("tokens")
     parameters = {
@@ -264,16 +264,27 @@ def _train(
         return _with_policy("train", train_gpt2_flow)(**parameters)
     logger = get_run_logger()
     with get_client(sync_client=True) as client:
-        # What the run will get: the deployment's parameters, ours over them.
-        merged = {**client.read_deployment_by_name(deployment).parameters, **parameters}
-    expected = model_ref(store, tokens, _training_parameters(merged))
-    if store.exists(expected):  # trained already: no GPU job at all
-        logger.info("%s already trained on %s: nothing to do", expected, tokens)
-        return expected
-    settings = TrainSettings.from_mapping(merged)
+        deployed = client.read_deployment_by_name(deployment).parameters
+    # What the run will get: the flow's defaults, the deployment's parameters, ours over them.
+    run_parameters = {**_flow_defaults(train_gpt2_flow), **deployed, **parameters}
+    settings = TrainSettings.from_mapping(run_parameters)
+    model_parameters = training_parameters(
+        settings,
+        run_parameters["extra_args"],
+        run_parameters["nodes"],
+        run_parameters["gpus_per_node"],
+    )
+    done = find_version(store, STAGE, (tokens,), model_parameters)
+    if done is not None:  # trained already: no GPU job at all
+        logger.info("%s already trained on %s: nothing to do", done.ref, tokens)
+        return done.ref
     # Whether the worker has CUDA is not ours to see (cuda=True): its run checks that.
-    gpus = merged.get("gpus_per_node", 1)  # the flow's default
-    check_device(settings.model, gpus, allow_cpu=bool(merged.get("allow_cpu")), cuda=True)
+    check_device(
+        settings.model,
+        run_parameters["gpus_per_node"],
+        allow_cpu=run_parameters["allow_cpu"],
+        cuda=True,
+    )
     logger.info(
         "training GPT-2 %s for %s steps through %s", settings.model, settings.max_steps, deployment
     )
@@ -283,25 +294,20 @@ def _train(
         state = run.state.name if run.state else "no state"
         message = run.state.message if run.state else ""
         raise RuntimeError(f"{deployment} run {run.name} ended {state}: {message}")
-    if not store.exists(expected):
+    done = find_version(store, STAGE, (tokens,), model_parameters)
+    if done is None:
+        expected = model_ref(store, tokens, model_parameters)
         raise RuntimeError(f"{deployment} run {run.name} completed without publishing {expected}")
-    return expected
+    return done.ref
 
 
-def _training_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """The model version's parameters for these flow parameters, the flow's defaults filled in."""
-    defaults = {
+def _flow_defaults(subflow: Flow) -> dict[str, Any]:
+    """A flow's parameters that have defaults, with them."""
+    return {
         name: p.default
-        for name, p in inspect.signature(train_gpt2_flow.fn).parameters.items()
+        for name, p in inspect.signature(subflow.fn).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
-    merged = {**defaults, **parameters}
-    return training_parameters(
-        TrainSettings.from_mapping(merged),
-        merged["extra_args"],
-        merged["nodes"],
-        merged["gpus_per_node"],
-    )
 
 
 def publish_summary(store: Store, refs: dict[str, VersionRef]) -> None:

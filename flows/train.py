@@ -23,33 +23,23 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_image_artifact,
     create_markdown_artifact,
-    create_progress_artifact,
     create_table_artifact,
-    update_progress_artifact,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from flows.artifacts import publish_version
-from training.launch import (
-    LOSS_PNG,
-    METRICS,
-    StepClock,
-    describe_step,
-    final_metrics,
-    read_metrics,
-    run_dir,
-    train_model,
-)
+from flows.artifacts import ProgressReporter, publish_version
+from training.launch import LOSS_PNG, METRICS, run_dir, train_model
+from training.progress import StepClock, describe_step
 from training.settings import TrainSettings
 from webtext.config import open_store
-from webtext.store import VersionRef
+from webtext.store import Store, VersionRef
 
 PROGRESS_KEY = "train-gpt2-progress"
 # The progress artifact is updated at most this often (each update is a call to the server),
-# and a step's line goes to the run's log at most this often (a 124M run makes ~10 steps a
-# second on one GPU; every one of them in the log would be millions of lines).
+# and a step's line goes to the run's log at most this often (600,000 steps, every one of
+# them in the log, would be millions of lines).
 PROGRESS_EVERY_S = 2.0
 LOG_EVERY_S = 10.0
 # How often build-webtext asks for the training run's state, and repeats its progress.
@@ -58,8 +48,9 @@ WATCH_LOG_EVERY_S = 30.0
 
 
 class TrainingProgress:
-    """This run's progress artifact: percent of `max_steps` done, and the latest step's line
-    as its description; the line goes to `log` too, at most every `log_every_s`."""
+    """This run's progress artifact (key PROGRESS_KEY): percent of `max_steps` done, and the
+    latest step's line (with the time left) as its description; the line goes to `log`
+    too, at most every `log_every_s`."""
 
     def __init__(
         self,
@@ -71,33 +62,29 @@ class TrainingProgress:
     ) -> None:
         self.max_steps = max_steps
         self.log = log
-        self.every_s = every_s
         self.log_every_s = log_every_s
         self.clock = StepClock(max_steps)
-        self.step = 0
-        self.line = f"{title}: starting"
-        self._updated = self._logged = float("-inf")
-        self._id = create_progress_artifact(0.0, key=PROGRESS_KEY, description=self.line)
+        self._logged = float("-inf")
+        self.artifact = ProgressReporter(f"{title}: starting", every_s, key=PROGRESS_KEY)
+        self.artifact.start(max_steps)
+
+    @property
+    def line(self) -> str:
+        """The latest step's line (or how the run started or ended)."""
+        return self.artifact.description
 
     def on_metrics(self, record: dict[str, Any]) -> None:
-        self.step = int(record["step"])
-        self.line = describe_step(record, self.max_steps, self.clock.eta_s(self.step))
+        step = int(record["step"])
+        line = describe_step(record, self.max_steps, self.clock.eta_s(step))
         now = time.monotonic()
-        last = self.step >= self.max_steps
         # The first step, validations and the last step are always logged.
-        if last or "val_loss" in record or now - self._logged >= self.log_every_s:
+        if step >= self.max_steps or "val_loss" in record or now - self._logged >= self.log_every_s:
             self._logged = now
-            self.log(self.line)
-        if last or now - self._updated >= self.every_s:
-            self._updated = now
-            update_progress_artifact(self._id, self.percent(), description=self.line)
+            self.log(line)
+        self.artifact.advance(step - self.artifact.done, line)
 
     def finish(self, line: str) -> None:
-        self.line = line
-        update_progress_artifact(self._id, 100.0, description=line)
-
-    def percent(self) -> float:
-        return min(100.0, 100.0 * self.step / self.max_steps) if self.max_steps else 100.0
+        self.artifact.finish(line)
 
 
 def latest_progress(client: Any, flow_run_id: UUID) -> tuple[float, str] | None:
@@ -139,7 +126,7 @@ def watch_training(
     from prefect.context import FlowRunContext
 
     name = f"train-gpt2 run {flow_run.name}"
-    mirror: UUID | None = None
+    mirror: ProgressReporter | None = None
     last_state = last_line = None
     last_logged = float("-inf")
     deadline = time.monotonic() + timeout_s
@@ -155,9 +142,10 @@ def watch_training(
                     percent, last_line = progress
                     log(f"{name}: {last_line}")
                     if mirror is None and FlowRunContext.get() is not None:
-                        mirror = create_progress_artifact(percent, description=name)
-                    elif mirror is not None:
-                        update_progress_artifact(mirror, percent)
+                        mirror = ProgressReporter(name, min_interval_s=0)
+                        mirror.start(100)
+                    if mirror is not None:
+                        mirror.advance(percent - mirror.done)
             state = flow_run.state.name if flow_run.state else "no state"
             if state != last_state:
                 last_state = state
@@ -168,13 +156,17 @@ def watch_training(
             time.sleep(poll_s)
 
 
-def publish_training(out_dir: Path, tokens: VersionRef) -> None:
-    metrics = read_metrics(out_dir / METRICS)
-    final = final_metrics(metrics)
+def publish_training(store: Store, ref: VersionRef, out_dir: Path, tokens: VersionRef) -> None:
+    """The run's last metrics (the version's counts: the last value of every numeric one),
+    its folder's files and its loss curve, as artifacts."""
+    manifest = store.manifest(ref)
+    records = next((f.rows for f in manifest.files if f.path == METRICS), None)
     create_table_artifact(
         key="train-gpt2-metrics",
-        table=[{"metric": name, "value": value} for name, value in final.items()],
-        description=f"Last value of every metric ({len(metrics)} records), trained on {tokens}",
+        table=[
+            {"metric": name, "value": value} for name, value in manifest.stats["counts"].items()
+        ],
+        description=f"Last value of every metric ({records} records), trained on {tokens}",
     )
     files = sorted(p for p in out_dir.rglob("*") if p.is_file())
     listing = "\n".join(f"| `{p.relative_to(out_dir)}` | {p.stat().st_size:,} |" for p in files)
@@ -267,7 +259,7 @@ def train_gpt2_flow(
     if result.reused:
         logger.info("%s already trained on %s: nothing to do", result.ref, tokens)
         return result.ref
-    publish_training(run_dir(runs_dir, model, result.ref), tokens)
+    publish_training(store, result.ref, run_dir(runs_dir, model, result.ref), tokens)
     if evaluate_deployment:
         try:
             evaluation = run_deployment(

@@ -19,11 +19,8 @@ import pytest
 
 import training.launch
 from training.launch import (
-    StepClock,
     check_device,
-    describe_step,
     final_metrics,
-    format_duration,
     plot_loss,
     read_metrics,
     stream,
@@ -31,6 +28,7 @@ from training.launch import (
     train_model,
     training_parameters,
 )
+from training.progress import StepClock, describe_step, format_duration
 from training.settings import TrainSettings, parse_settings
 from training.train import parse_args
 from webtext.store import Store
@@ -411,6 +409,19 @@ def test_train_model_refuses_124m_on_cpu_at_once(fake_training) -> None:
     assert str(refused.value).startswith("refusing to train GPT-2 124M on CPU (gpus_per_node=0)")
     assert "\n" not in str(refused.value) and "allow_cpu=true (--allow-cpu)" in str(refused.value)
     assert not Path(fake_training["runs_dir"]).exists()  # no run folder either
+
+
+@pytest.mark.usefixtures("no_trainer")
+def test_train_model_returns_a_124m_model_made_already_on_cpu(fake_training) -> None:
+    """Only a new run has to fit where it runs: a version made already is returned."""
+    store = Store(fake_training["store_url"])
+    tokens = store.resolve("tokens")
+    parameters = training_parameters(TrainSettings(), (), 1, 0)
+    stage = training.launch.STAGE
+    with store.write(stage.name, parameters, stage.code_version, (tokens,)) as out:
+        out.put("checkpoint.pt", b"weights")
+    result = train_model(store, tokens, TrainSettings(), gpus_per_node=0)
+    assert result.reused and result.ref == store.resolve("model")
 
 
 @pytest.mark.usefixtures("prefect_server", "no_trainer")

@@ -123,6 +123,11 @@ def source_copy(tmp_path_factory) -> Path:
         ("scraping.extract_stage", "scraping/extract.py", True),
         ("dedup.stage", "scraping/extract.py", False),
         ("scraping.links", "scraping/fetch.py", False),
+        ("training.launch", "training/progress.py", False),
+        ("evaluation.stage", "training/train.py", False),
+        ("evaluation.stage", "training/launch.py", False),
+        ("evaluation.stage", "training/tokenizer_stage.py", True),
+        ("training.launch", "training/train.py", True),
     ],
 )
 def test_a_stage_code_version_follows_the_modules_it_runs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 from versions import tokens_version
 
@@ -75,6 +76,7 @@ def test_train_streams_steps_then_evaluate_and_sample_take_the_model_version(
 
 def test_train_refuses_gpt2_sizes_on_cpu_unless_allowed(tmp_path, monkeypatch) -> None:
     store = Store(str(tmp_path / "store"))
+    runs = tmp_path / "runs"
     with store.write("tokens", {"fake": True}, "test") as out:
         out.put("tokens/train/part-00000.bin", b"\0" * 64)
     trained: list[tuple[TrainSettings, bool]] = []
@@ -83,14 +85,39 @@ def test_train_refuses_gpt2_sizes_on_cpu_unless_allowed(tmp_path, monkeypatch) -
         trained.append((settings, kwargs["allow_cpu"]))
         return StageResult(VersionRef("model", "abc"), True, {"counts": {}})
 
-    monkeypatch.setattr(training.launch, "train_model", fake_train_model)
-    code, output = run("train", "--store", store.root_url, "--gpus-per-node", "0")
+    # train_model itself refuses (before any run starts), and the command says it with its flag.
+    code, output = run(
+        "train", "--store", store.root_url, "--gpus-per-node", "0", "--runs-dir", str(runs)
+    )
     assert code == 2 and trained == []
     assert " ".join(output.split()) == (
         "refusing to train GPT-2 124M on CPU (--gpus-per-node 0): pass allow_cpu=true "
         "(--allow-cpu) to train it there anyway, or model=tiny"
     )
+    assert not runs.exists()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    code, output = run("train", "--store", store.root_url)  # this machine's GPUs: none
+    assert code == 2 and "124M on CPU (no CUDA device on this machine)" in " ".join(output.split())
+    monkeypatch.setattr(training.launch, "train_model", fake_train_model)
     code, output = run("train", "--store", store.root_url, "--gpus-per-node", "0", "--allow-cpu")
     assert code == 0, output
     assert "warning: training GPT-2 124M on CPU for 600,000 steps" in " ".join(output.split())
     assert trained == [(TrainSettings(), True)]
+
+
+def test_train_returns_a_gpt2_size_trained_already_wherever_it_runs(tmp_path) -> None:
+    """Only a new run has to fit here: a 124M model made already is the command's answer
+    on a machine without a GPU, with no --allow-cpu."""
+    store = Store(str(tmp_path / "store"))
+    with store.write("tokens", {"fake": True}, "test") as out:
+        out.put("tokens/train/part-00000.bin", b"\0" * 64)
+    tokens = store.resolve("tokens")
+    parameters = training.launch.training_parameters(TrainSettings(), (), 1, 0)
+    stage = training.launch.STAGE
+    with store.write(stage.name, parameters, stage.code_version, (tokens,)) as out:
+        out.put("checkpoint.pt", b"weights")
+        out.stats["counts"] = {"step": 600_000}
+    model = store.resolve("model")
+    code, output = run("train", "--store", store.root_url, "--gpus-per-node", "0")
+    assert code == 0, output
+    assert f"model version {model} (already built: reused)" in " ".join(output.split())

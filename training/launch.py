@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -25,12 +24,9 @@ from webtext.store import StageResult, Store, VersionRef
 TRAINER_MODULE = "training.train"
 STAGE = Stage("model", __name__)
 RUNS_ENV = "WEBTEXT_RUNS"  # where training runs' folders go (default ./runs)
-CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 LOSS_PNG = "loss.png"
 TAIL_LINES = 20  # of the trainer's output, in the error of a failed run
-# A version's parents, up to the tokenizer: a model was trained on tokens, encoded with one.
-UPSTREAM = {"model": "tokens", "tokens": "tokenizer"}
 
 
 def torchrun_command(
@@ -183,66 +179,12 @@ def metrics_record(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-# How describe_step shows each field of a metrics record, in this order.
-STEP_FIELDS = (
-    ("loss", "loss {:.4f}"),
-    ("val_loss", "val_loss {:.4f}"),
-    ("lr", "lr {:.2e}"),
-    ("tokens_per_s", "{:,.0f} tokens/s"),
-    ("mfu", "mfu {:.1%}"),
-)
-
-
-def describe_step(record: Mapping[str, Any], max_steps: int, eta_s: float | None = None) -> str:
-    """A metrics record as one line for people: step, losses, learning rate, speed, and the
-    time left when `eta_s` is known."""
-    parts = [f"step {record['step']}/{max_steps}"]
-    parts += [form.format(record[key]) for key, form in STEP_FIELDS if record.get(key) is not None]
-    if eta_s is not None:
-        parts.append(f"ETA {format_duration(eta_s)}")
-    return "  ".join(parts)
-
-
-def format_duration(seconds: float) -> str:
-    """42s, 12m05s, 3h07m, 41d06h: the two largest units."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-class StepClock:
-    """The time left to `max_steps`, at the pace of the steps seen since the first one (a
-    resumed run starts its clock at its first new step, not at step 0)."""
-
-    def __init__(self, max_steps: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_steps = max_steps
-        self.clock = clock
-        self.first: tuple[int, float] | None = None
-
-    def eta_s(self, step: int) -> float | None:
-        """Seconds until the last step, from the pace so far; None before two steps."""
-        now = self.clock()
-        if self.first is None:
-            self.first = (step, now)
-            return None
-        first_step, started = self.first
-        if step <= first_step:
-            return None
-        return (self.max_steps - step) * (now - started) / (step - first_step)
+class DeviceRefused(ValueError):
+    """A run that would not fit where it runs (`check_device`), refused before it starts."""
 
 
 def check_device(
-    model: str,
-    gpus_per_node: int,
-    *,
-    allow_cpu: bool = False,
-    cuda: bool | None = None,
-    why_cpu: str = "gpus_per_node=0",
+    model: str, gpus_per_node: int, *, allow_cpu: bool = False, cuda: bool | None = None
 ) -> None:
     """Refuse, in one line, a run that would train a model larger than `tiny` on CPU unless
     `allow_cpu`: 124M takes over a minute a step there, 600,000 steps take years.
@@ -250,13 +192,12 @@ def check_device(
     The run is on CPU when `gpus_per_node` is 0, or when this worker has no CUDA device
     (`cuda`: whether it has one; None asks torch, only when it matters). GPUs asked for on a
     worker without any is an error for every model: the trainer would fail on `--device cuda`.
-    `why_cpu`: what the message says made gpus_per_node 0.
     """
     if gpus_per_node == 0:
         if model == "tiny" or allow_cpu:
             return
-        raise ValueError(
-            f"refusing to train GPT-2 {model} on CPU ({why_cpu}): pass allow_cpu=true "
+        raise DeviceRefused(
+            f"refusing to train GPT-2 {model} on CPU (gpus_per_node=0): pass allow_cpu=true "
             "(--allow-cpu) to train it there anyway, or model=tiny"
         )
     if cuda is None:
@@ -267,8 +208,8 @@ def check_device(
         return
     where = f"on CPU (gpus_per_node={gpus_per_node} but no CUDA device on this worker)"
     if model == "tiny":
-        raise ValueError(f"cannot train GPT-2 tiny {where}: pass gpus_per_node=0 to use the CPU")
-    raise ValueError(
+        raise DeviceRefused(f"cannot train GPT-2 tiny {where}: pass gpus_per_node=0 to use the CPU")
+    raise DeviceRefused(
         f"refusing to train GPT-2 {model} {where}: run it on a GPU worker, or pass "
         "gpus_per_node=0 with allow_cpu=true (--allow-cpu), or model=tiny"
     )
@@ -384,20 +325,28 @@ def train_model(
         )
     if any("loss" in record for record in metrics):
         plot_loss(metrics, out_dir / LOSS_PNG)
-    return publish_model(store, tokens, parameters, out_dir)
+    return publish_model(store, tokens, parameters, out_dir, metrics)
 
 
 def publish_model(
-    store: Store, tokens: VersionRef, parameters: Mapping[str, Any], out_dir: Path
+    store: Store,
+    tokens: VersionRef,
+    parameters: Mapping[str, Any],
+    out_dir: Path,
+    metrics: Sequence[Mapping[str, Any]] | None = None,
 ) -> StageResult:
     """A finished run's folder to a `model` version: the last checkpoint's weights (no
-    optimizer state), its metrics and loss plot, and a Hugging Face export in `hf/`."""
+    optimizer state), its metrics and loss plot, and a Hugging Face export in `hf/`.
+    `metrics`: the run's metrics.jsonl as read (`read_metrics`), read here when not given."""
     import tempfile
 
     import torch
 
-    from training.model import GPT, GPTConfig, export_hf
+    from training.model import CHECKPOINT, GPT, GPTConfig, export_hf
     from training.train import checkpoints, load_checkpoint
+
+    if metrics is None:
+        metrics = read_metrics(out_dir / METRICS)
 
     def build(work: StageWrite) -> None:
         found = checkpoints(out_dir)
@@ -406,7 +355,6 @@ def publish_model(
         state = load_checkpoint(found[-1])
         model = GPT(GPTConfig(**state["config"]))
         model.load_state_dict(state["model"])
-        metrics = read_metrics(out_dir / METRICS)
         tokenizer_files, encoder = _tokenizer_of(store, tokens)
         out = work.out
         with out.open(CHECKPOINT) as handle:
@@ -432,18 +380,6 @@ def publish_model(
     return run_stage(store, STAGE, (tokens,), parameters, build)
 
 
-def tokenizer_version(store: Store, ref: VersionRef) -> VersionRef | None:
-    """The `tokenizer` version a `model` or `tokens` version descends from, found through
-    the manifests' parents (model -> tokens -> tokenizer); None when the lineage names none.
-    Only manifests are read, so a store holding copies of the versions serves as well."""
-    while ref.stage != "tokenizer":
-        upstream = [p for p in store.manifest(ref).parents if p.stage == UPSTREAM[ref.stage]]
-        if not upstream:
-            return None
-        ref = upstream[0]
-    return ref
-
-
 # Our tokenizer versions' files under the names Hugging Face's GPT-2 tokenizers load.
 HF_TOKENIZER_NAMES = {
     "tokenizer.json": "tokenizer.json",
@@ -455,7 +391,7 @@ HF_TOKENIZER_NAMES = {
 def _tokenizer_of(store: Store, tokens: VersionRef):
     """The tokenizer version a tokens version was encoded with: its files for a Hugging Face
     export, and its encoder; nothing when the tokens name none."""
-    from training.tokenizer_stage import load_encoder
+    from training.tokenizer_stage import load_encoder, tokenizer_version
 
     tokenizer = tokenizer_version(store, tokens)
     if tokenizer is None:

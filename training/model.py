@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# A `model` version's weights (and config, step, arguments): training.launch writes it,
+# evaluation reads it.
+CHECKPOINT = "checkpoint.pt"
 # What `flops_per_token` counts, for logs and benchmark output.
 FLOPS_FORMULA = (
     "6*N + 12*L*H*Q*T per token (PaLM appendix B, nanoGPT estimate_mfu; "

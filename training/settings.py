@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from training.model import CONFIGS
+from webtext.stage import options_from
 
 
 def setting(default: Any, help: str, choices: Sequence[str] | None = None) -> Any:
@@ -60,7 +61,7 @@ class TrainSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainSettings:
         """The settings named in `values` (other keys ignored), defaults for the rest."""
-        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+        return cls(**options_from(cls, values))
 
 
 def _flag(name: str) -> str:

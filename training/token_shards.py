@@ -178,6 +178,7 @@ def _encode_part(
 ) -> PartResult:
     eot = np.array([encoder.eot_id], dtype=np.uint16)
     counts = dict.fromkeys(SPLITS, 0)
+    names = {split: _shard_name(part, split) for split in SPLITS}
     with tempfile.TemporaryDirectory(prefix="webtext-tokens-") as scratch:
         spool = {split: open(Path(scratch) / split, "wb") for split in SPLITS}  # noqa: SIM115
         with store.fs.open(f"{store.version_dir(part.version)}/{part.path}", "rb") as handle:
@@ -194,11 +195,9 @@ def _encode_part(
                 progress.advance(len(texts))
         for split in SPLITS:
             spool[split].close()
-            _publish_shard(
-                work.out, _shard_name(part, split), Path(scratch) / split, encoder, counts[split]
-            )
+            _publish_shard(work.out, names[split], Path(scratch) / split, encoder, counts[split])
     return PartResult(
-        {_shard_name(part, split): counts[split] for split in SPLITS},
+        {names[split]: counts[split] for split in SPLITS},
         {f"{split}_tokens": counts[split] for split in SPLITS},
     )
 

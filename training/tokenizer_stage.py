@@ -2,7 +2,8 @@
 
 Either trained on a `webtext` version (`tokenizer.json`, Hugging Face format) or
 OpenAI's GPT-2 vocabulary copied in from its two files (`encoder.json`, `vocab.bpe`).
-`load_encoder` turns either back into the fast `Encoder` every later stage uses.
+`load_encoder` turns either back into the fast `Encoder` every later stage uses, and
+`tokenizer_version` finds the one a `tokens` or `model` version was made with.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from webtext.store import StageResult, Store, VersionRef
 
 STAGE = Stage("tokenizer", __name__)
 GPT2_FILES = ("encoder.json", "vocab.bpe")
+# A version's parents, up to the tokenizer: a model was trained on tokens, encoded with one.
+UPSTREAM = {"model": "tokens", "tokens": "tokenizer"}
 
 
 def train_tokenizer_version(
@@ -60,3 +63,15 @@ def load_encoder(store: Store, tokenizer: VersionRef) -> Encoder:
     if not local.is_dir():  # gpt2_encoder reads files: bring them to a local folder
         raise ValueError(f"{tokenizer}: GPT-2 vocabularies load from a local store only")
     return gpt2_encoder(local)
+
+
+def tokenizer_version(store: Store, ref: VersionRef) -> VersionRef | None:
+    """The `tokenizer` version a `model` or `tokens` version descends from, found through
+    the manifests' parents (model -> tokens -> tokenizer); None when the lineage names none.
+    Only manifests are read, so a store holding copies of the versions serves as well."""
+    while ref.stage != "tokenizer":
+        upstream = [p for p in store.manifest(ref).parents if p.stage == UPSTREAM[ref.stage]]
+        if not upstream:
+            return None
+        ref = upstream[0]
+    return ref

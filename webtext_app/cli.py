@@ -375,18 +375,13 @@ def train(
     """
     import torch
 
-    from training.launch import StepClock, check_device, describe_step, train_model
+    from training.launch import DeviceRefused, train_model
+    from training.progress import StepClock, describe_step
     from training.settings import parse_settings
 
     settings = parse_settings(ctx.args)
     gpus = torch.cuda.device_count() if gpus_per_node is None else gpus_per_node
-    try:
-        why = "no CUDA device on this machine" if gpus_per_node is None else "--gpus-per-node 0"
-        check_device(settings.model, gpus, allow_cpu=allow_cpu, why_cpu=why)
-    except ValueError as refused:
-        console.print(f"[bold red]{escape(str(refused))}[/]", soft_wrap=True)
-        raise typer.Exit(2) from None
-    if gpus == 0 and settings.model != "tiny":
+    if gpus == 0 and settings.model != "tiny" and allow_cpu:
         console.print(
             f"[bold red]warning: training GPT-2 {settings.model} on CPU for "
             f"{settings.max_steps:,} steps takes months.[/] For a first run: "
@@ -396,21 +391,37 @@ def train(
     artifacts = open_store(store)
     tokens = artifacts.resolve("tokens", tokens_version)
     clock = StepClock(settings.max_steps)
-    result = train_model(
-        artifacts,
-        tokens,
-        settings,
-        nodes=nodes,
-        gpus_per_node=gpus,
-        rdzv_endpoint=rdzv_endpoint,
-        runs_dir=runs_dir,
-        allow_cpu=allow_cpu,
-        on_line=lambda line: console.print(escape(line), style="dim", soft_wrap=True),
-        on_metrics=lambda record: console.print(
-            describe_step(record, settings.max_steps, clock.eta_s(record["step"]))
-        ),
-    )
+    try:
+        # A model trained already is returned wherever this runs; a new run that does not
+        # fit here is refused before it starts.
+        result = train_model(
+            artifacts,
+            tokens,
+            settings,
+            nodes=nodes,
+            gpus_per_node=gpus,
+            rdzv_endpoint=rdzv_endpoint,
+            runs_dir=runs_dir,
+            allow_cpu=allow_cpu,
+            on_line=lambda line: console.print(escape(line), style="dim", soft_wrap=True),
+            on_metrics=lambda record: console.print(
+                describe_step(record, settings.max_steps, clock.eta_s(record["step"]))
+            ),
+        )
+    except DeviceRefused as refused:
+        console.print(
+            f"[bold red]{escape(_as_flags(str(refused), gpus_per_node))}[/]", soft_wrap=True
+        )
+        raise typer.Exit(2) from None
     _report(artifacts, result, "trained model")
+
+
+def _as_flags(message: str, gpus_per_node: int | None) -> str:
+    """train_model's message, naming what set the GPUs here: `--gpus-per-node`, or this
+    machine (no flag: its GPUs, none) where it names the flow's `gpus_per_node`."""
+    if gpus_per_node is None:
+        message = message.replace("(gpus_per_node=0)", "(no CUDA device on this machine)")
+    return message.replace("gpus_per_node=", "--gpus-per-node ")
 
 
 CheckpointArgument = Annotated[
