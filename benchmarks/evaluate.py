@@ -52,20 +52,15 @@ QUICK = dict(articles=1)
 
 def load_gpt(args: argparse.Namespace, device: torch.device):
     """(GPT module, tokenizer): a checkpoint's, or a random model of --model's shape."""
+    encoder = load_tokenizer(args.tokenizer)
     if args.checkpoint:
-        from evaluation.models import checkpoint_tokenizer, find_checkpoint
+        from evaluation.models import find_checkpoint
 
         path = find_checkpoint(args.checkpoint)
         state = torch.load(path, map_location="cpu", weights_only=False)
         model = GPT(GPTConfig(**state["config"]))
         model.load_state_dict(state["model"])
-        encoder = (
-            load_tokenizer(args.tokenizer)
-            if args.tokenizer
-            else checkpoint_tokenizer(state["args"]["tokens"])
-        )
     else:
-        encoder = load_tokenizer(args.tokenizer)
         torch.manual_seed(0)
         model = GPT(replace(CONFIGS[args.model], vocab_size=encoder.vocab_size))
     return model.to(device).eval(), encoder
@@ -100,7 +95,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--model", choices=sorted(CONFIGS), help="random model shape [124M on CUDA, tiny on CPU]"
     )
-    p.add_argument("--tokenizer", default=str(shared / "gpt2-bpe"), help="tokenizer.json or dir")
+    p.add_argument(
+        "--tokenizer",
+        default=str(shared / "gpt2-bpe"),
+        help="tokenizer.json or dir (a --checkpoint's own tokenizer; default: GPT-2's)",
+    )
     p.add_argument("--eval-data", default=default_eval)
     p.add_argument(
         "--articles", type=int, help="WikiText-2 articles to score, 0: all [all on CUDA, 4 on CPU]"
