@@ -23,6 +23,7 @@ CONNECTION_RESET = "connection_reset"
 TIMEOUT = "timeout"
 TLS_ERROR = "tls_error"
 ROBOTS_DISALLOWED = "robots_disallowed"
+ROBOTS_UNREACHABLE = "robots_unreachable"  # robots.txt 429/5xx or network error: try later
 HTTP_STATUS = "http_status"  # a final 4xx/5xx; the status column says which
 TOO_MANY_REDIRECTS = "too_many_redirects"
 REDIRECT_LOOP = "redirect_loop"
@@ -40,6 +41,7 @@ ERROR_CLASSES = (
     TIMEOUT,
     TLS_ERROR,
     ROBOTS_DISALLOWED,
+    ROBOTS_UNREACHABLE,
     HTTP_STATUS,
     TOO_MANY_REDIRECTS,
     REDIRECT_LOOP,
@@ -49,6 +51,17 @@ ERROR_CLASSES = (
     NOT_IN_ARCHIVE,
     PROTOCOL_ERROR,
 )
+
+# Outcomes that may well differ tomorrow: a later fetch run tries these URLs again.
+TRANSIENT_ERRORS = frozenset(
+    {DNS_ERROR, CONNECT_ERROR, CONNECTION_RESET, TIMEOUT, ROBOTS_UNREACHABLE}
+)
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})  # with HTTP_STATUS
+
+
+def is_transient(error: str | None, status: int | None) -> bool:
+    """Whether a failed fetch is worth trying again in a later run."""
+    return error in TRANSIENT_ERRORS or (error == HTTP_STATUS and status in TRANSIENT_STATUSES)
 
 
 def utc_now() -> datetime:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import socket
+import threading
 import time
 import urllib.request
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from protego import Protego
 
 from scraping import page_source as errors
-from scraping.fetch import FetchSettings, LiveSource
+from scraping.fetch import ROBOTS_MAX_BYTES, FetchSettings, LiveSource
 from scraping.netsafety import AddressPolicy, SafeResolver
-from scraping.page_source import FetchResult
+from scraping.page_source import FetchResult, is_transient
 from webtext_app.demo_web import DemoWeb, site_urls
 
 LOOPBACK = AddressPolicy(allow_loopback=True)
@@ -205,3 +214,172 @@ def test_the_resolver_drops_refused_addresses_before_any_connection() -> None:
     resolver = SafeResolver(AddressPolicy(), Fixed())
     resolved = asyncio.run(resolver.resolve("mixed.example", 80))
     assert [r["host"] for r in resolved] == ["93.184.216.34"]
+
+
+# Robots.txt and time limits, against servers scripted per test ---------------------------
+
+PAGE = b"<html><body><p>a page</p></body></html>"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int = 200
+    body: bytes = PAGE
+    content_type: str = "text/html"
+    delay: float = 0.0
+
+
+class ScriptedWeb:
+    """A loopback server answering each path with its script's answers in turn, the last
+    one repeated; a path without a script is a 404. `hits` counts requests per path."""
+
+    def __init__(self, script: Mapping[str, Sequence[Answer]]) -> None:
+        self.script = {path: list(answers) for path, answers in script.items()}
+        self.hits: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._server.block_on_close = False  # a sleeping handler must not hold up the test
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+
+    def __enter__(self) -> ScriptedWeb:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def answer(self, path: str) -> Answer:
+        with self._lock:
+            self.hits[path] += 1
+            answers = self.script.get(path) or [Answer(404, b"no such page")]
+            return answers[min(self.hits[path], len(answers)) - 1]
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        web = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                answer = web.answer(self.path)
+                time.sleep(answer.delay)
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.content_type)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                # The client may stop reading early (a robots.txt cut at its limit).
+                with contextlib.suppress(ConnectionError):
+                    self.wfile.write(answer.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def robots(text: str) -> list[Answer]:
+    return [Answer(body=text.encode(), content_type="text/plain")]
+
+
+def test_robots_txt_is_read_up_to_500_kib_and_the_rest_ignored() -> None:
+    filler = "# " + "x" * 1000 + "\n"
+    text = "User-agent: *\nDisallow: /early\n" + filler * 600 + "Disallow: /late\n"
+    assert ROBOTS_MAX_BYTES < len(text) < FAST.max_bytes  # a page of this size is read whole
+    pages = {"/early": [Answer()], "/late": [Answer()]}
+    with ScriptedWeb({"/robots.txt": robots(text), **pages}) as web:
+        results = fetch_all([f"{web.base_url}/early", f"{web.base_url}/late"])
+    assert results[f"{web.base_url}/early"].error == errors.ROBOTS_DISALLOWED
+    late = results[f"{web.base_url}/late"]
+    assert late.ok, late.error_detail  # its rule lies past the 500 KiB read
+    assert web.hits["/early"] == 0 and web.hits["/late"] == 1
+
+
+def test_robots_txt_is_parsed_off_the_event_loop(
+    urls: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parse = Protego.parse
+    parsed_on: list[int] = []
+
+    def recording_parse(content: str) -> Protego:
+        parsed_on.append(threading.get_ident())
+        return parse(content)
+
+    monkeypatch.setattr(Protego, "parse", recording_parse)
+
+    async def run() -> tuple[int, FetchResult]:
+        async with LiveSource(FAST) as source:
+            return threading.get_ident(), await source.fetch(urls["article"][0])
+
+    loop_thread, result = asyncio.run(run())
+    assert result.ok
+    assert parsed_on and loop_thread not in parsed_on
+
+
+def test_parsed_robots_are_kept_in_a_bounded_lru() -> None:
+    two_origins = replace(FAST, robots_cache_bytes=2 * 4096)
+    with DemoWeb(addresses=5) as web:
+        pages = [site_urls(base)["article"][0] for base in web.base_urls]
+
+        async def run() -> tuple[list[FetchResult], int]:
+            async with LiveSource(two_origins) as source:
+                results = [await source.fetch(url) for url in [*pages, pages[0]]]
+                return results, len(source.robots_cache)
+
+        results, cached = asyncio.run(run())
+        assert all(r.ok for r in results), [r.error_detail for r in results]
+        assert cached == 2
+        # The first origin was evicted by the others, so its robots.txt is asked again.
+        assert web.hits["/robots.txt"] == len(pages) + 1
+        fetch_all([*pages, pages[0]])  # the default cache keeps all five
+        assert web.hits["/robots.txt"] == 2 * len(pages) + 1
+
+
+def test_total_timeout_covers_every_redirect_hop_of_a_url() -> None:
+    limited = replace(FAST, total_timeout=2.0, read_timeout=2.0)
+    with DemoWeb(latency=0.6) as slow:  # each request takes 0.6 s; /redirect/5 makes 6
+        started = time.monotonic()
+        result = fetch_one(f"{slow.base_url}/redirect/5", limited)
+        elapsed = time.monotonic() - started
+    assert result.error == errors.TIMEOUT, (result.error, result.final_url)
+    assert "/redirect/" in result.final_url
+    assert elapsed < 0.6 + limited.total_timeout + 1  # robots.txt, then the URL's 2 s
+
+
+def test_a_5xx_robots_txt_disallows_for_a_while_then_is_asked_again() -> None:
+    flaky = {"/robots.txt": [Answer(503, b"down"), *robots("User-agent: *\nDisallow: /x\n")]}
+    soon = replace(FAST, robots_retry_after=0.5)
+    with ScriptedWeb({**flaky, "/page": [Answer()]}) as web:
+
+        async def run() -> list[FetchResult]:
+            async with LiveSource(soon) as source:
+                first = await source.fetch(f"{web.base_url}/page")
+                await asyncio.sleep(0.6)
+                return [first, await source.fetch(f"{web.base_url}/page")]
+
+        first, later = asyncio.run(run())
+    assert first.error == errors.ROBOTS_UNREACHABLE, first.error_detail
+    assert "503" in first.error_detail
+    assert is_transient(first.error, first.status)
+    assert later.ok, later.error_detail
+    assert web.hits["/robots.txt"] == 2 and web.hits["/page"] == 1
+
+
+def test_unreachable_robots_txt_is_transient_and_a_4xx_allows_everything() -> None:
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/page"
+    hanging = {"/robots.txt": [Answer(delay=3)], "/page": [Answer()]}
+    quick = replace(FAST, total_timeout=1.0, read_timeout=1.0)
+    with ScriptedWeb(hanging) as slow, ScriptedWeb({"/page": [Answer()]}) as no_robots:
+        results = fetch_all([closed, f"{slow.base_url}/page", f"{no_robots.base_url}/page"], quick)
+    refused, timed_out, allowed = results.values()
+    for result in (refused, timed_out):
+        assert result.error == errors.ROBOTS_UNREACHABLE, (result.error, result.error_detail)
+        assert is_transient(result.error, result.status)
+    assert "Connect" in refused.error_detail
+    assert allowed.ok and no_robots.hits["/robots.txt"] == 1
+    assert not is_transient(errors.ROBOTS_DISALLOWED, None)
+    assert not is_transient(errors.HTTP_STATUS, 404) and is_transient(errors.HTTP_STATUS, 503)
