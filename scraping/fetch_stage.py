@@ -2,7 +2,12 @@
 
 Every input URL ends with exactly one row in `fetches/part-*.parquet`: the page's WARC
 location when it was fetched, its error class when not. URLs that any earlier `fetches`
-version holds a row for are not fetched again; those versions are recorded as parents.
+version holds a row for are not fetched again (those versions are recorded as parents),
+unless that row's outcome was transient (`page_source.is_transient`: a timeout, a 429/5xx,
+an unreachable robots.txt...) and fewer than `max_fetch_runs` runs have tried the URL
+(`fetch_runs` column): then it is fetched again. The versions whose rows are retried are
+named in the parameters (`retrying`), so a run that retries is a new version, and a run
+with nothing to retry finds the version it made before.
 
 Work is cut into shards of `shard_size` URLs, fetched concurrently by `concurrency`
 workers pulling from one queue in shard order. A shard is committed through the stage
@@ -19,9 +24,9 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -55,6 +60,7 @@ FETCHES_SCHEMA = pa.schema(
         ("warc_length", pa.int64()),
         ("error", pa.string()),
         ("error_detail", pa.string()),
+        ("fetch_runs", pa.int32()),  # fetch runs that tried this URL, this one included
     ]
 )
 
@@ -73,7 +79,7 @@ class _Shard:
     def part(self) -> str:
         return _part_name(self.index)
 
-    def add(self, result: FetchResult) -> None:
+    def add(self, result: FetchResult, fetch_runs: int) -> None:
         location: tuple[str | None, int | None, int | None] = (None, None, None)
         self.counts["attempted"] += 1
         if result.ok:
@@ -99,6 +105,7 @@ class _Shard:
                 "warc_length": location[2],
                 "error": result.error,
                 "error_detail": result.error_detail,
+                "fetch_runs": fetch_runs,
             }
         )
 
@@ -132,11 +139,12 @@ class FetchOptions:
     connections: int = _LIVE.max_connections
     per_host_connections: int = _LIVE.per_host_connections
     per_host_delay: float = _LIVE.per_host_delay  # seconds between a host's requests
-    total_timeout: float = _LIVE.total_timeout  # seconds for one request
+    total_timeout: float = _LIVE.total_timeout  # network seconds for one URL, all hops
     max_bytes: int = _LIVE.max_bytes  # bodies are cut at this size
     user_agent: str | None = None  # also the robots.txt agent; None: FetchSettings'
     allow_loopback: bool = False  # fetch from 127.0.0.0/8: demos and tests only
     shard_size: int = 1_000  # URLs per committed shard
+    max_fetch_runs: int = 3  # runs that may try a URL whose outcome stays transient
     warc_file_bytes: int = 2**30
     # URLs in flight; None: 4 per connection live (the source caps connections itself, so
     # more URLs than connections keep each busy while some wait on their host), 16 replaying.
@@ -171,34 +179,30 @@ def fetch_pages(
     source: PageSource | None = None,
     progress: Progress | None = None,
 ) -> StageResult:
-    """Fetch the URLs of `links` not fetched by any earlier version into a new version.
+    """Fetch the URLs of `links` that no earlier version settled into a new version.
 
     The page source is the one `options` name, unless `source` is given. Its
     `parameters()` (live settings, or the archives replayed) go into the version id with
-    the stage's own settings. `progress` counts URLs.
+    the stage's own settings and the earlier versions whose transient failures are
+    retried. `progress` counts URLs.
     """
     options = options or FetchOptions()
     source = source or options.open_source()
     progress = progress or NoProgress()
     shard_size, in_flight = options.shard_size, options.urls_in_flight()
+    earlier = store.versions(STAGE.name)
+    plan = _plan(store, earlier, _link_urls(store, links), options.max_fetch_runs)
     parameters = {
         "source": source.parameters(),
         "shard_size": shard_size,
         "warc_file_bytes": options.warc_file_bytes,
+        "max_fetch_runs": options.max_fetch_runs,
+        "retrying": plan.retrying,
     }
-    earlier = store.versions(STAGE.name)
-
-    @cache  # asked by `nothing_new`, then by `build`: read the URLs once
-    def split_urls() -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
-        """(every URL of `links`, a mask of those fetched before, the ones to fetch)."""
-        urls = _link_urls(store, links)
-        already = _fetched_before(store, earlier, urls)
-        return urls, already, urls.filter(pc.invert(already))
 
     def build(work: StageWrite) -> None:
-        urls, already, todo = split_urls()
         # Spread hosts over the queue, so workers are not all waiting on one host's limits.
-        order = sorted(todo.to_pylist(), key=lambda url: (zlib.crc32(url.encode()), url))
+        order = sorted(plan.todo, key=lambda url: (zlib.crc32(url.encode()), url))
         shards = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
         names = [_part_name(i) for i in range(len(shards))]
         pending = set(work.pending(names))
@@ -207,11 +211,18 @@ def fetch_pages(
         if indices:
             asyncio.run(
                 _fetch_shards(
-                    shards, indices, source, work, in_flight, options.warc_file_bytes, progress
+                    shards,
+                    indices,
+                    plan.earlier_runs,
+                    source,
+                    work,
+                    in_flight,
+                    options.warc_file_bytes,
+                    progress,
                 )
             )
-        work.counts.add("urls", len(urls))
-        work.counts.add("fetched_before", pc.sum(already).as_py() or 0)
+        for name, count in plan.counts.items():
+            work.counts.add(name, count)
 
     return run_stage(
         store,
@@ -222,7 +233,7 @@ def fetch_pages(
         parents=tuple(m.ref for m in earlier),
         count_names=("attempted", "fetched", "bytes", "truncated", *errors.ERROR_CLASSES),
         resumable=True,
-        nothing_new=lambda: len(split_urls()[2]) == 0,  # every URL was fetched before
+        nothing_new=lambda: not plan.todo,  # every URL was settled before
     )
 
 
@@ -237,27 +248,83 @@ def _link_urls(store: Store, links: VersionRef) -> pa.ChunkedArray:
     return pa.concat_tables(tables)["url"]
 
 
-def _fetched_before(
-    store: Store, earlier: Sequence[Manifest], urls: pa.ChunkedArray
-) -> pa.ChunkedArray:
-    """A mask over `urls`: True where an earlier version has a row for the URL.
+@dataclass(frozen=True)
+class _Plan:
+    """What a run fetches: URLs never fetched, and those whose outcome was transient."""
 
-    Memory: the candidate URLs plus one earlier part file at a time.
+    todo: list[str]
+    earlier_runs: dict[str, int]  # a retried URL: the runs that tried it before
+    retrying: list[str]  # the earlier versions whose rows are retried, by id
+    counts: dict[str, int]
+
+
+def _plan(
+    store: Store, earlier: Sequence[Manifest], urls: pa.ChunkedArray, max_fetch_runs: int
+) -> _Plan:
+    """Each URL's newest row in the earlier versions decides whether it is fetched.
+
+    Memory: the candidate URLs, three numbers per URL, and one earlier part at a time.
     """
-    already = pc.is_in(urls, value_set=pa.array([], pa.string()))
-    for manifest in earlier:
+    urls = urls.combine_chunks()
+    newest = np.full(len(urls), -1)  # index in `earlier` of the newest row, -1: none
+    runs = np.zeros(len(urls), np.int32)
+    transient = np.zeros(len(urls), bool)
+    for index, manifest in enumerate(earlier):  # oldest first: newer rows override
         for entry in manifest.files:
-            if entry.path.startswith("fetches/"):
-                path = f"{store.version_dir(manifest.ref)}/{entry.path}"
-                with store.fs.open(path, "rb") as handle:
-                    seen = pq.read_table(handle, columns=["url"])["url"].combine_chunks()
-                already = pc.or_(already, pc.is_in(urls, value_set=seen))
-    return already
+            if not entry.path.startswith("fetches/"):
+                continue
+            rows = _outcomes(store, f"{store.version_dir(manifest.ref)}/{entry.path}")
+            # Each URL's row in the part, or -1.
+            position = pc.fill_null(pc.index_in(urls, value_set=rows["url"]), -1).to_numpy()
+            hit = position >= 0
+            newest[hit] = index
+            runs[hit] = rows["fetch_runs"][position[hit]]
+            transient[hit] = rows["transient"][position[hit]]
+    seen = newest >= 0
+    retry = seen & transient & (runs < max_fetch_runs)
+    todo = urls.filter(pa.array(~seen | retry))
+    retried = urls.filter(pa.array(retry)).to_pylist()
+    return _Plan(
+        todo=todo.to_pylist(),
+        earlier_runs=dict(zip(retried, runs[retry].tolist(), strict=True)),
+        retrying=sorted({earlier[i].ref.version for i in newest[retry]}),
+        counts={
+            "urls": len(urls),
+            "fetched_before": int((seen & ~retry).sum()),
+            "retried": int(retry.sum()),
+            "retries_exhausted": int((seen & transient & ~retry).sum()),
+        },
+    )
+
+
+def _outcomes(store: Store, path: str) -> dict[str, Any]:
+    """One earlier part's URLs, whether each outcome was transient, and its fetch runs
+    (1 in parts written before the column existed)."""
+    with store.fs.open(path, "rb") as handle:
+        part = pq.ParquetFile(handle)
+        has_runs = "fetch_runs" in part.schema_arrow.names
+        columns = ["url", "error", "status", *(["fetch_runs"] if has_runs else [])]
+        table = part.read(columns=columns)
+    failed = table["error"]
+    transient = pc.or_kleene(
+        pc.is_in(failed, value_set=pa.array(sorted(errors.TRANSIENT_ERRORS))),
+        pc.and_kleene(
+            pc.equal(failed, errors.HTTP_STATUS),
+            pc.is_in(table["status"], value_set=pa.array(sorted(errors.TRANSIENT_STATUSES))),
+        ),
+    )
+    runs = pc.fill_null(table["fetch_runs"], 1).to_numpy() if has_runs else 1
+    return {
+        "url": table["url"].combine_chunks(),
+        "transient": pc.fill_null(transient, False).to_numpy(),
+        "fetch_runs": np.broadcast_to(np.asarray(runs, np.int32), table.num_rows),
+    }
 
 
 async def _fetch_shards(
     shards: list[list[str]],
     pending: list[int],
+    earlier_runs: dict[str, int],
     source: PageSource,
     work: StageWrite,
     in_flight: int,
@@ -281,7 +348,7 @@ async def _fetch_shards(
         if shard is None:
             writer = RotatingWarcWriter(work.out, _warc_prefix(index), warc_file_bytes)
             shard = open_shards[index] = _Shard(index, len(shards[index]), writer)
-        shard.add(result)
+        shard.add(result, earlier_runs.get(url, 0) + 1)
         progress.advance(1)
         if len(shard.rows) == shard.expected:
             work.commit(shard.part, shard.finish(work.out))

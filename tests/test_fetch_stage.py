@@ -175,3 +175,42 @@ def test_a_killed_fetch_resumes_without_refetching_finished_shards(tmp_path) -> 
         path = url.removeprefix(slow.base_url)
         assert slow.hits[path] == hits_after_kill[path]
     assert json.loads(store.manifest(result.ref).to_json())["stats"]["counts"]["fetched"] == 24
+
+
+def test_transient_failures_are_retried_by_later_runs_up_to_the_limit(tmp_path, web) -> None:
+    flaky = f"{web.base_url}/flaky/500/retried-by-the-next-run"  # a 500 once, then the page
+    down = f"{web.base_url}/status/503"  # a 503 every time
+    gone = f"{web.base_url}/status/404"  # not transient: never asked again
+    page = site_urls(web.base_url)["article"][40]
+    store = Store(str(tmp_path / "store"))
+    links = links_version(store, [flaky, down, gone, page])
+    paths = [url.removeprefix(web.base_url) for url in (flaky, down, gone, page)]
+    hits_before = [web.hits[path] for path in paths]  # the server is the module's
+
+    def outcomes(ref: VersionRef) -> dict[str, tuple[int | None, str | None, int]]:
+        return {r["url"]: (r["status"], r["error"], r["fetch_runs"]) for r in rows(store, ref)}
+
+    first = fetch(store, links, retries=0)  # no retry within a run: only later runs retry
+    assert outcomes(first.ref) == {
+        flaky: (500, errors.HTTP_STATUS, 1),
+        down: (503, errors.HTTP_STATUS, 1),
+        gone: (404, errors.HTTP_STATUS, 1),
+        page: (200, None, 1),
+    }
+    second = fetch(store, links, retries=0)
+    assert not second.reused
+    assert outcomes(second.ref) == {flaky: (200, None, 2), down: (503, errors.HTTP_STATUS, 2)}
+    assert store.manifest(second.ref).parameters["retrying"] == [first.ref.version]
+    counts = second.stats["counts"]
+    assert (counts["urls"], counts["fetched_before"], counts["retried"]) == (4, 2, 2)
+
+    third = fetch(store, links, retries=0)
+    assert outcomes(third.ref) == {down: (503, errors.HTTP_STATUS, 3)}
+    assert store.manifest(third.ref).parameters["retrying"] == [second.ref.version]
+
+    # Three runs tried the 503: the limit. Nothing is left to retry, so the run finds the
+    # version made with nothing to retry.
+    fourth = fetch(store, links, retries=0)
+    assert fourth.reused and fourth.ref == first.ref
+    requests = [web.hits[path] - before for path, before in zip(paths, hits_before, strict=True)]
+    assert requests == [2, 3, 1, 1]  # flaky, down, gone, page

@@ -206,6 +206,7 @@ def _stage_defaults():
                     "user_agent",
                     "allow_loopback",
                     "shard_size",
+                    "max_fetch_runs",
                 )
             },
         ),

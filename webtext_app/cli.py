@@ -134,13 +134,18 @@ def fetch(
     connections: Annotated[int, typer.Option(help="Requests in flight at once")] = 64,
     per_host_connections: int = 2,
     per_host_delay: Annotated[float, typer.Option(help="Seconds between a host's requests")] = 1.0,
-    total_timeout: Annotated[float, typer.Option(help="Seconds for one request")] = 60.0,
+    total_timeout: Annotated[
+        float, typer.Option(help="Network seconds for one URL: every redirect hop and retry")
+    ] = 60.0,
     max_bytes: Annotated[int, typer.Option(help="Bodies are cut at this size")] = 5 * 2**20,
     user_agent: Annotated[str | None, typer.Option(help="Also the robots.txt agent")] = None,
     allow_loopback: Annotated[
         bool, typer.Option(help="Fetch from 127.0.0.0/8 (demos and tests only)")
     ] = False,
     shard_size: Annotated[int, typer.Option(help="URLs per committed shard")] = 1_000,
+    max_fetch_runs: Annotated[
+        int, typer.Option(help="Runs that may try a URL whose outcome stays transient")
+    ] = 3,
     store: StoreOption = None,
 ) -> None:
     """Fetch the pages of a links version into a new `fetches` version (WARC + table)."""
