@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from training.bpe import Encoder, encoder_from_tokenizer, gpt2_encoder
-from training.model import CHECKPOINT, GPT, GPTConfig
+from training.model import CHECKPOINT, GPT, GPTConfig, gpt_from_hf
 from training.tokenizer_stage import load_encoder, tokenizer_version
 from webtext.store import Store, VersionRef
 
@@ -29,7 +29,8 @@ class LanguageModel:
     `trunk` maps ids (B, T) to final hidden states and `head` those to logits; scoring asks
     for the logits of a few positions only, and the head over a 50k vocabulary is most of
     the work (and memory) of a small model. A model given as one ids-to-logits function
-    (`head=None`) works too, computing every position.
+    (`head=None`) works too, computing every position. `gpt`, our GPT when the model is one
+    (`of_gpt`), is what generation needs: its key/value cache (`evaluation.generation`).
     """
 
     def __init__(
@@ -40,13 +41,22 @@ class LanguageModel:
         max_length: int,
         device: torch.device,
         head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        gpt: GPT | None = None,
     ) -> None:
         self.name = name
+        self.gpt = gpt
         self.encoder = encoder
         self.max_length = max_length
         self.device = device
         self._trunk = trunk
         self._head = head
+
+    @classmethod
+    def of_gpt(cls, name: str, gpt: GPT, encoder: Encoder, device: torch.device) -> LanguageModel:
+        """Our GPT (already on `device`, in eval mode) with its tokenizer."""
+        return cls(
+            name, gpt.hidden_states, encoder, gpt.config.block_size, device, gpt.lm_head, gpt
+        )
 
     def __repr__(self) -> str:
         return f"LanguageModel({self.name!r}, {self.encoder!r}, max_length={self.max_length})"
@@ -177,38 +187,35 @@ def checkpoint_model(
     return _gpt_model(name, state, encoder, device)
 
 
-def _gpt_model(name: str, state: dict, encoder: Encoder, device: str | None) -> LanguageModel:
-    config = GPTConfig(**state["config"])
+def check_vocabulary(name: str, config: GPTConfig, encoder: Encoder) -> None:
+    """A tokenizer with more ids than the model's vocabulary is not the model's."""
     if encoder.vocab_size > config.vocab_size:
         raise ValueError(
             f"tokenizer has {encoder.vocab_size} ids, the model {name} only "
             f"{config.vocab_size}: not the tokenizer it was trained with"
         )
+
+
+def _gpt_model(name: str, state: dict, encoder: Encoder, device: str | None) -> LanguageModel:
+    config = GPTConfig(**state["config"])
+    check_vocabulary(name, config, encoder)
     model = GPT(config)
     model.load_state_dict(state["model"])
     target = pick_device(device)
-    model.to(target).eval()
-    return LanguageModel(
-        name, model.hidden_states, encoder, config.block_size, target, head=model.lm_head
-    )
+    return LanguageModel.of_gpt(name, model.to(target).eval(), encoder, target)
 
 
 def load_hf_model(
     folder: str | Path, tokenizer: str | Path | None = None, device: str | None = None
 ) -> LanguageModel:
-    """A GPT-2 in Hugging Face format (needs `transformers`); its tokenizer from `tokenizer`
-    or from the folder's own files."""
-    from transformers import GPT2LMHeadModel  # optional: only this loader needs it
-
+    """A GPT-2 in Hugging Face format (OpenAI's converted weights, our export, any
+    `GPT2LMHeadModel`) as our GPT (`training.model.gpt_from_hf`), so that scoring and the
+    cached generation are the same code for every model; its tokenizer from `tokenizer` or
+    from the folder's own files."""
     folder = Path(folder)
     target = pick_device(device)
-    model = GPT2LMHeadModel.from_pretrained(folder, local_files_only=True).to(target).eval()
     encoder = load_tokenizer(tokenizer or folder)
-    return LanguageModel(
-        folder.name,
-        lambda ids: model.transformer(ids).last_hidden_state,
-        encoder,
-        model.config.n_positions,
-        target,
-        head=model.lm_head,
-    )
+    gpt = gpt_from_hf(folder)
+    check_vocabulary(str(folder), gpt.config, encoder)
+    gpt.to(target).eval()
+    return LanguageModel.of_gpt(folder.name, gpt, encoder, target)

@@ -1,12 +1,11 @@
-"""Text from a model: top-k (GPT-2's samples used k = 40), top-p, temperature, seeded."""
+"""How the next token is drawn: top-k (GPT-2's samples used k = 40), top-p, temperature,
+seeded; `evaluation.generation` generates with these settings."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import torch
-
-from evaluation.models import LanguageModel
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,11 @@ class SampleSettings:
 
 
 def next_token_distribution(logits: torch.Tensor, settings: SampleSettings) -> torch.Tensor:
-    """Probabilities (V,) after temperature, the top-k cut and the top-p (nucleus) cut."""
+    """Probabilities (..., V) after temperature, the top-k cut and the top-p (nucleus) cut,
+    for one row of logits (V,) or a batch (B, V)."""
     logits = logits / settings.temperature
     if settings.top_k:
-        kth = torch.topk(logits, min(settings.top_k, logits.size(-1))).values[-1]
+        kth = torch.topk(logits, min(settings.top_k, logits.size(-1))).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if settings.top_p < 1.0:
@@ -38,40 +38,5 @@ def next_token_distribution(logits: torch.Tensor, settings: SampleSettings) -> t
         outside = sorted_probs.cumsum(-1) - sorted_probs >= settings.top_p
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        probs /= probs.sum()
+        probs /= probs.sum(-1, keepdim=True)
     return probs
-
-
-def generate(model: LanguageModel, prompt: str, settings: SampleSettings) -> str:
-    """One continuation of `prompt`; ends at end-of-text or `max_new_tokens`. The same
-    model, prompt and settings give the same text."""
-    encoder = model.encoder
-    ids = encoder.encode(prompt) or [encoder.eot_id]
-    generator = torch.Generator().manual_seed(settings.seed)
-    new: list[int] = []
-    for _ in range(settings.max_new_tokens):
-        window = torch.tensor([(ids + new)[-model.max_length :]])
-        logits = model.logits(window)[0, -1].cpu()
-        if settings.temperature == 0:
-            token = int(logits.argmax())
-        else:
-            probs = next_token_distribution(logits, settings)
-            token = int(torch.multinomial(probs, 1, generator=generator))
-        if token == encoder.eot_id:
-            break
-        new.append(token)
-    return encoder.decode(new)
-
-
-def sample_prompts(
-    model: LanguageModel, prompts: list[str], settings: SampleSettings, per_prompt: int = 1
-) -> list[dict]:
-    """`per_prompt` samples of each prompt, seeds settings.seed, seed + 1, ..."""
-    rows = []
-    for prompt in prompts:
-        for i in range(per_prompt):
-            seeded = SampleSettings(**{**settings.as_dict(), "seed": settings.seed + i})
-            rows.append(
-                {"prompt": prompt, "seed": seeded.seed, "text": generate(model, prompt, seeded)}
-            )
-    return rows

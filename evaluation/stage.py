@@ -20,6 +20,7 @@ from typing import Any
 
 from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, load_task
 from evaluation.decontam import build_ngram_filter, load_ngram_filter, overlap
+from evaluation.generation import sample_prompts
 from evaluation.models import (
     LanguageModel,
     check_model_source,
@@ -30,7 +31,7 @@ from evaluation.models import (
     tokenizer_from_files,
 )
 from evaluation.paper import markdown_table, paper_table
-from evaluation.sampling import SampleSettings, sample_prompts
+from evaluation.sampling import SampleSettings
 from evaluation.scoring import WindowSettings
 from evaluation.zero_shot import EvalSettings, evaluate_set
 from webtext.config import eval_data_root

@@ -1,4 +1,5 @@
-"""GPT-2 in one file, nanoGPT-style: the model, its sizes, its FLOPs, and export to Hugging Face.
+"""GPT-2 in one file, nanoGPT-style: the model, its sizes, its FLOPs, a key/value cache for
+generation, and conversion to and from Hugging Face's GPT-2.
 
 Pre-LayerNorm transformer blocks, learned position embeddings, GELU with GPT-2's tanh
 approximation, token embeddings tied to the output head, and residual projections
@@ -58,14 +59,23 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: LayerCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        if cache is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            )
+        else:  # generation: the new positions attend to every cached one the mask allows
+            k, v = cache.append(k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -90,8 +100,13 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: LayerCache | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -145,6 +160,35 @@ class GPT(nn.Module):
             x = block(x)
         return self.transformer.ln_f(x)
 
+    def decode(
+        self, idx: torch.Tensor, cache: KVCache, real: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final hidden states (B, T, n_embd) of `idx` appended to the sequences in `cache`:
+        a whole (left-padded) prompt once, then one token per step.
+
+        `real` (B, T, bool) marks the tokens that are not padding (default: all). Padding
+        takes no position and no token attends to it, so a row's states are those of its
+        tokens alone; `forward` on the unpadded rows computes the same (tested to 1e-4).
+        """
+        if real is None:
+            real = torch.ones_like(idx, dtype=torch.bool)
+        start, end = cache.length, cache.length + idx.size(1)
+        assert end <= cache.capacity, f"sequence {end} > cache capacity {cache.capacity}"
+        # Position ids count a row's real tokens only (padding gets 0; nothing sees it).
+        pos = (cache.next_position[:, None] + real.long().cumsum(1) - 1).clamp(min=0)
+        cache.next_position += real.sum(1)
+        cache.real[:, start:end] = real
+        keys = torch.arange(end, device=idx.device)[None, :]
+        queries = torch.arange(start, end, device=idx.device)[:, None]
+        # Causal and real keys; each position also sees itself, so a padding row has one key
+        # (softmax over none would be NaN, and NaN values poison the rows that skip them).
+        allowed = ((keys <= queries) & cache.real[:, None, :end]) | (keys == queries)
+        mask = allowed[:, None]  # (B, 1, T, end): the same for every head
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for block, layer in zip(self.transformer.h, cache.layers, strict=True):
+            x = block(x, layer, mask)
+        return self.transformer.ln_f(x)
+
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, counting the tied embedding once; `non_embedding` drops positions."""
         n = sum(p.numel() for p in self.parameters())
@@ -178,6 +222,60 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
 
 
+class LayerCache:
+    """One layer's keys and values (B, n_head, capacity, head_size), filled up to `length`."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> None:
+        self.keys = torch.empty(shape, device=device, dtype=dtype)
+        self.values = torch.empty(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new positions' keys and values; return all of them so far."""
+        end = self.length + k.size(2)
+        self.keys[:, :, self.length : end] = k
+        self.values[:, :, self.length : end] = v
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+
+class KVCache:
+    """Every layer's keys and values for a batch of sequences being generated, preallocated
+    for `capacity` positions, with which positions hold real tokens and each row's next
+    position id. `GPT.decode` fills it; `keep` drops finished rows."""
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        batch: int,
+        capacity: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if capacity > config.block_size:
+            raise ValueError(f"cache of {capacity} positions > block size {config.block_size}")
+        shape = (batch, config.n_head, capacity, config.n_embd // config.n_head)
+        self.capacity = capacity
+        self.layers = [LayerCache(shape, device, dtype) for _ in range(config.n_layer)]
+        self.real = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        self.next_position = torch.zeros(batch, dtype=torch.long, device=device)
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (indices) of the batch, in that order."""
+        for layer in self.layers:
+            layer.keys, layer.values = layer.keys[rows], layer.values[rows]
+        self.real = self.real[rows]
+        self.next_position = self.next_position[rows]
+
+
+# Our parameter names whose nn.Linear weight is the transpose of HF's Conv1D weight.
+_TRANSPOSED = ("c_attn.weight", "c_proj.weight", "c_fc.weight")
+
+
 def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     """Our weights under `GPT2LMHeadModel`'s names and layouts (lm_head left to tying).
 
@@ -189,7 +287,7 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight":
             continue
-        if name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
+        if name.endswith(_TRANSPOSED):
             tensor = tensor.t()
         out[name] = tensor.detach().to("cpu", torch.float32).contiguous()
     if not c.bias:
@@ -258,3 +356,65 @@ def export_hf(
     for name, data in (tokenizer_files or {}).items():
         (folder / name).write_bytes(data)
     return folder
+
+
+def gpt_from_hf(folder: str | Path) -> GPT:
+    """Our GPT with the weights of a Hugging Face GPT-2 folder (config.json and
+    model.safetensors, a sharded model.safetensors.index.json, or pytorch_model.bin): OpenAI's
+    converted releases, our `export_hf`, any `GPT2LMHeadModel` of the same architecture.
+
+    The inverse of `hf_state_dict`. Variants our model does not compute (another activation,
+    MLP width, attention scaling or untied head) are refused, naming the file and the field.
+    """
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no config.json in {folder}: not a Hugging Face model folder")
+    hf = json.loads(config_file.read_text(encoding="utf-8"))
+    supported = {
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",
+        "n_inner": None,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "tie_word_embeddings": True,
+    }
+    for key, value in supported.items():
+        if hf.get(key, value) != value:
+            raise ValueError(f"{config_file}: {key} = {hf[key]!r}; only {value!r} is supported")
+    if not math.isclose(hf.get("layer_norm_epsilon", 1e-5), 1e-5):
+        raise ValueError(f"{config_file}: layer_norm_epsilon {hf['layer_norm_epsilon']} != 1e-5")
+    config = GPTConfig(
+        block_size=hf["n_positions"],
+        vocab_size=hf["vocab_size"],
+        n_layer=hf["n_layer"],
+        n_head=hf["n_head"],
+        n_embd=hf["n_embd"],
+    )
+    model = GPT(config)
+    state = {}
+    for name, tensor in _hf_weights(folder).items():
+        name = name.removeprefix("transformer.")
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue  # causal-mask buffers of old exports; the head is tied to wte
+        state[f"transformer.{name}"] = tensor.t() if name.endswith(_TRANSPOSED) else tensor
+    state["lm_head.weight"] = state["transformer.wte.weight"]
+    model.load_state_dict(state)  # strict: a missing or unexpected tensor is an error
+    return model
+
+
+def _hf_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a Hugging Face model folder, by its name there."""
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(
+        f"no model.safetensors, model.safetensors.index.json or pytorch_model.bin in {folder}"
+    )

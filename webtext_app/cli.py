@@ -536,8 +536,9 @@ def sample(
     """Sample continuations of prompts from a model, as JSON lines."""
     import json
 
+    from evaluation.generation import sample_prompts
     from evaluation.models import load_model
-    from evaluation.sampling import SampleSettings, sample_prompts
+    from evaluation.sampling import SampleSettings
 
     artifacts = open_store(store)
     language_model = load_model(
