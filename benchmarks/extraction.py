@@ -1,6 +1,7 @@
-"""Main-text extraction: `extract_page` against trafilatura's defaults, same pages, same run.
+"""Main-text extraction: candidates scored on folds they were not tuned on, against
+trafilatura, same pages, same run.
 
-    python benchmarks/extraction.py [--data DIR] [--snippets DIR] [--limit N]
+    python benchmarks/extraction.py [--data DIR] [--snippets DIR] [--limit N] [--folds K]
                                     [--repeat R] [--set name=value ...] [--quick]
 
 Quality, on the article benchmark (`DIR/html/<id>.html.gz`, `DIR/ground-truth.json`), as
@@ -19,15 +20,27 @@ Snippets, on trafilatura's evaluation set (`--snippets DIR`: `html/<file>.gz`,
 `evaldata.json`): the share of `with` snippets found in the text (kept) and of `without`
 snippets not found in it (dropped), whitespace runs collapsed on both sides.
 
+Folds: every page of both sets goes to fold `int(sha256(url)[:16 hex], 16) % K` (K = 5),
+fixed and independent of the order or the number of pages (`fold_of`). A setting chosen by
+measurement is chosen on the tuning folds only: for each fold, the `extract_page` setting
+of `TUNING_GRID` with the best article F1 on the other folds is scored on it, and the
+held-out F1 is the benchmark's F1 over every page, each scored by the setting chosen
+without it. The baseline is chosen the same way between trafilatura's defaults and
+`include_comments=False` (the better plain setting on the tuning folds). Every candidate's
+F1 is printed per fold and pooled; fixed candidates (no setting chosen) score the same on
+any split.
+
 Speed: pages per second, one process, the same pages, after a warm-up pass; each page is
 timed for both extractors back to back, `--repeat` times, and its fastest run counts (a
 load spike from other work on the machine then does not). Both extractors start from the
-same bytes and the same `decode_html`, so the comparison is of the extraction.
+same bytes and the same `decode_html`, so the comparison is of the extraction. The
+"one pass" pages/s of the other candidates is a single untimed-quality pass: a rough cost.
 
 Human lines go to stderr; the last line on stdout is one JSON object. `--set` overrides an
-`ExtractSettings` field, which is how the settings were measured (docs/extraction.md).
-`--quick`: the first 5 pages of each set, one timed pass, the same code path, a few seconds
-(CI runs it so that the script cannot rot; its figures are not measurements).
+`ExtractSettings` field for every candidate built on `extract_page`, which is how the
+settings were measured (docs/extraction.md). `--quick`: the first 5 pages of each set, one
+timed pass, the same code path, a few seconds (CI runs it so that the script cannot rot;
+its figures are not measurements).
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import hashlib
 import json
 import logging
 import re
@@ -44,18 +58,27 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import justext  # noqa: E402
+import lxml.html  # noqa: E402
 import trafilatura  # noqa: E402
+from readability import Document  # noqa: E402
+from resiliparse.extract.html2text import extract_plain_text  # noqa: E402
+from resiliparse.parse.html import HTMLTree  # noqa: E402
 
 from benchmarks._common import parse, test_data_root  # noqa: E402
+from scraping.boilerplate import norm  # noqa: E402
 from scraping.charset import decode_html  # noqa: E402
 from scraping.extract import ExtractSettings, extract_page  # noqa: E402
 
 _TOKEN = re.compile(r"\w+")
 _SPACES = re.compile(r"\s+")
+FOLDS = 5
+VOTE_MAX_WORDS = 10  # lines this short are the ones extractors disagree on (menus, labels)
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,10 +188,66 @@ def load_snippets(
 
 
 # ---------------------------------------------------------------------------------------
+# Folds
+
+
+def fold_of(url: str, folds: int = FOLDS) -> int:
+    """The fold of a page: a hash of its URL, so adding or removing pages moves no other."""
+    return int(hashlib.sha256(url.encode("utf-8")).hexdigest()[:16], 16) % folds
+
+
+class Scored(NamedTuple):
+    """One candidate's texts on both sets, and how long its pass took."""
+
+    name: str
+    articles: list[str]
+    snippets: list[str]
+    seconds: float
+
+
+def fold_f1(texts: list[str], gold: list[str], folds: list[int], fold: int) -> float:
+    """Article F1 over the pages of one fold (`fold` >= 0) or of all but one (`-1 - fold`)."""
+    if fold >= 0:
+        pairs = [(t, g) for t, g, f in zip(texts, gold, folds, strict=True) if f == fold]
+    else:
+        pairs = [(t, g) for t, g, f in zip(texts, gold, folds, strict=True) if f != -1 - fold]
+    return macro_scores(pairs)["f1"] if pairs else float("nan")
+
+
+def cross_validate(
+    candidates: list[Scored], gold: list[str], folds: list[int], k: int
+) -> tuple[list[str], list[str]]:
+    """(the held-out texts, the name chosen for each fold): each fold's pages get the text of
+    the candidate with the best article F1 on the other folds (the first on a tie)."""
+    chosen: list[str] = []
+    held_out = [""] * len(gold)
+    for fold in range(k):
+        tuning = [fold_f1(c.articles, gold, folds, -1 - fold) for c in candidates]
+        best = max(range(len(candidates)), key=lambda i: (tuning[i], -i))
+        chosen.append(candidates[best].name)
+        for i, f in enumerate(folds):
+            if f == fold:
+                held_out[i] = candidates[best].articles[i]
+    return held_out, chosen
+
+
+# ---------------------------------------------------------------------------------------
 # Extractors
 
+Extractor = Callable[[bytes, str], str]
 
-def ours_factory(settings: ExtractSettings) -> Callable[[bytes, str], str]:
+# The `extract_page` settings chosen between by cross-validation (overrides of the
+# defaults; one equal to the defaults is measured once).
+TUNING_GRID: tuple[dict[str, object], ...] = (
+    {},
+    {"drop_title": True},
+    {"drop_title": False},
+    {"fast": False},
+    {"favor_precision": True},
+)
+
+
+def ours_factory(settings: ExtractSettings) -> Extractor:
     def ours(html: bytes, url: str) -> str:
         page = extract_page(html, url, None, settings)
         return page.text if page is not None else ""
@@ -181,12 +260,82 @@ def baseline(html: bytes, url: str) -> str:
     return trafilatura.extract(decode_html(html, None), url=url) or ""
 
 
-def run(extractor: Callable[[bytes, str], str], pages: list[tuple[str, bytes]]) -> list[str]:
-    return [extractor(html, url) for url, html in pages]
+def trafilatura_no_comments(html: bytes, url: str) -> str:
+    return trafilatura.extract(decode_html(html, None), url=url, include_comments=False) or ""
+
+
+def resiliparse_main(html: bytes, url: str) -> str:
+    """resiliparse's main-content heuristics (C++), as Bevendorff et al. (2023) ran it."""
+    tree = HTMLTree.parse(decode_html(html, None))
+    return extract_plain_text(tree, main_content=True, alt_texts=False, links=False) or ""
+
+
+_READABILITY_BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "pre", "td", "blockquote")
+
+
+def readability_text(html: bytes, url: str) -> str:
+    """readability-lxml's article, its text blocks one a line."""
+    summary = Document(decode_html(html, None), url=url).summary(html_partial=True)
+    if not summary.strip():
+        return ""
+    root = lxml.html.fromstring(summary)
+    lines = (" ".join(block.text_content().split()) for block in root.iter(*_READABILITY_BLOCKS))
+    return "\n".join(line for line in lines if line)
+
+
+def justext_text(html: bytes, url: str) -> str:
+    """jusText's non-boilerplate paragraphs, English stoplist."""
+    body = decode_html(html, None).encode("utf-8")
+    paragraphs = justext.justext(body, justext.get_stoplist("English"))
+    return "\n".join(p.text for p in paragraphs if not p.is_boilerplate)
+
+
+def vote_lines(base: str, others: list[str], max_words: int = VOTE_MAX_WORDS) -> str:
+    """A per-line vote (Bevendorff et al., 2023: ensembles of extractors beat each one):
+    `base`'s lines of at most `max_words` words are kept only when another extractor's text
+    holds at least half of their word 3-grams; longer lines are kept as they are."""
+    grams = [_trigrams(norm(other)) for other in others]
+    kept = []
+    for line in base.splitlines():
+        words = norm(line)
+        if not words:
+            continue
+        mine = _trigrams(words)
+        if words.count(" ") + 1 > max_words or any(len(mine & g) * 2 >= len(mine) for g in grams):
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _trigrams(words: str) -> set[tuple[str, ...]]:
+    tokens = words.split()
+    return {tuple(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))} if tokens else set()
+
+
+def run(extractor: Extractor, pages: list[tuple[str, bytes]]) -> list[str]:
+    out = []
+    for url, html in pages:
+        try:
+            out.append(extractor(html, url))
+        except Exception as error:  # a candidate failing on a page scores an empty text
+            print(f"  {getattr(extractor, '__name__', extractor)} failed on {url}: {error!r}",
+                  file=sys.stderr)  # fmt: skip
+            out.append("")
+    return out
+
+
+def score_candidate(
+    name: str,
+    extractor: Extractor,
+    articles: list[tuple[str, bytes]],
+    snippets: list[tuple[str, bytes]],
+) -> Scored:
+    start = time.perf_counter()
+    texts_a, texts_s = run(extractor, articles), run(extractor, snippets)
+    return Scored(name, texts_a, texts_s, time.perf_counter() - start)
 
 
 def pages_per_second(
-    extractors: list[Callable[[bytes, str], str]], pages: list[tuple[str, bytes]], repeat: int
+    extractors: list[Extractor], pages: list[tuple[str, bytes]], repeat: int
 ) -> list[float]:
     """Pages per second of each extractor, one process. Each page is run by every extractor
     back to back (their order alternating), `repeat` times; a page's time is its fastest
@@ -222,11 +371,35 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def grid_settings(overrides: dict[str, object]) -> list[tuple[str, ExtractSettings]]:
+    """(name, settings) of each distinct `TUNING_GRID` entry over `overrides`, defaults first."""
+    base = ExtractSettings(**overrides)
+    out: list[tuple[str, ExtractSettings]] = []
+    for change in TUNING_GRID:
+        settings = dataclasses.replace(base, **change)
+        if any(settings == known for _, known in out):
+            continue
+        label = ", ".join(f"{k}={v}" for k, v in change.items()) or "defaults"
+        out.append((f"extract_page {label}", settings))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+def _row(name: str, per_fold: list[float], pooled: dict[str, float], extra: str) -> str:
+    folds = " ".join(f"{v:6.4f}" if v == v else "   -  " for v in per_fold)
+    scores = " ".join(f"{pooled[key]:6.4f}" for key in ("f1", "precision", "recall"))
+    return f"  {name[:44]:44s} {folds}  {scores}  {extra}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=default_data())
     parser.add_argument("--snippets", type=Path, default=default_snippets())
     parser.add_argument("--limit", type=int, default=None, help="first N pages of each set")
+    parser.add_argument("--folds", type=int, default=FOLDS, help="K of the fold rule")
     parser.add_argument("--repeat", type=int, default=5, help="timed passes, best kept")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override an ExtractSettings field (measurement sweeps)")  # fmt: skip
@@ -235,51 +408,118 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse(parser, argv, quick=dict(limit=5, repeat=1))
     if not (args.data / "ground-truth.json").exists():
         raise SystemExit(f"no ground-truth.json in {args.data}; set WEBTEXT_TEST_DATA or --data")
+    if args.folds < 2:
+        raise SystemExit(f"--folds {args.folds}: cross-validation needs at least 2")
     logging.disable(logging.CRITICAL)  # trafilatura logs every discarded page
 
-    settings = ExtractSettings(**parse_overrides(args.set))
-    ours = ours_factory(settings)
+    overrides = parse_overrides(args.set)
     articles = load_articles(args.data, args.limit)
     pages = [(url, html) for url, html, _ in articles]
-    print(f"{len(pages)} article pages from {args.data}", file=sys.stderr)
+    gold = [text for *_, text in articles]
+    items = []
+    if args.snippets and (args.snippets / "evaldata.json").exists():
+        items = load_snippets(args.snippets, args.limit)
+    snippet_pages = [(url, html) for url, html, _, _ in items]
+    snippet_gold = [(w, wo) for _, _, w, wo in items]
+    k = args.folds
+    folds = [fold_of(url, k) for url, _ in pages]
+    snippet_folds = [fold_of(url, k) for url, _ in snippet_pages]
+    print(f"{len(pages)} article pages from {args.data}, {len(items)} snippet pages from "
+          f"{args.snippets}; pages per fold: "
+          f"{[folds.count(f) for f in range(k)]} and {[snippet_folds.count(f) for f in range(k)]}",
+          file=sys.stderr)  # fmt: skip
 
-    ours_texts = run(ours, pages)  # also the warm-up pass
-    base_texts = run(baseline, pages)
-    ours_q = macro_scores(zip(ours_texts, (gold for *_, gold in articles), strict=True))
-    base_q = macro_scores(zip(base_texts, (gold for *_, gold in articles), strict=True))
+    plain = [
+        score_candidate("trafilatura defaults", baseline, pages, snippet_pages),
+        score_candidate(
+            "trafilatura include_comments=False", trafilatura_no_comments, pages, snippet_pages
+        ),
+    ]
+    grid = [
+        score_candidate(n, ours_factory(s), pages, snippet_pages)
+        for n, s in grid_settings(overrides)
+    ]
+    others = [
+        score_candidate("resiliparse main_content", resiliparse_main, pages, snippet_pages),
+        score_candidate("readability-lxml", readability_text, pages, snippet_pages),
+        score_candidate("jusText", justext_text, pages, snippet_pages),
+    ]
+    shipped = grid[0]  # extract_page with the defaults (and --set)
+    voters = [others[0], others[1]]
+    vote = Scored(
+        f"vote: {shipped.name.removeprefix('extract_page ')} + resiliparse/readability",
+        [vote_lines(t, [v.articles[i] for v in voters]) for i, t in enumerate(shipped.articles)],
+        [vote_lines(t, [v.snippets[i] for v in voters]) for i, t in enumerate(shipped.snippets)],
+        shipped.seconds + sum(v.seconds for v in voters),
+    )
+
+    held_out, chosen = cross_validate(grid, gold, folds, k)
+    base_held_out, base_chosen = cross_validate(plain, gold, folds, k)
+    n_pages = len(pages) + len(snippet_pages)
+    print(f"\n  {'article F1 per held-out fold, pooled':44s} "
+          + " ".join(f"fold{f}" for f in range(k))
+          + "  pooled   P      R       snippets kept/dropped, one-pass pages/s",
+          file=sys.stderr)  # fmt: skip
+    for candidate in [*plain, *grid, *others, vote]:
+        per_fold = [fold_f1(candidate.articles, gold, folds, f) for f in range(k)]
+        pooled = macro_scores(zip(candidate.articles, gold, strict=True))
+        kept, dropped = snippet_rates(candidate.snippets, snippet_gold)
+        speed = n_pages / candidate.seconds if candidate.seconds else float("nan")
+        print(_row(candidate.name, per_fold, pooled, f"{kept:.4f} {dropped:.4f}  {speed:6.1f}"),
+              file=sys.stderr)  # fmt: skip
+    held = macro_scores(zip(held_out, gold, strict=True))
+    base_held = macro_scores(zip(base_held_out, gold, strict=True))
+    held_folds = [fold_f1(held_out, gold, folds, f) for f in range(k)]
+    base_folds = [fold_f1(base_held_out, gold, folds, f) for f in range(k)]
+    print(
+        _row("held out: extract_page, chosen on the others", held_folds, held, ""), file=sys.stderr
+    )
+    print(_row("held out: better plain trafilatura", base_folds, base_held, ""), file=sys.stderr)
+    print(f"  chosen per fold: {chosen}\n  baseline per fold: {base_chosen}", file=sys.stderr)
+
+    ours = ours_factory(ExtractSettings(**overrides))
     ours_speed, base_speed = pages_per_second([ours, baseline], pages, args.repeat)
-
-    result = {
-        "f1": ours_q["f1"],
-        "precision": ours_q["precision"],
-        "recall": ours_q["recall"],
+    shipped_q = macro_scores(zip(shipped.articles, gold, strict=True))
+    base_q = macro_scores(zip(plain[0].articles, gold, strict=True))
+    result: dict[str, float] = {
+        "f1": shipped_q["f1"],
+        "precision": shipped_q["precision"],
+        "recall": shipped_q["recall"],
         "baseline_f1": base_q["f1"],
         "baseline_precision": base_q["precision"],
         "baseline_recall": base_q["recall"],
+        "no_comments_f1": macro_scores(zip(plain[1].articles, gold, strict=True))["f1"],
+        "heldout_f1": held["f1"],
+        "heldout_baseline_f1": base_held["f1"],
+        "heldout_margin": held["f1"] - base_held["f1"],
         "pages_per_s": ours_speed,
         "baseline_pages_per_s": base_speed,
         "speed_ratio": ours_speed / base_speed,
     }
-    if args.snippets and (args.snippets / "evaldata.json").exists():
-        items = load_snippets(args.snippets, args.limit)
-        snippet_pages = [(url, html) for url, html, _, _ in items]
-        gold = [(w, wo) for _, _, w, wo in items]
-        kept, dropped = snippet_rates(run(ours, snippet_pages), gold)
-        base_kept, base_dropped = snippet_rates(run(baseline, snippet_pages), gold)
+    if items:
+        kept, dropped = snippet_rates(shipped.snippets, snippet_gold)
+        base_kept, base_dropped = snippet_rates(plain[0].snippets, snippet_gold)
         result.update(
             snippets_kept=kept,
             snippets_dropped=dropped,
             baseline_snippets_kept=base_kept,
             baseline_snippets_dropped=base_dropped,
         )
-        print(f"{len(items)} snippet pages from {args.snippets}", file=sys.stderr)
+    print("", file=sys.stderr)
     for name, value in result.items():
         print(f"  {name:26s} {value:.4f}", file=sys.stderr)
-    if settings != ExtractSettings():
+    if overrides:
         print(f"  settings overridden: {args.set}", file=sys.stderr)
-    named = {"baseline": "trafilatura.extract defaults, same decoded HTML", "quick": args.quick}
-    print(json.dumps({**{k: round(v, 4) for k, v in result.items()}, **named}))
-    return result
+    named = {
+        "baseline": "trafilatura.extract defaults, same decoded HTML",
+        "heldout_baseline": "the better of trafilatura defaults and include_comments=False",
+        "folds": k,
+        "heldout_fold_f1": [round(v, 4) if v == v else None for v in held_folds],  # None: empty
+        "chosen": chosen,
+        "quick": args.quick,
+    }
+    print(json.dumps({**{key: round(v, 4) for key, v in result.items()}, **named}))
+    return {**result, **named}
 
 
 if __name__ == "__main__":
