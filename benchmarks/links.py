@@ -58,7 +58,7 @@ def build_dump(folder: Path, records: int) -> Path:
 def ours(path: str) -> Counter:
     check = SubmissionFilter(LinkFilters())
     counts: Counter = Counter()
-    for record in read_submissions(path, lambda error: counts.update(["malformed_line"])):
+    for _, record in read_submissions(path, lambda error: counts.update(["malformed_line"])):
         outcome = check(record)
         counts["passed" if not isinstance(outcome, str) else outcome] += 1
     return counts

@@ -6,14 +6,16 @@ a newline byte never occurs inside a multi-byte UTF-8 character, so a character 
 two read chunks is always decoded whole. Each line is decoded on its own into the few
 fields the pipeline needs (msgspec skips the rest without building it); a line that is not
 valid JSON, not UTF-8 or has fields of the wrong type is reported with its file and line
-number and skipped.
+number and skipped, and so is a line longer than `MAX_LINE_BYTES`, which is passed over
+without being held. A stream that ends early or fails its checks is a `DumpCutShort`
+naming the file, the kind of failure and the last line read: what came before is kept.
 """
 
 from __future__ import annotations
 
 import bz2
 import lzma
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -29,7 +31,20 @@ except ImportError:
 # window, and holds up to that much history in memory while reading them.
 ZSTD_MAX_WINDOW_LOG = 31
 READ_CHUNK = 1 << 20
+# Far above any real submission (a self post's text is capped at 40,000 characters);
+# a longer line is skipped, so a newline-free stream cannot fill memory.
+MAX_LINE_BYTES = 1 << 20
 _COMMENT_PREFIX = "RC_"
+
+# Why a line never became a record (counted under these names by the link stage).
+MALFORMED_LINE = "malformed_line"
+LINE_TOO_LONG = "line_too_long"
+# How a compressed stream can stop early: cut off, or failing its checks (a checksum, a
+# block that does not decode). A truncated download ends in EOFError; the rest are the
+# codecs' own errors (bz2 raises a bare OSError).
+TRUNCATED = "truncated"
+CORRUPT = "corrupt"
+_CODEC_ERRORS = (zstd.ZstdError, EOFError, lzma.LZMAError, OSError)
 
 
 class DumpError(ValueError):
@@ -38,6 +53,15 @@ class DumpError(ValueError):
 
 class CommentDumpError(DumpError):
     """A comment dump (`RC_*`) given where submissions were expected."""
+
+
+class DumpCutShort(DumpError):
+    """A dump whose stream stopped early: `kind` is `TRUNCATED` or `CORRUPT`; the lines
+    up to `line` were read."""
+
+    def __init__(self, path: str, kind: str, line: int, cause: BaseException) -> None:
+        self.path, self.kind, self.line = path, kind, line
+        super().__init__(f"{path}: {kind} compressed data after line {line} ({cause})")
 
 
 class RedditRecord(msgspec.Struct):
@@ -70,6 +94,7 @@ class LineError:
     file: str
     line: int
     error: str
+    reason: str = MALFORMED_LINE
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.error}"
@@ -79,9 +104,11 @@ _decoder = msgspec.json.Decoder(RedditRecord)
 
 
 def _stream_chunks(stream: BinaryIO) -> Iterator[bytes]:
-    # Not closed here: `raw` is closed by its owner, and closing a bz2/xz reader over a
-    # file object it did not open leaves that object open anyway.
-    while data := stream.read(READ_CHUNK):
+    # read1: a stream that fails mid-way still gives the bytes decoded before the failure
+    # (read() would drop its whole last chunk). Not closed here: `raw` is closed by its
+    # owner, and closing a bz2/xz reader over a file object it did not open leaves that
+    # object open anyway.
+    while data := stream.read1(READ_CHUNK):
         yield data
 
 
@@ -97,6 +124,50 @@ def decompressed_chunks(raw: BinaryIO, path: str) -> Iterator[bytes]:
     return _stream_chunks(raw)
 
 
+def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:
+    """Every line of the byte stream `chunks`, without its newline; None for a line longer
+    than `max_line` bytes.
+
+    Linear and bounded: each byte is copied a fixed number of times, and at most
+    `max_line` bytes of a line cut by chunk boundaries are held; the rest of a longer
+    line is dropped as it arrives.
+    """
+    held = bytearray()  # the start of a line that continues into the next chunk
+    too_long = False  # inside a line already longer than max_line
+    for chunk in chunks:
+        first = chunk.find(b"\n")
+        if first == -1:
+            if not too_long:
+                too_long = len(held) + len(chunk) > max_line
+                if too_long:
+                    held.clear()
+                else:
+                    held += chunk
+            continue
+        if too_long or len(held) + first > max_line:
+            yield None
+        elif held:
+            held += chunk[:first]
+            yield bytes(held)
+        else:
+            yield chunk[:first]
+        held.clear()
+        last = chunk.rfind(b"\n")
+        if last > first:
+            lines = chunk[first + 1 : last].split(b"\n")
+            if last - first > max_line:
+                yield from (line if len(line) <= max_line else None for line in lines)
+            else:
+                yield from lines
+        too_long = len(chunk) - last - 1 > max_line
+        if not too_long:
+            held += chunk[last + 1 :]
+    if too_long:
+        yield None
+    elif held:
+        yield bytes(held)
+
+
 def dump_size(path: str) -> int:
     """The compressed size in bytes: what progress is measured against."""
     fs, fs_path = fsspec.core.url_to_fs(path)
@@ -107,64 +178,80 @@ def dump_size(path: str) -> int:
 
 
 def iter_dump_lines(
-    path: str, on_bytes: Callable[[int], None] | None = None
+    path: str,
+    on_error: Callable[[LineError], None],
+    on_bytes: Callable[[int], None] | None = None,
+    max_line: int = MAX_LINE_BYTES,
 ) -> Iterator[tuple[int, bytes]]:
-    """(line number, raw line) for every non-empty line, 1-based.
+    """(line number, raw line) for every non-empty line, 1-based; a line longer than
+    `max_line` goes to `on_error` as `LINE_TOO_LONG`.
 
     `on_bytes` is told how many compressed bytes each chunk consumed, for progress bars.
+    Raises `DumpCutShort` where the stream stops early, after yielding what came before.
     """
     fs, fs_path = fsspec.core.url_to_fs(path)
-    number = 0
-    pending = b""
-    consumed = 0
     try:
         raw = fs.open(fs_path, "rb")
     except FileNotFoundError as exc:
         raise DumpError(f"dump not found: {path}") from exc
+    except OSError as exc:  # a folder, no permission: nothing to read
+        raise DumpError(f"cannot read dump {path}: {exc.strerror or exc}") from exc
     with raw:
-        chunks = decompressed_chunks(raw, path)
-        while True:
-            try:
-                chunk = next(chunks, b"")
-            except (zstd.ZstdError, OSError, EOFError, lzma.LZMAError) as exc:
-                raise DumpError(
-                    f"{path}: corrupt compressed data after line {number}: {exc}"
-                ) from exc
-            if on_bytes is not None:
+        consumed = 0
+
+        def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
+            nonlocal consumed
+            for chunk in chunks:
                 position = raw.tell()
                 on_bytes(position - consumed)
                 consumed = position
-            if not chunk:
-                break
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                number += 1
-                if line.strip():
+                yield chunk
+
+        chunks = decompressed_chunks(raw, path)
+        if on_bytes is not None:
+            chunks = counted(chunks)
+        number = 0
+        try:
+            for number, line in enumerate(split_lines(chunks, max_line), 1):
+                if line is None:
+                    error = f"line longer than {max_line:,} bytes, skipped"
+                    on_error(LineError(path, number, error, LINE_TOO_LONG))
+                elif line.strip():
                     yield number, line
-    if pending.strip():
-        yield number + 1, pending
+        except _CODEC_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                # The file system failed, not the data: no reason to go on without it.
+                raise DumpError(f"cannot read dump {path}: {exc}") from exc
+            kind = TRUNCATED if isinstance(exc, EOFError) else CORRUPT
+            raise DumpCutShort(path, kind, number, exc) from exc
+        if on_bytes is not None:
+            on_bytes(raw.tell() - consumed)
 
 
 def read_submissions(
     path: str,
     on_error: Callable[[LineError], None],
     on_bytes: Callable[[int], None] | None = None,
-) -> Iterator[RedditRecord]:
-    """Every decodable record of a submission dump; bad lines go to `on_error`.
+    max_line: int = MAX_LINE_BYTES,
+) -> Iterator[tuple[int, RedditRecord]]:
+    """(line number, record) for every decodable record of a submission dump; bad lines
+    go to `on_error`.
 
     Refuses a comment dump (`RC_` file name, or a first record that is a comment) with a
-    `DumpError`: its records carry no links, and reading it as submissions would silently
-    produce nothing.
+    `CommentDumpError`: its records carry no links, and reading it as submissions would
+    silently produce nothing. A stream that stops early raises `DumpCutShort` after the
+    records before it.
     """
     name = path.rstrip("/").rsplit("/", 1)[-1]
     if name.startswith(_COMMENT_PREFIX):
         raise CommentDumpError(f"{path} is a comment dump (RC_*); give submission dumps (RS_*)")
     seen_record = False
-    for number, line in iter_dump_lines(path, on_bytes):
+    for number, line in iter_dump_lines(path, on_error, on_bytes, max_line):
         try:
             record = _decoder.decode(line)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # msgspec checks UTF-8 only in the fields it decodes, and reports a bad byte
+            # there as a UnicodeDecodeError, not as a DecodeError.
             on_error(LineError(path, number, str(exc)))
             continue
         if not seen_record:
@@ -174,4 +261,4 @@ def read_submissions(
                     f"{path} looks like a comment dump: line {number} has parent_id/link_id "
                     "and no url; give submission dumps (RS_*)"
                 )
-        yield record
+        yield number, record

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from scraping.dumps import RedditRecord
+from scraping.dumps import LINE_TOO_LONG, MALFORMED_LINE, RedditRecord
 from scraping.urls import UrlError, normalize_url, url_host
 
-# Drop reasons, in the order they are checked.
-MALFORMED_LINE = "malformed_line"
+# Drop reasons, in the order they are checked (a dump's lines first: see scraping.dumps).
 MALFORMED_RECORD = "malformed_record"
 OUT_OF_TIME_RANGE = "out_of_time_range"
 SELF_POST = "self_post"
@@ -33,6 +32,7 @@ EXTENSION_BLOCKLIST = "extension_blocklist"
 KARMA_BELOW_MIN = "karma_below_min"
 DROP_REASONS = (
     MALFORMED_LINE,
+    LINE_TOO_LONG,
     MALFORMED_RECORD,
     OUT_OF_TIME_RANGE,
     SELF_POST,
@@ -44,6 +44,13 @@ DROP_REASONS = (
     EXTENSION_BLOCKLIST,
     KARMA_BELOW_MIN,
 )
+
+# A record outside these bounds is malformed: no Reddit score comes near 2**31 (the
+# highest are under a million), and it keeps a URL's summed karma inside int64; a time
+# must be one a timestamp column can hold and Python can read back (years 1 to 9999).
+MAX_ABS_SCORE = 2**31
+EARLIEST_TIME = datetime.min.replace(tzinfo=UTC).timestamp()
+LATEST_TIME = datetime.max.replace(tzinfo=UTC).timestamp()
 
 
 def load_list(name: str) -> tuple[str, ...]:
@@ -135,7 +142,15 @@ class SubmissionFilter:
         f = self.filters
         created = _as_number(record.created_utc)
         karma = _as_number(record.score)
-        if record.id is None or record.url is None or created is None or karma is None:
+        if (
+            record.id is None
+            or record.url is None
+            or created is None
+            or karma is None
+            # Written as "not inside", so that NaN (never inside) is caught too.
+            or not EARLIEST_TIME <= created < LATEST_TIME
+            or not -MAX_ABS_SCORE < karma < MAX_ABS_SCORE
+        ):
             return MALFORMED_RECORD
         if (f.created_after is not None and created < f.created_after) or (
             f.created_before is not None and created >= f.created_before

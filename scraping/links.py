@@ -37,8 +37,9 @@ import pyarrow.parquet as pq
 
 from scraping import link_filters as rules
 from scraping.dumps import (
-    CommentDumpError,
-    DumpError,
+    CORRUPT,
+    TRUNCATED,
+    DumpCutShort,
     LineError,
     RedditRecord,
     dump_size,
@@ -77,22 +78,37 @@ LINKS_SCHEMA = pa.schema(
     ]
 )
 MAX_REPORTED_LINE_ERRORS = 100
+API_SOURCE = "reddit-api item"
 _SPILL_BATCH = 16_384
+
+
+# Dumps that stopped early, by how (see `scraping.dumps.DumpCutShort`).
+CUT_SHORT_COUNTS = {TRUNCATED: "dumps_truncated", CORRUPT: "dumps_corrupt"}
 
 
 @dataclass
 class SourceStats:
-    """What one source contributed: counts by reason, and the lines that could not be read."""
+    """What one source contributed: counts by reason, the first bad lines and records
+    (where and why), and the dumps that stopped early."""
 
     counts: Counter[str] = field(default_factory=Counter)
     line_errors: list[str] = field(default_factory=list)
     failed_files: list[str] = field(default_factory=list)
 
-    def line_error(self, error: LineError) -> None:
-        self.counts[rules.MALFORMED_LINE] += 1
+    def skipped(self, reason: str, detail: str) -> None:
+        """Count one input skipped for `reason`; `detail` says where (file:line) and why."""
+        self.counts[reason] += 1
         if len(self.line_errors) < MAX_REPORTED_LINE_ERRORS:
-            self.line_errors.append(str(error))
-            log.warning("skipped a bad line: %s", error)
+            self.line_errors.append(detail)
+            log.warning("skipped (%s) %s", reason, detail)
+
+    def line_error(self, error: LineError) -> None:
+        self.skipped(error.reason, str(error))
+
+    def cut_short(self, error: DumpCutShort) -> None:
+        self.counts[CUT_SHORT_COUNTS[error.kind]] += 1
+        self.failed_files.append(str(error))
+        log.error("stopped reading a dump early, keeping what came before: %s", error)
 
     def merge(self, other: SourceStats) -> None:
         self.counts.update(other.counts)
@@ -140,17 +156,33 @@ class _Spill:
 
 
 def _filter_into(
-    records: Iterable[RedditRecord], check: SubmissionFilter, spill: _Spill, stats: SourceStats
+    records: Iterable[tuple[int, RedditRecord]],
+    source: str,
+    check: SubmissionFilter,
+    spill: _Spill,
+    stats: SourceStats,
 ) -> None:
+    """Filter (position, record) pairs of `source` into `spill`; a malformed record is
+    reported as `source:position`."""
     counts = stats.counts
-    for record in records:
+    for position, record in records:
         counts["records"] += 1
         outcome = check(record)
         if isinstance(outcome, str):
-            counts[outcome] += 1
+            if outcome == rules.MALFORMED_RECORD:
+                stats.skipped(outcome, f"{source}:{position}: {_malformed(record)}")
+            else:
+                counts[outcome] += 1
         else:
             counts["passed"] += 1
             spill.add(outcome)
+
+
+def _malformed(record: RedditRecord) -> str:
+    """The fields the filter requires, as read: the bad one is missing or out of range."""
+    fields = ("id", "url", "score", "created_utc")
+    shown = ", ".join(f"{name}={getattr(record, name)!r:.80}" for name in fields)
+    return f"malformed record (a field missing or out of range): {shown}"
 
 
 def _filter_dump(
@@ -161,17 +193,15 @@ def _filter_dump(
     tag: str,
     on_bytes: Callable[[int], None] | None = None,
 ) -> SourceStats:
-    """Filter one dump into the spill; a corrupt stream keeps what came before it."""
+    """Filter one dump into the spill; a truncated or corrupt stream keeps what came
+    before it."""
     stats = SourceStats()
     spill = _Spill(spill_dir, partitions, tag)
     try:
         records = read_submissions(path, stats.line_error, on_bytes)
-        _filter_into(records, SubmissionFilter(filters), spill, stats)
-    except CommentDumpError:
-        raise
-    except DumpError as exc:
-        stats.failed_files.append(str(exc))
-        log.error("stopped reading a dump early: %s", exc)
+        _filter_into(records, path, SubmissionFilter(filters), spill, stats)
+    except DumpCutShort as exc:
+        stats.cut_short(exc)
     finally:
         spill.close()
     return stats
@@ -183,32 +213,36 @@ def _api_records(
     api_url: str | None,
     stats: SourceStats,
 ) -> Iterator[RedditRecord]:
-    for item in iter_listing_submissions(
-        credentials, listings, api_url=api_url, stats=stats.counts
-    ):
+    items = iter_listing_submissions(credentials, listings, api_url=api_url, stats=stats.counts)
+    for number, item in enumerate(items, 1):
         try:
-            yield msgspec.convert(item, RedditRecord)
+            yield number, msgspec.convert(item, RedditRecord)
         except msgspec.ValidationError as exc:
             # Counted as a dump's undecodable line is: it never becomes a record.
-            stats.counts[rules.MALFORMED_LINE] += 1
-            log.warning("skipped an API item %s: %s", item.get("id"), exc)
+            stats.skipped(rules.MALFORMED_LINE, f"{API_SOURCE}:{number}: {exc}")
 
 
-def _previous_records(store: Store, ref: VersionRef) -> Iterator[RedditRecord]:
-    """An earlier version's submissions, as records to pass through today's filters."""
+def _previous_records(store: Store, ref: VersionRef) -> Iterator[tuple[int, RedditRecord]]:
+    """(row number, record) for an earlier version's submissions, to pass through today's
+    filters."""
+    number = 0
     for entry in store.manifest(ref).files:
         if not entry.path.startswith("submissions/"):
             continue
         with store.fs.open(f"{store.version_dir(ref)}/{entry.path}", "rb") as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
                 for row in batch.to_pylist():
-                    yield RedditRecord(
-                        id=row["post_id"],
-                        url=row["url"],
-                        title=row["title"],
-                        score=row["karma"],
-                        created_utc=row["created_utc"],
-                        subreddit=row["subreddit"],
+                    number += 1
+                    yield (
+                        number,
+                        RedditRecord(
+                            id=row["post_id"],
+                            url=row["url"],
+                            title=row["title"],
+                            score=row["karma"],
+                            created_utc=row["created_utc"],
+                            subreddit=row["subreddit"],
+                        ),
                     )
 
 
@@ -403,14 +437,15 @@ def _filter_sources(
         spill = _Spill(spill_dir, partitions, "api")
         api_stats = SourceStats()
         records = _api_records(credentials, listings, api_url, api_stats)
-        _filter_into(records, SubmissionFilter(filters), spill, api_stats)
+        _filter_into(records, API_SOURCE, SubmissionFilter(filters), spill, api_stats)
         spill.close()
         stats.merge(api_stats)
     if previous is not None:
         # Re-filtered, so a rule tightened since (a longer blocklist) applies to all.
         spill = _Spill(spill_dir, partitions, "previous")
         kept = SourceStats()
-        _filter_into(_previous_records(store, previous), SubmissionFilter(filters), spill, kept)
+        records = _previous_records(store, previous)
+        _filter_into(records, f"{previous} submissions", SubmissionFilter(filters), spill, kept)
         spill.close()
         stats.counts["previous_submissions"] = kept.counts["records"]
         stats.counts["previous_dropped"] = kept.counts["records"] - kept.counts["passed"]
@@ -429,6 +464,7 @@ def _ordered_counts(counts: Counter[str]) -> dict[str, int]:
         "urls",
         rules.KARMA_BELOW_MIN,
         "links",
+        *CUT_SHORT_COUNTS.values(),
     ]
     ordered = {name: counts.get(name, 0) for name in order}
     ordered.update({name: counts[name] for name in sorted(counts) if name not in ordered})
@@ -436,6 +472,11 @@ def _ordered_counts(counts: Counter[str]) -> dict[str, int]:
 
 
 def _refuse_comment_dump(path: str) -> None:
-    """Fail before any work when a comment dump is among the inputs."""
-    for _ in read_submissions(path, lambda error: None):
+    """Fail before any work when a comment dump is among the inputs. A dump cut short
+    before its first record is not refused here: reading it records that, as it does for
+    a dump cut short later."""
+    try:
+        for _ in read_submissions(path, lambda error: None):
+            return
+    except DumpCutShort:
         return

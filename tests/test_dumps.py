@@ -1,4 +1,5 @@
-"""Reading Pushshift dumps: codecs, long zstd windows, bad lines, drift, comment dumps."""
+"""Reading Pushshift dumps: codecs, long zstd windows, bad lines, drift, comment dumps,
+streams that stop early, lines without end."""
 
 from __future__ import annotations
 
@@ -6,13 +7,25 @@ import bz2
 import io
 import json
 import lzma
+import tracemalloc
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from scraping import dumps
-from scraping.dumps import CommentDumpError, DumpError, LineError, read_submissions
+from scraping.dumps import (
+    CORRUPT,
+    LINE_TOO_LONG,
+    MALFORMED_LINE,
+    TRUNCATED,
+    CommentDumpError,
+    DumpCutShort,
+    DumpError,
+    LineError,
+    read_submissions,
+    split_lines,
+)
 
 
 def zstd_long_window(data: bytes) -> bytes:
@@ -26,9 +39,9 @@ def zstd_long_window(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def read_all(path: Path) -> tuple[list, list[LineError]]:
+def read_all(path: Path, **options) -> tuple[list, list[LineError]]:
     errors: list[LineError] = []
-    return list(read_submissions(str(path), errors.append)), errors
+    return [record for _, record in read_submissions(str(path), errors.append, **options)], errors
 
 
 @pytest.fixture
@@ -129,8 +142,9 @@ def test_missing_and_corrupt_files_are_clear_errors(tmp_path, raw_lines) -> None
         read_all(tmp_path / "RS_missing.zst")
     path = tmp_path / "RS_cut.zst"
     path.write_bytes(zstd_long_window(raw_lines * 20)[:-200] + b"garbage" * 50)
-    with pytest.raises(DumpError, match="corrupt compressed data"):
+    with pytest.raises(DumpCutShort, match="corrupt compressed data") as cut:
         read_all(path)
+    assert cut.value.kind == CORRUPT
 
 
 @pytest.mark.parametrize("suffix", [".zst", ".bz2", ".ndjson"])
@@ -149,11 +163,114 @@ def test_a_truncated_download_is_an_error_not_a_short_month(tmp_path, raw_lines,
     data = compress(raw_lines * 50)
     path = tmp_path / f"RS_cut{suffix}"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DumpError, match="corrupt compressed data"):
+    with pytest.raises(DumpCutShort, match="truncated compressed data") as cut:
         read_all(path)
+    assert cut.value.kind == TRUNCATED and cut.value.path == str(path)
 
 
 def test_concatenated_zstd_frames_are_all_read(tmp_path, raw_lines) -> None:
     path = tmp_path / "RS_frames.zst"
     path.write_bytes(zstd_long_window(raw_lines) + zstandard.ZstdCompressor().compress(raw_lines))
     assert len(read_all(path)[0]) == 62
+
+
+def test_invalid_utf8_inside_a_field_is_a_bad_line(tmp_path, raw_lines) -> None:
+    # Before: msgspec's UnicodeDecodeError (not a DecodeError) ended the whole read.
+    good = raw_lines.splitlines()
+    bad_title = b'{"id": "u1", "url": "http://e.com/", "title": "caf\xc3 au lait"}'
+    bad_url = b'{"id": "u2", "url": "http://e.com/\xff", "score": 5}'
+    path = tmp_path / "RS_utf8.ndjson"
+    path.write_bytes(b"\n".join([good[0], bad_title, good[1], bad_url, good[2]]))
+    records, errors = read_all(path)
+    assert [str(r.id) for r in records] == [json.loads(good[i])["id"] for i in range(3)]
+    assert [(e.file, e.line, e.reason) for e in errors] == [
+        (str(path), 2, MALFORMED_LINE),
+        (str(path), 4, MALFORMED_LINE),
+    ]
+    assert "utf-8" in errors[0].error
+
+
+def test_a_newline_free_stream_is_skipped_in_bounded_memory(tmp_path, raw_lines) -> None:
+    # Before: the whole stream was held as one line and rebuilt on every chunk (200 MB
+    # took 30 s and 538 MB); 4 MiB here, four times the default bound of 1 MiB.
+    path = tmp_path / "RS_endless.ndjson"
+    first = raw_lines.splitlines()[0]
+    path.write_bytes(first + b"\n" + b"x" * (4 << 20) + b"\n" + first)
+    tracemalloc.start()
+    try:
+        records, errors = read_all(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(records) == 2
+    assert [(e.line, e.reason) for e in errors] == [(2, LINE_TOO_LONG)]
+    assert str(errors[0]).startswith(f"{path}:2: line longer than 1,048,576 bytes")
+    # The bound, one read chunk and the chunk's copy when split: never the whole line.
+    assert peak < 4 * dumps.MAX_LINE_BYTES
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+def test_long_lines_are_cut_wherever_chunks_end(chunk) -> None:
+    stream = b"short\n" + b"a" * 20 + b"\n\nexactly-ten\n" + b"b" * 12 + b"\nlast"
+    pieces = [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
+    assert list(split_lines(pieces, max_line=11)) == [
+        b"short",
+        None,
+        b"",
+        b"exactly-ten",
+        None,
+        b"last",
+    ]
+    assert list(split_lines(pieces, max_line=1000)) == stream.split(b"\n")
+
+
+def test_line_splitting_holds_at_most_the_bound() -> None:
+    # 64 MiB without a newline, in 64 KiB chunks: joining each chunk to what came before
+    # (the old splitter) would copy some 32 GiB and hold 64 MiB; a bounded splitter holds
+    # the bound and touches each chunk once.
+    chunk = b"z" * (64 << 10)
+    tracemalloc.start()
+    try:
+        lines = list(split_lines(iter([chunk] * 1024 + [b"\nend"]), max_line=256 << 10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == [None, b"end"]
+    assert peak < 2 * (256 << 10) + len(chunk)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compress"), [(".zst", zstd_long_window), (".xz", lzma.compress)]
+)
+def test_a_stream_cut_in_its_first_chunk_gives_what_came_before(
+    tmp_path, raw_lines, suffix, compress
+) -> None:
+    # The whole text fits in one read chunk; the cut ends its last compressed block. The
+    # blocks before it still come (a whole-chunk read() would have dropped them all).
+    text = raw_lines * 10
+    assert len(text) < dumps.READ_CHUNK
+    data = compress(text)
+    path = tmp_path / f"RS_early{suffix}"
+    path.write_bytes(data[:-32])
+    records: list = []
+    with pytest.raises(DumpCutShort) as cut:
+        records.extend(r for _, r in read_submissions(str(path), lambda error: None))
+    assert cut.value.kind == TRUNCATED and len(records) > len(text.splitlines()) // 2
+    assert cut.value.line >= len(records)
+
+
+def test_a_checksum_failure_is_named_corruption(tmp_path, raw_lines) -> None:
+    # Before: reported in the same words as a truncated download.
+    data = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(raw_lines * 50))
+    data[len(data) // 2] ^= 0x01
+    path = tmp_path / "RS_flipped.zst"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DumpCutShort, match=rf"^{path}: corrupt compressed data after line"):
+        read_all(path)
+
+
+def test_a_folder_given_as_a_dump_is_one_clear_error(tmp_path) -> None:
+    folder = tmp_path / "RS_folder.zst"
+    folder.mkdir()
+    with pytest.raises(DumpError, match=f"cannot read dump {folder}"):
+        read_all(folder)

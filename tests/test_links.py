@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import lzma
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,7 +28,8 @@ def read_links(store: Store, ref) -> list[dict]:
 
 def assert_counts_add_up(counts: dict[str, int]) -> None:
     dropped = sum(counts.get(reason, 0) for reason in SUBMISSION_REASONS)
-    assert counts["records"] + counts.get(rules.MALFORMED_LINE, 0) == dropped + counts["passed"]
+    unread = counts.get(rules.MALFORMED_LINE, 0) + counts.get(rules.LINE_TOO_LONG, 0)
+    assert counts["records"] + unread == dropped + counts["passed"]
 
 
 def write_dump(path: Path, records: list[dict]) -> Path:
@@ -130,6 +132,7 @@ def test_every_filter_is_configurable_and_counted(tmp_path) -> None:
     counts = collect_links(store, [str(dump)], options=LinkOptions(strict)).stats["counts"]
     assert {reason: counts.get(reason, 0) for reason in rules.DROP_REASONS} == {
         rules.MALFORMED_LINE: 0,
+        rules.LINE_TOO_LONG: 0,
         rules.MALFORMED_RECORD: 1,
         rules.OUT_OF_TIME_RANGE: 1,
         rules.SELF_POST: 1,
@@ -177,6 +180,79 @@ def test_bad_lines_are_counted_and_the_file_goes_on(tmp_path, sample_dump) -> No
     assert result.stats["counts"][rules.MALFORMED_LINE] == 1
     assert result.stats["line_errors"][0].startswith(f"{dump}:12: ")
     assert result.stats["counts"]["links"] == 4
+
+
+# Values no Reddit record holds, each of which crashed the spill (OverflowError or
+# ValueError in `_Spill._flush` or the filter) before it was counted as malformed.
+OUT_OF_RANGE = {
+    "score 1e308": '"score": 1e308',
+    "score 2**63+5": f'"score": {2**63 + 5}',
+    "score inf": '"score": "inf"',
+    "score nan": '"score": "nan"',
+    "created_utc 1e20": '"created_utc": 1e20',
+}
+
+
+@pytest.mark.parametrize("field", OUT_OF_RANGE.values(), ids=OUT_OF_RANGE.keys())
+def test_a_value_out_of_range_is_a_malformed_record(tmp_path, field) -> None:
+    good = json.dumps(post("g1", "http://a.org/kept", 5))
+    bad = json.dumps(post("b1", "http://a.org/bad", 5))[:-1] + ", " + field + "}"
+    dump = tmp_path / "RS_range.ndjson"
+    dump.write_text(f"{good}\n{bad}\n{good.replace('g1', 'g2')}\n")
+    result = collect_links(Store(str(tmp_path / "store")), [str(dump)])
+    counts = result.stats["counts"]
+    assert counts[rules.MALFORMED_RECORD] == 1 and counts["passed"] == 2
+    assert counts["links"] == 1
+    assert_counts_add_up(counts)
+    [error] = result.stats["line_errors"]
+    assert error.startswith(f"{dump}:2: malformed record") and "b1" in error
+
+
+def test_invalid_utf8_in_a_field_is_counted_not_fatal(tmp_path) -> None:
+    # Before: UnicodeDecodeError from msgspec aborted the stage, naming no file or line.
+    good = json.dumps(post("g1", "http://a.org/kept", 5)).encode()
+    bad = json.dumps(post("b1", "http://a.org/bad", 5, title="caf")).encode()
+    bad = bad.replace(b'"caf"', b'"caf\xe9"')  # Latin-1, not UTF-8
+    dump = tmp_path / "RS_latin1.ndjson"
+    dump.write_bytes(b"\n".join([good, bad, good.replace(b"g1", b"g2")]))
+    result = collect_links(Store(str(tmp_path / "store")), [str(dump)])
+    counts = result.stats["counts"]
+    assert counts[rules.MALFORMED_LINE] == 1 and counts["passed"] == 2
+    assert_counts_add_up(counts)
+    assert result.stats["line_errors"][0].startswith(f"{dump}:2: ")
+
+
+@pytest.mark.parametrize("where", ["first chunk", "after the first chunk"])
+def test_a_dump_cut_short_keeps_what_came_before_and_is_named(tmp_path, where) -> None:
+    # Before: a cut inside the first MiB failed the whole run from the comment-dump
+    # check, while a later cut kept the lines before it.
+    lines = [json.dumps(post(f"p{i}", f"http://a.org/{i}", 5)) for i in range(40_000)]
+    if where == "first chunk":
+        lines = lines[:2_000]  # about 250 kB of text: one read chunk
+    data = lzma.compress("\n".join(lines).encode())
+    dump = tmp_path / "RS_cut.xz"
+    dump.write_bytes(data[: len(data) * 3 // 4])
+    other = write_dump(tmp_path / "RS_other.ndjson", [post("o1", "http://b.org/", 5)])
+    result = collect_links(Store(str(tmp_path / "store")), [str(dump), str(other)])
+    counts = result.stats["counts"]
+    assert counts["dumps_truncated"] == 1 and counts["dumps_corrupt"] == 0
+    assert 1 < counts["records"] < len(lines)
+    assert counts["links"] == counts["records"]
+    [failed] = result.stats["failed_files"]
+    assert failed.startswith(f"{dump}: truncated compressed data after line ")
+
+
+def test_a_flipped_bit_is_reported_as_corruption(tmp_path) -> None:
+    lines = [json.dumps(post(f"p{i}", f"http://a.org/{i}", 5)) for i in range(40_000)]
+    data = bytearray(lzma.compress("\n".join(lines).encode()))
+    data[len(data) * 3 // 4] ^= 0x10
+    dump = tmp_path / "RS_flip.xz"
+    dump.write_bytes(bytes(data))
+    result = collect_links(Store(str(tmp_path / "store")), [str(dump)])
+    counts = result.stats["counts"]
+    assert counts["dumps_corrupt"] == 1 and counts["dumps_truncated"] == 0
+    assert result.stats["failed_files"][0].startswith(f"{dump}: corrupt compressed data")
+    assert 1 < counts["records"] < len(lines)
 
 
 def test_comment_dump_fails_before_any_work(tmp_path, sample_dump, test_data) -> None:

@@ -118,7 +118,7 @@ def links(
     for line in result.stats.get("line_errors", [])[:10]:
         console.print(f"[yellow]skipped[/] {line}")
     for line in result.stats.get("failed_files", []):
-        console.print(f"[red]truncated[/] {line}")
+        console.print(f"[red]stopped early[/] {line}")
     _report(artifacts, result, "link collection")
 
 
