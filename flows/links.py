@@ -71,5 +71,7 @@ def collect_links_flow(
         logger.warning("skipped a bad line: %s", line)
     for line in stats.get("failed_files", []):
         logger.error("dump cut short: %s", line)
+    for line in stats.get("failed_listings", []):
+        logger.error("kept what was read: %s", line)
     publish_version(store, result.ref, stats.get("counts", {}), result.reused, "Link collection")
     return result.ref

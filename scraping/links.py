@@ -46,7 +46,13 @@ from scraping.dumps import (
     read_submissions,
 )
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter
-from scraping.reddit_api import ListingSpec, RedditCredentials, iter_listing_submissions
+from scraping.reddit_api import (
+    ListingFailure,
+    ListingSpec,
+    RedditApiError,
+    RedditCredentials,
+    iter_listing_submissions,
+)
 from webtext.parquet import RollingParquetWriter
 from webtext.stage import NoProgress, Progress, Stage, StageWrite, options_from, run_stage
 from webtext.store import StageResult, Store, VersionRef, input_fingerprint
@@ -94,6 +100,7 @@ class SourceStats:
     counts: Counter[str] = field(default_factory=Counter)
     line_errors: list[str] = field(default_factory=list)
     failed_files: list[str] = field(default_factory=list)
+    failed_listings: list[ListingFailure] = field(default_factory=list)
 
     def skipped(self, reason: str, detail: str) -> None:
         """Count one input skipped for `reason`; `detail` says where (file:line) and why."""
@@ -115,6 +122,7 @@ class SourceStats:
         room = MAX_REPORTED_LINE_ERRORS - len(self.line_errors)
         self.line_errors.extend(other.line_errors[: max(room, 0)])
         self.failed_files.extend(other.failed_files)
+        self.failed_listings.extend(other.failed_listings)
 
 
 class _Spill:
@@ -213,7 +221,10 @@ def _api_records(
     api_url: str | None,
     stats: SourceStats,
 ) -> Iterator[RedditRecord]:
-    items = iter_listing_submissions(credentials, listings, api_url=api_url, stats=stats.counts)
+    # A listing failing part way keeps what it yielded; the version says it is incomplete.
+    items = iter_listing_submissions(
+        credentials, listings, api_url=api_url, stats=stats.counts, failures=stats.failed_listings
+    )
     for number, item in enumerate(items, 1):
         try:
             yield number, msgspec.convert(item, RedditRecord)
@@ -398,6 +409,8 @@ def collect_links(
         work.counts.update(_ordered_counts(stats.counts))
         work.stats["line_errors"] = stats.line_errors
         work.stats["failed_files"] = stats.failed_files
+        work.stats["failed_listings"] = [str(failure) for failure in stats.failed_listings]
+        work.stats["incomplete"] = bool(stats.failed_files or stats.failed_listings)
         work.stats["all_sources"] = included + sources
 
     parameters = {"sources": sources, **options.parameters()}
@@ -439,6 +452,9 @@ def _filter_sources(
         records = _api_records(credentials, listings, api_url, api_stats)
         _filter_into(records, API_SOURCE, SubmissionFilter(filters), spill, api_stats)
         spill.close()
+        nothing_read = not (dumps or previous or api_stats.counts["api_submissions"])
+        if api_stats.failed_listings and nothing_read:  # no version to keep anything in
+            raise RedditApiError("; ".join(map(str, api_stats.failed_listings)))
         stats.merge(api_stats)
     if previous is not None:
         # Re-filtered, so a rule tightened since (a longer blocklist) applies to all.

@@ -9,10 +9,11 @@ with Reddit's JSON error body, so a client asking for an unrecorded page fails l
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,11 +45,17 @@ def _match_key(path: str, query: Mapping[str, str]) -> tuple[str, frozenset[tupl
     return path, frozenset((k, v) for k, v in query.items() if k not in IGNORED_PARAMS)
 
 
-def _load_cassettes(folder: Path) -> tuple[RecordedResponse | None, dict[Any, RecordedResponse]]:
+def _load_cassettes(
+    folders: Iterable[Path],
+) -> tuple[RecordedResponse | None, dict[Any, RecordedResponse]]:
     token: RecordedResponse | None = None
     listings: dict[Any, RecordedResponse] = {}
-    for cassette in sorted(folder.glob("*.json")):
-        for interaction in json.loads(cassette.read_text())["interactions"]:
+    cassettes = sorted(path for folder in folders for path in folder.glob("*.json*"))
+    for cassette in cassettes:
+        opener = gzip.open if cassette.suffix == ".gz" else open
+        with opener(cassette, "rt", encoding="utf-8") as handle:
+            interactions = json.load(handle)["interactions"]
+        for interaction in interactions:
             request, response = interaction["request"], interaction["response"]
             headers = {name.lower(): values for name, values in response["headers"].items()}
             recorded = RecordedResponse(
@@ -68,6 +75,8 @@ def _load_cassettes(folder: Path) -> tuple[RecordedResponse | None, dict[Any, Re
 class FakeReddit:
     """Serve recorded Reddit API responses on ``127.0.0.1`` from a background thread.
 
+    ``cassettes`` is a folder of cassettes (``*.json`` or ``*.json.gz``), or several.
+
     ``extra_headers`` are added to every response (e.g. ``x-ratelimit-*``);
     ``token_status`` forces the token endpoint's status (e.g. 401 for a bad secret);
     ``get_status`` forces the status of every GET (e.g. 503 for an outage).
@@ -75,13 +84,14 @@ class FakeReddit:
 
     def __init__(
         self,
-        cassette_dir: Path,
+        cassettes: Path | Iterable[Path],
         *,
         extra_headers: Mapping[str, str] | None = None,
         token_status: int | None = None,
         get_status: int | None = None,
     ) -> None:
-        self.token, self.listings = _load_cassettes(cassette_dir)
+        folders = [cassettes] if isinstance(cassettes, Path) else list(cassettes)
+        self.token, self.listings = _load_cassettes(folders)
         self.extra_headers = dict(extra_headers or {})
         self.token_status = token_status
         self.get_status = get_status

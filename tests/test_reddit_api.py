@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import logging
+import re
 import socket
 from collections import Counter
 from collections.abc import Iterator
@@ -17,19 +19,29 @@ from fake_reddit import FakeReddit
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scraping.links import collect_links
 from scraping.reddit_api import (
+    SEARCH_SORTS,
+    SEARCH_SYNTAXES,
     SUBMISSION_FIELDS,
     TIME_FILTERS,
+    TIMED_SORTS,
+    ListingFailure,
     ListingSpec,
     RedditApiError,
     RedditCredentials,
     iter_listing_submissions,
 )
+from webtext.store import Store
 
 SECRET = "s3cr3t-value-that-must-not-leak"
 CREDENTIALS = RedditCredentials("webtext-client-id", SECRET, "webtext-tests/0.1 (by u/nobody)")
 # The secret as it travels in the token request's Basic auth header.
 SECRET_BASIC = base64.b64encode(f"{CREDENTIALS.client_id}:{SECRET}".encode()).decode()
+
+
+# PRAW's cassettes of the listings the shared data lacks (front page, search, rising...).
+REPO_CASSETTES = Path(__file__).parent / "cassettes" / "reddit"
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +51,7 @@ def cassettes(test_data: Path) -> Path:
 
 @pytest.fixture
 def fake(cassettes: Path) -> Iterator[FakeReddit]:
-    with FakeReddit(cassettes) as server:
+    with FakeReddit([cassettes, REPO_CASSETTES]) as server:
         yield server
 
 
@@ -51,7 +63,11 @@ def no_retry_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def recorded_pages(cassettes: Path, name: str) -> list[tuple[dict[str, str], dict[str, Any]]]:
     """(query of the recorded request, listing data of its response) for each GET."""
-    interactions = json.loads((cassettes / name).read_text())["interactions"]
+    path = cassettes / name
+    if not path.exists():
+        path = REPO_CASSETTES / f"{name}.gz"
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as handle:
+        interactions = json.load(handle)["interactions"]
     pages = []
     for interaction in interactions:
         request = interaction["request"]
@@ -146,7 +162,9 @@ def test_empty_listing_yields_nothing(fake: FakeReddit) -> None:
 def test_unrecorded_listing_requests_the_right_path_and_fails_clearly(
     fake: FakeReddit, spec: str, path: str, params: dict[str, str]
 ) -> None:
-    with pytest.raises(RedditApiError, match=f"listing {spec} failed: NotFound"):
+    first_page = r"failed after 0 submissions \(on its first page\): NotFound"
+    failed = rf"listing {re.escape(spec)} {first_page}"
+    with pytest.raises(RedditApiError, match=failed):
         read(fake, spec)
     [get] = fake.gets()
     assert get.path == path
@@ -271,6 +289,30 @@ def test_credentials_from_env_names_missing_variables_only() -> None:
             ListingSpec("subreddit", "AskReddit", "top", "year", 1000),
             None,
         ),
+        ("front/top/all", ListingSpec("front", "", "top"), None),
+        ("front/hot?limit=5", ListingSpec("front", "", "hot", limit=5), None),
+        (
+            "front/controversial",
+            ListingSpec("front", "", "controversial"),
+            "front/controversial/all",
+        ),
+        ("r/askreddit/rising", ListingSpec("subreddit", "askreddit", "rising"), None),
+        ("domain/nytimes.com/rising", ListingSpec("domain", "nytimes.com", "rising"), None),
+        (
+            "user/spez/controversial/week",
+            ListingSpec("user", "spez", "controversial", "week"),
+            None,
+        ),
+        (
+            "r/all/search?q=gpt-2 webtext",
+            ListingSpec("subreddit", "all", "search", query="gpt-2 webtext"),
+            "r/all/search?q=gpt-2+webtext&sort=relevance&t=all",
+        ),
+        (
+            "r/science/search?t=year&q=title%3Acrispr&sort=top&syntax=lucene&limit=50",
+            ListingSpec("subreddit", "science", "search", "year", 50, "title:crispr", "top"),
+            "r/science/search?q=title%3Acrispr&sort=top&t=year&limit=50",
+        ),
     ],
 )
 def test_listing_spec_parse(text: str, expected: ListingSpec, canonical: str | None) -> None:
@@ -282,13 +324,27 @@ def test_listing_spec_parse(text: str, expected: ListingSpec, canonical: str | N
 
 @st.composite
 def listing_specs(draw: st.DrawFn) -> ListingSpec:
-    sort = draw(st.sampled_from(["new", "top", "hot"]))
+    kind = draw(st.sampled_from(["subreddit", "domain", "user", "front"]))
+    sorts = ["new", "top", "hot", "controversial"]
+    sorts += [] if kind == "user" else ["rising"]
+    sorts += ["search"] if kind == "subreddit" else []
+    sort = draw(st.sampled_from(sorts))
+    search: dict[str, Any] = {}
+    if sort == "search":
+        text = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
+        search = {
+            "query": draw(text.filter(str.strip)),
+            "search_sort": draw(st.sampled_from(SEARCH_SORTS)),
+            "syntax": draw(st.sampled_from(SEARCH_SYNTAXES)),
+        }
+    name = st.from_regex(r"[A-Za-z0-9_.-]{1,24}", fullmatch=True)
     return ListingSpec(
-        kind=draw(st.sampled_from(["subreddit", "domain", "user"])),
-        name=draw(st.from_regex(r"[A-Za-z0-9_.-]{1,24}", fullmatch=True)),
+        kind=kind,
+        name="" if kind == "front" else draw(name),
         sort=sort,
-        time_filter=draw(st.sampled_from(sorted(TIME_FILTERS))) if sort == "top" else "all",
+        time_filter=draw(st.sampled_from(sorted(TIME_FILTERS))) if sort in TIMED_SORTS else "all",
         limit=draw(st.none() | st.integers(min_value=1, max_value=10_000)),
+        **search,
     )
 
 
@@ -305,7 +361,17 @@ def test_listing_spec_str_round_trips(spec: ListingSpec) -> None:
         "r/askreddit",
         "/r/askreddit/top",
         "subreddit/askreddit/top",
-        "r/askreddit/rising",
+        "user/spez/rising",
+        "front/new/week",
+        "front/askreddit/top",
+        "r/all/search",
+        "r/all/search?q=",
+        "r/all/search/week?q=gpt",
+        "r/all/search?q=gpt&sort=rising",
+        "r/all/search?q=gpt&syntax=regex",
+        "r/all/search?q=gpt&q=again",
+        "r/askreddit/top?q=gpt",
+        "domain/nytimes.com/search?q=gpt",
         "r/askreddit/top/forever",
         "r/askreddit/new/week",
         "r/askreddit/top/all/extra",
@@ -325,7 +391,113 @@ def test_listing_spec_parse_rejects_bad_text(text: str) -> None:
 def test_listing_spec_validates_direct_construction() -> None:
     with pytest.raises(ValueError, match="time filter"):
         ListingSpec("subreddit", "askreddit", "top", "forever")
-    with pytest.raises(ValueError, match="only applies to top"):
+    with pytest.raises(ValueError, match="only applies to"):
         ListingSpec("subreddit", "askreddit", "hot", "week")
     with pytest.raises(ValueError, match="positive"):
         ListingSpec("user", "spez", "new", limit=0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "cassette", "path", "params"),
+    [
+        ("front/top/all?limit=100", "TestFront.test_top", "/top", {"t": "all"}),
+        (
+            "front/controversial/all?limit=100",
+            "TestFront.test_controversial",
+            "/controversial",
+            {"t": "all"},
+        ),
+        (
+            "r/askreddit/rising?limit=100",
+            "TestSubredditListings.test_rising",
+            "/r/askreddit/rising",
+            {},
+        ),
+        (
+            "r/all/search?q=praw oauth search&syntax=cloudsearch",
+            "TestSubreddit.test_search",
+            "/r/all/search/",
+            {
+                "q": "praw oauth search",
+                "sort": "relevance",
+                "t": "all",
+                "syntax": "cloudsearch",
+                "restrict_sr": "False",  # r/all searches every subreddit
+            },
+        ),
+    ],
+)
+def test_front_page_search_rising_and_controversial_yield_the_recorded_posts(
+    fake: FakeReddit, spec: str, cassette: str, path: str, params: dict[str, str]
+) -> None:
+    [(_, page)] = recorded_pages(REPO_CASSETTES, f"{cassette}.json")
+    stats: Counter[str] = Counter()
+
+    records = read(fake, spec, stats=stats)
+
+    assert records == [expected_record(child) for child in page["children"]]
+    assert stats == Counter(api_submissions=len(page["children"])) and records
+    [get] = fake.gets()
+    assert get.path == path
+    assert {k: v for k, v in get.query.items() if k not in ("limit", "raw_json")} == params
+
+
+def test_a_failed_page_keeps_what_was_read_and_names_the_listing(
+    fake: FakeReddit, cassettes: Path
+) -> None:
+    [(_, page)] = recorded_pages(cassettes, "TestSubredditListings.test_new.json")
+    failures: list[ListingFailure] = []
+    listings = [ListingSpec.parse(s) for s in ("r/askreddit/new", "r/askreddit/top?limit=100")]
+
+    # No limit: PRAW asks for page two, which was never recorded: a 404.
+    records = list(
+        iter_listing_submissions(CREDENTIALS, listings, api_url=fake.url, failures=failures)
+    )
+
+    assert len(records) == 200  # page one of new, then the next listing, top
+    assert records[:100] == [expected_record(child) for child in page["children"]]
+    [failure] = failures
+    assert (failure.listing, failure.submissions, failure.after) == (
+        "r/askreddit/new",
+        100,
+        page["after"],
+    )
+    assert "NotFound" in failure.reason
+    where = f"after 100 submissions (on the page after {page['after']})"
+    assert f"r/askreddit/new failed {where}" in str(failure)
+    assert [g.query.get("after") for g in fake.gets()] == [None, page["after"], None]
+
+
+def test_a_listing_stage_with_a_failed_page_publishes_what_was_read_marked_incomplete(
+    tmp_path: Path, fake: FakeReddit
+) -> None:
+    store = Store(str(tmp_path / "store"))
+    listings = [ListingSpec.parse(s) for s in ("r/askreddit/new", "r/askreddit/top?limit=100")]
+
+    result = collect_links(store, listings=listings, credentials=CREDENTIALS, api_url=fake.url)
+
+    stats = store.manifest(result.ref).stats
+    assert stats["counts"]["api_submissions"] == 200 and stats["counts"]["records"] == 200
+    assert stats["incomplete"] is True
+    [failed] = stats["failed_listings"]
+    assert failed.startswith("Reddit listing r/askreddit/new failed after 100 submissions")
+    assert SECRET not in json.dumps(stats)
+
+
+def test_a_listing_stage_that_read_nothing_fails_naming_the_listing(
+    tmp_path: Path, cassettes: Path
+) -> None:
+    store = Store(str(tmp_path / "store"))
+    with FakeReddit(cassettes) as fake, pytest.raises(RedditApiError, match="r/python/new failed"):
+        collect_links(
+            store,
+            listings=[ListingSpec.parse("r/python/new")],
+            credentials=CREDENTIALS,
+            api_url=fake.url,
+        )
+    # Refused credentials fail the run whatever was read: no listing could succeed.
+    listings = [ListingSpec.parse("r/askreddit/new?limit=100")]
+    with FakeReddit(cassettes, token_status=401) as fake, pytest.raises(RedditApiError) as caught:
+        collect_links(store, listings=listings, credentials=CREDENTIALS, api_url=fake.url)
+    assert "401" in str(caught.value) and SECRET not in str(caught.value)
+    assert store.versions("links") == []

@@ -65,7 +65,8 @@ def links(
     listing: Annotated[
         list[str] | None,
         typer.Option(
-            help="Reddit API listing, e.g. r/askreddit/top/all (credentials from REDDIT_* env)"
+            help="Reddit API listing, e.g. r/askreddit/top/all, front/hot, "
+            "r/all/search?q=gpt&sort=top (credentials from REDDIT_* env)"
         ),
     ] = None,
     api_url: Annotated[
@@ -119,6 +120,8 @@ def links(
         console.print(f"[yellow]skipped[/] {line}")
     for line in result.stats.get("failed_files", []):
         console.print(f"[red]stopped early[/] {line}")
+    for line in result.stats.get("failed_listings", []):
+        console.print(f"[red]incomplete[/] {line}")
     _report(artifacts, result, "link collection")
 
 
