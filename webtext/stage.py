@@ -241,14 +241,15 @@ def run_stage(
     with store.write(
         stage.name, parameters, stage.code_version, all_parents, resumable=resumable
     ) as out:
-        work = StageWrite(out, Counts(count_names))
-        build(work)
-        if out.fs.exists(f"{out.tmp_dir}/{_MARKERS}"):  # part markers never publish
-            out.fs.rm(f"{out.tmp_dir}/{_MARKERS}", recursive=True)
-        out.stats["counts"] = work.counts.as_dict()
-        out.stats.update(work.stats)
-        ref = out.ref
-    return StageResult(ref, False, store.manifest(ref).stats)
+        if out.existing is None:  # else another run published it while this one waited
+            work = StageWrite(out, Counts(count_names))
+            build(work)
+            if out.fs.exists(f"{out.tmp_dir}/{_MARKERS}"):  # part markers never publish
+                out.fs.rm(f"{out.tmp_dir}/{_MARKERS}", recursive=True)
+            out.stats["counts"] = work.counts.as_dict()
+            out.stats.update(work.stats)
+    manifest = out.existing or store.manifest(out.ref)
+    return StageResult(out.ref, out.existing is not None, manifest.stats)
 
 
 def _as_stored(parameters: Mapping[str, Any]) -> Any:

@@ -5,11 +5,13 @@ Layout under the store root (a local folder or any fsspec URL)::
     <stage>/<version>/<data files...>
     <stage>/<version>/manifest.json   written last: a version exists iff its manifest does
     <stage>/latest                    the newest version's id, replaced atomically
+    <stage>/.lock-<version>           held by the one writer of that version (`VersionLock`)
 
 A version id is a short hash of (stage, parameters, code version, parent versions), so the
 same inputs give the same id and writing it again is a no-op. Data files are written under a
 temporary name and moved into place before the manifest appears, so a killed write never
-leaves a visible version; the next write of that id clears the leftovers.
+leaves a visible version; the next write of that id clears the leftovers. One writer at a
+time writes a version (`VersionLock`); a second one waits for it, then reuses its version.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +39,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 LATEST = "latest"
 _HASH_CHUNK = 1 << 20
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class StoreError(Exception):
@@ -56,6 +64,25 @@ class StageResult:
     ref: VersionRef
     reused: bool
     stats: dict[str, Any]
+
+
+def file_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a file of a version (None when it can): a relative path with
+    "/" between non-empty segments that stays inside the version's folder wherever the
+    version is copied: no "..", ".", hidden first segment, absolute path, backslash or drive
+    letter. Writers and manifest readers apply the same rule."""
+    if not isinstance(name, str) or not name:
+        return "not a non-empty string"
+    if name.startswith("/") or _DRIVE.match(name):
+        return "an absolute path"
+    if "\\" in name or "\0" in name:
+        return "a backslash or NUL in it"
+    segments = name.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        return "an empty, '.' or '..' segment"
+    if name.startswith(".") or name == MANIFEST:
+        return "a hidden or reserved name"
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,7 +127,7 @@ class Manifest:
     def from_json(cls, text: str, where: str) -> Manifest:
         try:
             raw = json.loads(text)
-            return cls(
+            manifest = cls(
                 stage=raw["stage"],
                 version=raw["version"],
                 parents=tuple(VersionRef(p["stage"], p["version"]) for p in raw["parents"]),
@@ -112,6 +139,10 @@ class Manifest:
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"corrupt manifest {where}: {exc!r}") from exc
+        for entry in manifest.files:  # a path must never lead a reader or a pull elsewhere
+            if problem := file_name_problem(entry.path):
+                raise StoreError(f"corrupt manifest {where}: file path {entry.path!r}: {problem}")
+        return manifest
 
 
 def version_id(
@@ -132,13 +163,205 @@ def version_id(
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class LockSettings:
+    """How the writers of one version exclude one another (`VersionLock`)."""
+
+    heartbeat_s: float = 10.0  # how often a holder refreshes its lock
+    stale_after_s: float = 120.0  # a lock not refreshed this long is a dead writer's
+    wait_s: float = 3600.0  # how long a second writer waits before giving up
+    poll_s: float = 1.0  # how often a waiting writer looks at the lock again
+    settle_s: float = 2.0  # after replacing a stale lock, re-read it this much later
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """Who holds a version's lock, as its lock file says."""
+
+    host: str
+    pid: int
+    token: str  # one per lock taken: tells apart two writers of one process
+    heartbeat: float  # time.time() of the holder's last refresh
+
+    def __str__(self) -> str:
+        return f"{self.host} pid {self.pid}"
+
+
+class VersionLock:
+    """The exclusive right to write one version: the file `<stage>/.lock-<version>`.
+
+    Created exclusively (`open(..., "xb")`: O_EXCL on a local filesystem, a conditional
+    put on object stores whose fsspec driver implements it), holding its owner (host, pid,
+    token) and a heartbeat that a thread refreshes while the writer runs. A second writer
+    waits for the lock (up to `wait_s`); it takes over a stale lock, one whose heartbeat is
+    older than `stale_after_s` or whose owner was a process of this host that is gone, by
+    replacing it with its own and reading it back `settle_s` later: of two writers taking
+    over at once, the one whose lock is still there holds it. A holder whose heartbeat finds
+    the lock is no longer its own (it was judged dead) publishes nothing.
+    """
+
+    def __init__(
+        self, fs: fsspec.AbstractFileSystem, path: str, ref: VersionRef, settings: LockSettings
+    ) -> None:
+        self._fs = fs
+        self.path = path
+        self.ref = ref
+        self.settings = settings
+        self.token = uuid.uuid4().hex
+        self.lost_to: LockOwner | None = None  # set by the heartbeat when taken over
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._unreadable_since: float | None = None
+
+    def __enter__(self) -> VersionLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Hold the lock, waiting for a live writer (bounded) or taking over a dead one's."""
+        deadline = time.monotonic() + self.settings.wait_s
+        waiting = False
+        while not self._create():
+            owner = self._read()
+            if owner is None:  # released meanwhile: try again at once
+                continue
+            if why := self._stale(owner):
+                log.warning("%s: taking over the lock of %s (%s)", self.ref, owner, why)
+                if self._take_over():
+                    break
+                continue
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"{self.ref} is being written by {owner} (heartbeat "
+                    f"{time.time() - owner.heartbeat:.0f} s ago); gave up after waiting "
+                    f"{self.settings.wait_s:.0f} s: run again when it has finished"
+                )
+            if not waiting:
+                log.warning(
+                    "%s is being written by %s; waiting up to %.0f s for it to finish",
+                    self.ref,
+                    owner,
+                    self.settings.wait_s,
+                )
+                waiting = True
+            time.sleep(self.settings.poll_s)
+        self._heartbeat = threading.Thread(target=self._beat, name=f"lock {self.ref}", daemon=True)
+        self._heartbeat.start()
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock, if it is still this writer's."""
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        owner = self._read()
+        if owner is not None and owner.token == self.token:
+            self._fs.rm(self.path)
+
+    def check_held(self) -> None:
+        """Raise unless this writer still holds the lock: call before publishing."""
+        if not self._still_held():
+            raise StoreError(
+                f"{self.ref}: this writer lost its lock (judged dead) to {self.lost_to}; "
+                "not published, its files are left to that writer"
+            )
+
+    def _still_held(self) -> bool:
+        owner = self._read()
+        if owner is None or owner.token != self.token:
+            self.lost_to = owner or LockOwner("nobody (the lock was removed)", 0, "", 0.0)
+        return self.lost_to is None
+
+    def _owner(self) -> bytes:
+        owner = LockOwner(socket.gethostname(), os.getpid(), self.token, time.time())
+        return json.dumps(vars(owner)).encode()
+
+    def _create(self) -> bool:
+        try:
+            with self._fs.open(self.path, "xb") as handle:
+                handle.write(self._owner())
+            return True
+        except FileExistsError:
+            return False
+
+    def _read(self) -> LockOwner | None:
+        """The lock's owner; None when there is no lock. A lock being created reads as
+        empty: it counts as live until it has stayed unreadable for `stale_after_s`."""
+        try:
+            raw = self._fs.cat_file(self.path)
+        except FileNotFoundError:
+            return None
+        try:
+            owner = LockOwner(**json.loads(raw))
+            self._unreadable_since = None
+            return owner
+        except (ValueError, TypeError):
+            if self._unreadable_since is None:
+                self._unreadable_since = time.time()
+            return LockOwner("unknown host", 0, "", self._unreadable_since)
+
+    def _stale(self, owner: LockOwner) -> str | None:
+        """Why `owner` is dead, or None while it may be alive."""
+        age = time.time() - owner.heartbeat
+        if age > self.settings.stale_after_s:
+            return f"no heartbeat for {age:.0f} s"
+        if owner.host == socket.gethostname() and owner.pid and not _process_alive(owner.pid):
+            return f"process {owner.pid} is gone"
+        return None
+
+    def _take_over(self) -> bool:
+        _atomic_put(self._fs, self.path, self._owner())
+        time.sleep(self.settings.settle_s)  # another taker may have replaced it meanwhile
+        owner = self._read()
+        return owner is not None and owner.token == self.token
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            try:
+                if not self._still_held():
+                    log.error("%s: lost its lock to %s; will not publish", self.ref, self.lost_to)
+                    return
+                _atomic_put(self._fs, self.path, self._owner())
+            except OSError as exc:  # a storage hiccup: the next beat tries again
+                log.warning("%s: could not refresh the lock: %r", self.ref, exc)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _atomic_put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Replace `path` whole: a local rename is atomic, and so is a single put on object
+    stores."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    fs.pipe_file(tmp, data)
+    fs.mv(tmp, path)
+
+
 class VersionWriter:
     """Collects a version's files in a temporary folder; `Store.write` publishes them."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, tmp_dir: str, ref: VersionRef) -> None:
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        tmp_dir: str,
+        ref: VersionRef,
+        existing: Manifest | None = None,
+    ) -> None:
         self._fs = fs
         self.tmp_dir = tmp_dir
         self.ref = ref
+        # The version, when another writer had published it by the time this one held its
+        # lock: nothing is to be written (what is written is discarded).
+        self.existing = existing
         self._rows: dict[str, int | None] = {}
         self.stats: dict[str, Any] = {}
 
@@ -178,17 +401,18 @@ class VersionWriter:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not name or name.startswith(("/", ".")) or ".." in name.split("/") or name == MANIFEST:
-            raise ValueError(f"invalid file name in a version: {name!r}")
+        if problem := file_name_problem(name):
+            raise ValueError(f"invalid file name in a version: {name!r}: {problem}")
 
 
 class Store:
     """Immutable, content-addressed stage outputs on any fsspec filesystem."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, locking: LockSettings = LockSettings()) -> None:
         self.root_url = root
         self.fs, path = url_to_fs(root)
         self.root = path.rstrip("/") or "/"
+        self.locking = locking
 
     def __repr__(self) -> str:
         return f"Store({self.root_url!r})"
@@ -274,30 +498,39 @@ class Store:
     ) -> Iterator[VersionWriter]:
         """Write a new version; the files appear, with their manifest, only on success.
 
-        Callers should check `exists(ref)` first to skip the work of an existing version;
-        should two writers race, the first to publish wins and the second is discarded.
-        `resumable` keeps the files of a failed or killed write in a staging folder named
-        by the version id, where the next write of that version finds them
-        (`VersionWriter.exists`) and can skip the work they hold.
+        One writer at a time writes a version: this one first holds its lock
+        (`VersionLock`), waiting for another live writer of it. When the version exists by
+        then, `writer.existing` is its manifest and nothing is published (callers should
+        check it, or `exists(ref)` first, to skip the work). `resumable` keeps the files of
+        a failed or killed write in a staging folder named by the version id, where the
+        next write of that version finds them (`VersionWriter.exists`) and can skip the
+        work they hold; otherwise the temporary folders a killed writer of this version
+        left are removed.
         """
         ref = self.ref_for(stage, parameters, code_version, parents)
         stage_dir = f"{self.root}/{stage}"
-        if resumable:
-            tmp_dir = f"{stage_dir}/.staging-{ref.version}"
-        else:
-            tmp_dir = f"{stage_dir}/.tmp-{ref.version}-{uuid.uuid4().hex[:8]}"
-        self.fs.makedirs(tmp_dir, exist_ok=True)
-        writer = VersionWriter(self.fs, tmp_dir, ref)
-        published = False
-        try:
-            yield writer
-            if not self.exists(ref):
-                self._publish(ref, writer, dict(parameters), code_version, parents)
-            published = True
-        finally:
-            if (published or not resumable) and self.fs.exists(tmp_dir):
-                self.fs.rm(tmp_dir, recursive=True)
-        self._set_latest(ref)
+        self.fs.makedirs(stage_dir, exist_ok=True)
+        with VersionLock(self.fs, f"{stage_dir}/.lock-{ref.version}", ref, self.locking) as lock:
+            existing = self.manifest(ref) if self.exists(ref) else None
+            if resumable:
+                tmp_dir = f"{stage_dir}/.staging-{ref.version}"
+            else:  # holding the lock, no other writer of this version uses these
+                for abandoned in self.fs.glob(f"{stage_dir}/.tmp-{ref.version}-*"):
+                    self.fs.rm(abandoned, recursive=True)
+                tmp_dir = f"{stage_dir}/.tmp-{ref.version}-{uuid.uuid4().hex[:8]}"
+            self.fs.makedirs(tmp_dir, exist_ok=True)
+            writer = VersionWriter(self.fs, tmp_dir, ref, existing)
+            published = False
+            try:
+                yield writer
+                if existing is None:
+                    lock.check_held()
+                    self._publish(ref, writer, dict(parameters), code_version, parents)
+                published = True
+            finally:
+                if (published or not resumable) and self.fs.exists(tmp_dir):
+                    self.fs.rm(tmp_dir, recursive=True)
+            self._set_latest(ref)
 
     def _publish(
         self,
@@ -331,16 +564,10 @@ class Store:
             files=tuple(files),
             stats=writer.stats,
         )
-        self._atomic_put(f"{final_dir}/{MANIFEST}", manifest.to_json().encode())
+        _atomic_put(self.fs, f"{final_dir}/{MANIFEST}", manifest.to_json().encode())
 
     def _set_latest(self, ref: VersionRef) -> None:
-        self._atomic_put(f"{self.root}/{ref.stage}/{LATEST}", f"{ref.version}\n".encode())
-
-    def _atomic_put(self, path: str, data: bytes) -> None:
-        # A local rename replaces the target atomically; object stores make a single put atomic.
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        self.fs.pipe_file(tmp, data)
-        self.fs.mv(tmp, path)
+        _atomic_put(self.fs, f"{self.root}/{ref.stage}/{LATEST}", f"{ref.version}\n".encode())
 
     def _sha256(self, path: str) -> str:
         digest = hashlib.sha256()
@@ -358,7 +585,7 @@ class Store:
         folder = target.version_dir(ref)
         for entry in manifest.files:
             self.copy_file(ref, entry, target.fs, f"{folder}/{entry.path}")
-        target._atomic_put(f"{folder}/{MANIFEST}", manifest.to_json().encode())
+        _atomic_put(target.fs, f"{folder}/{MANIFEST}", manifest.to_json().encode())
         return target.url(ref)
 
     def copy_file(
