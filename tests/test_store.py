@@ -184,3 +184,110 @@ def test_a_resumable_write_keeps_finished_files_for_the_next_try(store: Store) -
         ref = out.ref
     assert {f.path for f in store.manifest(ref).files} == {"part-0.txt", "part-1.txt"}
     assert not any(".staging-" in p for p in store.fs.ls(f"{store.root}/fetches", detail=False))
+
+
+def forge_path(store: Store, ref: VersionRef, path: str) -> None:
+    """Rewrite a version's manifest so that its first file is named `path`."""
+    where = f"{store.version_dir(ref)}/manifest.json"
+    raw = json.loads(store.fs.cat_file(where))
+    raw["files"][0]["path"] = path
+    store.fs.pipe_file(where, json.dumps(raw).encode())
+
+
+BAD_PATHS = [
+    "../../../ESCAPED.txt",
+    "../" * 11 + "ESCAPED.txt",
+    "data/../../ESCAPED.txt",
+    "/tmp/ESCAPED.txt",
+    "data\\..\\..\\ESCAPED.txt",
+    "C:/ESCAPED.txt",
+    "c:ESCAPED.txt",
+    "data//part-0.txt",
+    "data/./part-0.txt",
+    "data/part-0.txt/",
+    "",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_PATHS)
+def test_a_manifest_naming_a_path_out_of_its_version_is_corrupt(store: Store, bad: str) -> None:
+    """Issue 14: `pull` wrote where a manifest said, `../../../ESCAPED.txt` outside DEST."""
+    ref = write_demo(store)
+    forge_path(store, ref, bad)
+    where = f"{store.version_dir(ref)}/manifest.json"
+    with pytest.raises(StoreError, match=rf"corrupt manifest {where}: file path"):
+        store.manifest(ref)
+    assert store.versions("links") == []  # a corrupt version is no version
+
+
+def test_a_pull_never_writes_outside_dest(tmp_path: Path) -> None:
+    """Issue 14: with a memory store standing in for S3, 11 `..` wrote into a local folder
+    outside DEST. DEST lies deep enough here that an escape lands inside tmp_path."""
+    store = Store(f"memory://webtext-{uuid.uuid4().hex}")
+    ref = write_demo(store)
+    escape = "../" * 11 + "ESCAPED.txt"
+    payload = b"written outside DEST\n"
+    store.fs.pipe_file(f"{store.version_dir(ref)}/{escape}", payload)  # what a pull would copy
+    forge_path(store, ref, escape)
+    where = f"{store.version_dir(ref)}/manifest.json"
+    raw = json.loads(store.fs.cat_file(where))
+    raw["files"][0].update(size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+    store.fs.pipe_file(where, json.dumps(raw).encode())
+    dest = tmp_path.joinpath(*"abcdefghijklm") / "dest"
+    with pytest.raises(StoreError, match="corrupt manifest"):
+        store.pull(ref, str(dest))
+    assert list(tmp_path.rglob("ESCAPED.txt")) == []
+    assert not dest.exists()
+
+
+def test_a_pull_into_the_store_itself_is_refused_and_loses_nothing(tmp_path: Path) -> None:
+    """Issue 14: pulling into the store opened the source for writing (it became 0 bytes)."""
+    store = Store(str(tmp_path / "store"))
+    ref = write_demo(store)
+    for dest in (store.root, f"{store.root}/links", f"{store.root}/links/{ref.version}"):
+        with pytest.raises(StoreError, match=f"cannot pull into {dest}: .*the store"):
+            store.pull(ref, dest)
+    store.verify(ref)
+    # A store folder named like the stage: DEST its parent would put the copy on the source.
+    named_links = Store(str(tmp_path / "links"))
+    ref = write_demo(named_links)
+    with pytest.raises(StoreError, match=f"cannot pull into {tmp_path}: .*the store"):
+        named_links.pull(ref, str(tmp_path))
+    named_links.verify(ref)
+
+
+def test_a_pull_replaces_what_dest_held_of_the_version(store: Store, tmp_path: Path) -> None:
+    """Issue 14: a pull into a DEST holding the version kept a stale extra file beside the
+    verified ones. The copy is made beside it and renamed into place, whole."""
+    ref = write_demo(store)
+    dest = tmp_path / "pulled"
+    store.pull(ref, str(dest))
+    folder = dest / "links" / ref.version
+    (folder / "data" / "part-99999.parquet").write_bytes(b"stale")
+    (folder / "data" / "part-0.txt").write_bytes(b"changed\n")
+    url = store.pull(ref, str(dest))
+    assert url.endswith(f"links/{ref.version}")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert files == ["data/part-0.txt", "manifest.json"]
+    Store(str(dest)).verify(ref)
+    assert sorted(p.name for p in (dest / "links").iterdir()) == [ref.version]  # no temp
+
+
+def test_a_pull_into_a_file_is_one_clear_error(store: Store, tmp_path: Path, capsys) -> None:
+    ref = write_demo(store)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    for dest in (a_file, a_file / "below"):
+        with pytest.raises(StoreError, match=f"cannot pull into {dest}: .* is a file"):
+            store.pull(ref, str(dest))
+    assert a_file.read_text() == "mine"
+    from webtext_app import cli
+
+    argv = ["webtext", "pull", ref.version, str(a_file), "--stage", "links"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", [*argv, "--store", store.root_url])
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a file" in err, err

@@ -9,7 +9,6 @@ decontamination want the whole dataset as of that version, which this defines, a
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from webtext.store import FileEntry, Manifest, Store, StoreError, VersionRef
+from webtext.store import FileEntry, Manifest, Store, StoreError, VersionRef, replace_folder
 
 STAGE = "webtext"
 _BATCH = 1_024
@@ -165,7 +164,7 @@ def pull_dataset(
             "files": files,
         }
         fs.pipe_file(f"{tmp}/{PULL_MARKER}", (json.dumps(summary, indent=2) + "\n").encode())
-        _move_into_place(fs, tmp, path, parent, name)
+        replace_folder(fs, tmp, path)
     except BaseException:
         if fs.exists(tmp):
             fs.rm(tmp, recursive=True)
@@ -188,14 +187,8 @@ def _file_record(
 
 
 def _check_destination(store: Store, fs: Any, path: str, dest: str) -> None:
-    if fs.isfile(path):
-        raise StoreError(f"cannot pull into {dest}: it is a file, not a folder")
-    if _same_filesystem(store.fs, fs):
-        here, root = _real(fs, path), _real(store.fs, store.root)
-        if _within(here, root):
-            raise StoreError(f"cannot pull into {dest}: it is inside the store {store.root_url}")
-        if _within(root, here):
-            raise StoreError(f"cannot pull into {dest}: the store {store.root_url} is inside it")
+    if problem := store.unfit_destination(fs, path):
+        raise StoreError(f"cannot pull into {dest}: {problem}")
     if not fs.isdir(path):
         return
     entries = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
@@ -214,35 +207,3 @@ def _is_pull(fs: Any, marker: str) -> bool:
         return json.loads(fs.cat_file(marker)).get("dataset") == STAGE
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _same_filesystem(a: Any, b: Any) -> bool:
-    protocols = [p.protocol if isinstance(p.protocol, tuple) else (p.protocol,) for p in (a, b)]
-    return bool(set(protocols[0]) & set(protocols[1]))
-
-
-def _real(fs: Any, path: str) -> str:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return os.path.realpath(path) if "file" in protocols else path.rstrip("/")
-
-
-def _within(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _move_into_place(fs: Any, tmp: str, path: str, parent: str, name: str) -> None:
-    """Rename the finished copy to `path`; a previous pull there is moved aside first,
-    put back if the rename fails, and deleted once the new copy is in place."""
-    if fs.isdir(path) and not fs.ls(path, detail=False):
-        fs.rmdir(path)  # an empty folder: moving onto it would move the copy inside it
-    if not fs.exists(path):
-        fs.mv(tmp, path, recursive=True)
-        return
-    old = f"{parent}/.{name}.old-{uuid.uuid4().hex[:8]}"
-    fs.mv(path, old, recursive=True)
-    try:
-        fs.mv(tmp, path, recursive=True)
-    except BaseException:
-        fs.mv(old, path, recursive=True)
-        raise
-    fs.rm(old, recursive=True)

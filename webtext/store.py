@@ -578,15 +578,42 @@ class Store:
 
     def pull(self, ref: VersionRef, dest: str) -> str:
         """Copy a version to `dest/<stage>/<version>` (any fsspec URL), checking every
-        file's sha256 on the way; the copy gets its manifest only if all of them match.
-        """
+        file's sha256 on the way. The copy is made beside that folder and renamed into
+        place whole, replacing what it held; never into a file, nor this store."""
         manifest = self.manifest(ref)
         target = Store(dest)
         folder = target.version_dir(ref)
-        for entry in manifest.files:
-            self.copy_file(ref, entry, target.fs, f"{folder}/{entry.path}")
-        _atomic_put(target.fs, f"{folder}/{MANIFEST}", manifest.to_json().encode())
+        if problem := self.unfit_destination(target.fs, folder):
+            raise StoreError(f"cannot pull into {dest}: {problem}")
+        tmp = f"{target.root}/{ref.stage}/.{ref.version}.pull-{uuid.uuid4().hex[:8]}"
+        try:
+            for entry in manifest.files:
+                self.copy_file(ref, entry, target.fs, f"{tmp}/{entry.path}")
+            target.fs.pipe_file(f"{tmp}/{MANIFEST}", manifest.to_json().encode())
+            replace_folder(target.fs, tmp, folder)
+        except BaseException:
+            if target.fs.exists(tmp):
+                target.fs.rm(tmp, recursive=True)
+            raise
         return target.url(ref)
+
+    def unfit_destination(self, fs: fsspec.AbstractFileSystem, path: str) -> str | None:
+        """Why a copy out of this store cannot be written to the folder `path` on `fs`
+        (None when it can): a file is in the way, or the folder is this store, lies inside
+        it, or holds it."""
+        probe = path
+        while not fs.exists(probe) and fs._parent(probe) not in ("", probe):
+            probe = fs._parent(probe)
+        if fs.isfile(probe):
+            return f"{probe} is a file, not a folder"
+        if not _same_filesystem(self.fs, fs):
+            return None
+        here, root = _real_path(fs, path), _real_path(self.fs, self.root)
+        if _within(here, root):
+            return f"{path} is inside the store {self.root_url}"
+        if _within(root, here):
+            return f"the store {self.root_url} is inside {path}"
+        return None
 
     def copy_file(
         self, ref: VersionRef, entry: FileEntry, fs: fsspec.AbstractFileSystem, path: str
@@ -614,6 +641,38 @@ class Store:
                 raise StoreError(f"{ref}: file {entry.path} is missing")
             if self.fs.size(path) != entry.size or self._sha256(path) != entry.sha256:
                 raise StoreError(f"{ref}: file {entry.path} does not match its manifest")
+
+
+def replace_folder(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
+    """Rename the finished folder `tmp` to `path`; what `path` held is moved aside first,
+    put back if the rename fails, and deleted once the new folder is in place."""
+    if fs.isdir(path) and not fs.ls(path, detail=False):
+        fs.rmdir(path)  # an empty folder: moving onto it would move `tmp` inside it
+    if not fs.exists(path):
+        fs.mv(tmp, path, recursive=True)
+        return
+    old = f"{fs._parent(path)}/.{path.rstrip('/').rsplit('/', 1)[-1]}.old-{uuid.uuid4().hex[:8]}"
+    fs.mv(path, old, recursive=True)
+    try:
+        fs.mv(tmp, path, recursive=True)
+    except BaseException:
+        fs.mv(old, path, recursive=True)
+        raise
+    fs.rm(old, recursive=True)
+
+
+def _same_filesystem(a: fsspec.AbstractFileSystem, b: fsspec.AbstractFileSystem) -> bool:
+    protocols = [p.protocol if isinstance(p.protocol, tuple) else (p.protocol,) for p in (a, b)]
+    return bool(set(protocols[0]) & set(protocols[1]))
+
+
+def _real_path(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return os.path.realpath(path) if "file" in protocols else path.rstrip("/")
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def input_fingerprint(path: str) -> dict[str, Any]:
