@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from webtext.markdown import markdown_table  # noqa: F401  (the table's layout, re-exported)
+
 # Columns of Table 3, in its order: (our task, its metric keys in our results by preference,
 # header). The paper's LAMBADA accuracy is the stop-word-filtered one, when we have it.
 COLUMNS = (
@@ -48,12 +50,3 @@ def paper_table(results: dict[str, dict[str, Any]], name: str) -> list[dict[str,
             value = 100 * value
         ours[header] = None if value is None else round(value, 4)
     return [*rows, ours]
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    headers = list(rows[0])
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        cells = ("–" if row[h] is None else str(row[h]) for h in headers)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -35,7 +35,14 @@ from flows.fetch import fetch_pages_flow
 from flows.links import collect_links_flow
 from flows.tokenize import tokenize_flow
 from flows.train import train_gpt2_flow
-from training.launch import STAGE, check_device, model_ref, training_parameters
+from training.launch import (
+    STAGE,
+    check_device,
+    fine_tuning,
+    model_inputs,
+    model_ref,
+    training_parameters,
+)
 from training.settings import TrainSettings
 from webtext.config import open_store
 from webtext.stage import find_version
@@ -267,14 +274,16 @@ def _train(
         deployed = client.read_deployment_by_name(deployment).parameters
     # What the run will get: the flow's defaults, the deployment's parameters, ours over them.
     run_parameters = {**_flow_defaults(train_gpt2_flow), **deployed, **parameters}
-    settings = TrainSettings.from_mapping(run_parameters)
+    settings = fine_tuning(store, tokens, TrainSettings.from_mapping(run_parameters))
+    parameters["init_from"] = settings.init_from  # resolved: "latest" could move meanwhile
+    inputs = model_inputs(store, tokens, settings)
     model_parameters = training_parameters(
         settings,
         run_parameters["extra_args"],
         run_parameters["nodes"],
         run_parameters["gpus_per_node"],
     )
-    done = find_version(store, STAGE, (tokens,), model_parameters)
+    done = find_version(store, STAGE, inputs, model_parameters)
     if done is not None:  # trained already: no GPU job at all
         logger.info("%s already trained on %s: nothing to do", done.ref, tokens)
         return done.ref
@@ -294,9 +303,9 @@ def _train(
         state = run.state.name if run.state else "no state"
         message = run.state.message if run.state else ""
         raise RuntimeError(f"{deployment} run {run.name} ended {state}: {message}")
-    done = find_version(store, STAGE, (tokens,), model_parameters)
+    done = find_version(store, STAGE, inputs, model_parameters)
     if done is None:
-        expected = model_ref(store, tokens, model_parameters)
+        expected = model_ref(store, inputs, model_parameters)
         raise RuntimeError(f"{deployment} run {run.name} completed without publishing {expected}")
     return done.ref
 

@@ -23,18 +23,23 @@ def tokenize_task(
 def tokenize_flow(
     webtext_version: str = "latest",
     gpt2_bpe_dir: str | None = None,
+    tokenizer: str | None = None,
     vocab_size: int = 50_257,
     val_fraction: float = 0.005,
+    prefix_template: str | None = None,
     store_url: str | None = None,
 ) -> VersionRef:
     """Encode a published dataset: with GPT-2's vocabulary when `gpt2_bpe_dir` holds its
-    encoder.json and vocab.bpe, else with a BPE of `vocab_size` trained on the dataset."""
+    encoder.json and vocab.bpe, with the `tokenizer` version given, else with a BPE of
+    `vocab_size` trained on the dataset. `prefix_template` puts conditioning text made
+    from each document's Parquet columns before it ("Rating: {rating}.\n")."""
     store = open_store(store_url)
     webtext = store.resolve("webtext", webtext_version)
     options = TokenizeOptions(
         gpt2_bpe_dir=gpt2_bpe_dir,
+        tokenizer=tokenizer,
         vocab_size=vocab_size,
-        shards=ShardSettings(val_fraction=val_fraction),
+        shards=ShardSettings(val_fraction=val_fraction, prefix_template=prefix_template),
     )
     tokenizer, tokens = tokenize_task(store, webtext, options)
     publish_version(store, tokenizer.ref, tokenizer.stats["counts"], tokenizer.reused, "Vocabulary")

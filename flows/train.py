@@ -216,6 +216,7 @@ def train_gpt2_flow(
     compile: bool = False,
     dtype: str | None = None,
     seed: int = 1337,
+    init_from: str | None = None,
     # The launch.
     nodes: int = 1,
     gpus_per_node: int = 1,
@@ -230,6 +231,8 @@ def train_gpt2_flow(
     in `<runs_dir>/<model>-<model version>` (runs_dir: the parameter, else `$WEBTEXT_RUNS`,
     else ./runs) and publish it as a `model` version. The settings are `training.train`'s
     flags (`python -m training.train --help`); `extra_args`: more flags, passed last.
+    `init_from`: a model version to fine-tune (its weights, with a fresh optimizer) on
+    tokens encoded with its vocabulary; the new version names it as a parent.
     A model larger than `tiny` on CPU (gpus_per_node=0, or no CUDA device on the worker)
     is refused at once unless `allow_cpu`."""
     settings = TrainSettings.from_mapping(locals())  # the parameters named as its fields

@@ -56,7 +56,7 @@ def make_model(store: Store, run: Path) -> tuple[VersionRef, VersionRef, Version
     torch.save(state, run / "ckpt-00000001.pt")
     (run / METRICS).write_text('{"step": 1, "loss": 6.0}\n')
     parameters = training_parameters(TrainSettings(model="tiny", max_steps=1))
-    return webtext, tokenizer, publish_model(store, tokens, parameters, run).ref
+    return webtext, tokenizer, publish_model(store, (tokens,), parameters, run).ref
 
 
 @pytest.fixture

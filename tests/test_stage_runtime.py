@@ -227,8 +227,10 @@ def _stage_defaults():
             tokenize_flow,
             {
                 "gpt2_bpe_dir": tokenize.gpt2_bpe_dir,
+                "tokenizer": tokenize.tokenizer,
                 "vocab_size": tokenize.vocab_size,
                 "val_fraction": tokenize.shards.val_fraction,
+                "prefix_template": tokenize.shards.prefix_template,
             },
         ),
         (

@@ -16,14 +16,27 @@ FIRST_SEEN = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
 
 
 def webtext_version(
-    store: Store, texts: list[str], parts: int = 1, parents: tuple[VersionRef, ...] = ()
+    store: Store,
+    texts: list[str],
+    parts: int = 1,
+    parents: tuple[VersionRef, ...] = (),
+    columns: dict[str, list] | None = None,
 ) -> VersionRef:
-    """A `webtext` version of `texts` (doc ids d0000...) in `parts` data files."""
+    """A `webtext` version of `texts` (doc ids d0000...) in `parts` data files, with more
+    `columns` (name -> a value per text) when given."""
+    extra = columns or {}
     rows = [
-        {"doc_id": f"d{i:04d}", "text": text, "first_seen": FIRST_SEEN}
+        {
+            "doc_id": f"d{i:04d}",
+            "text": text,
+            "first_seen": FIRST_SEEN,
+            **{name: values[i] for name, values in extra.items()},
+        }
         for i, text in enumerate(texts)
     ]
     parameters = {"texts": texts[:1], "count": len(texts), "parts": parts}
+    if extra:
+        parameters["columns"] = extra
     with store.write("webtext", parameters, "test", parents) as out:
         for part in range(parts):
             put_table(out, f"data/part-{part:05d}.parquet", pa.Table.from_pylist(rows[part::parts]))

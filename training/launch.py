@@ -13,10 +13,11 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from training.model import CHECKPOINT
 from training.settings import TrainSettings, trainer_args
 from webtext.stage import Stage, StageWrite, find_version, run_stage
 from webtext.store import StageResult, Store, VersionRef
@@ -26,6 +27,7 @@ STAGE = Stage("model", __name__)
 RUNS_ENV = "WEBTEXT_RUNS"  # where training runs' folders go (default ./runs)
 METRICS = "metrics.jsonl"
 LOSS_PNG = "loss.png"
+CARD = "README.md"  # the model card, Hugging Face's name for it
 TAIL_LINES = 20  # of the trainer's output, in the error of a failed run
 
 
@@ -39,6 +41,7 @@ def torchrun_command(
     rdzv_endpoint: str | None = None,
     rdzv_id: str = "webtext-train",
     extra_args: Sequence[str] = (),
+    init_checkpoint: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The command that trains with `settings` on one node; with `nodes` > 1 every node runs it.
@@ -46,6 +49,7 @@ def torchrun_command(
     `gpus_per_node=0` is one CPU process without torchrun. One node uses torchrun's
     `--standalone` rendezvous; several nodes meet at `rdzv_endpoint` (host:port of the
     c10d store, e.g. pod 0 of the Indexed Job) under `rdzv_id`. `extra_args` go last.
+    `init_checkpoint`: the file `settings.init_from` names on this machine (fine-tuning).
     """
     if nodes < 1 or gpus_per_node < 0:
         raise ValueError(f"need nodes >= 1 and gpus_per_node >= 0, got {nodes}, {gpus_per_node}")
@@ -67,6 +71,8 @@ def torchrun_command(
 
     args = ["--tokens", tokens_dir, "--out", out_dir]
     args += ["--device", "cuda" if gpus_per_node else "cpu"]
+    if init_checkpoint:
+        args += ["--init-checkpoint", init_checkpoint]
     # Settings left at their defaults are the trainer's defaults: the same dataclass.
     return [*launcher, *args, *trainer_args(settings), *extra_args]
 
@@ -242,9 +248,51 @@ def training_parameters(
     }
 
 
-def model_ref(store: Store, tokens: VersionRef, parameters: Mapping[str, Any]) -> VersionRef:
-    """The `model` version training these parameters on `tokens` makes (or made)."""
-    return store.ref_for(STAGE.name, parameters, STAGE.code_version, (tokens,))
+def model_ref(
+    store: Store, inputs: tuple[VersionRef, ...], parameters: Mapping[str, Any]
+) -> VersionRef:
+    """The `model` version training these parameters on `inputs` (`model_inputs`) makes."""
+    return store.ref_for(STAGE.name, parameters, STAGE.code_version, inputs)
+
+
+def model_inputs(
+    store: Store, tokens: VersionRef, settings: TrainSettings
+) -> tuple[VersionRef, ...]:
+    """A model version's parents: its tokens, then the model it was fine-tuned from."""
+    if settings.init_from is None:
+        return (tokens,)
+    return (tokens, store.resolve(STAGE.name, settings.init_from))
+
+
+def fine_tuning(store: Store, tokens: VersionRef, settings: TrainSettings) -> TrainSettings:
+    """`settings` with `init_from` resolved to a version id ("latest" would change meaning),
+    checked to be a model of the same size trained with the vocabulary `tokens` use."""
+    if settings.init_from is None:
+        return settings
+    from training.tokenizer_stage import tokenizer_version
+
+    init = store.resolve(STAGE.name, settings.init_from)
+    size = store.manifest(init).parameters.get("model")
+    if size != settings.model:
+        raise ValueError(
+            f"init_from {init} is GPT-2 {size}; the settings say {settings.model}: pass "
+            f"model={size} (--model {size})"
+        )
+    theirs, ours = tokenizer_version(store, init), tokenizer_version(store, tokens)
+    if _vocabulary(store, theirs) != _vocabulary(store, ours):
+        hint = f"; encode the data with it (--tokenizer {theirs.version})" if theirs else ""
+        raise ValueError(
+            f"{tokens} was encoded with {ours}, but {init} was trained with {theirs}: "
+            f"another vocabulary{hint}"
+        )
+    return replace(settings, init_from=init.version)
+
+
+def _vocabulary(store: Store, tokenizer: VersionRef | None) -> dict[str, str] | None:
+    """A tokenizer version's files by sha256: equal for the same vocabulary, whatever made it."""
+    if tokenizer is None:
+        return None
+    return {entry.path: entry.sha256 for entry in store.manifest(tokenizer).files}
 
 
 def run_dir(runs_dir: str | Path | None, model: str, ref: VersionRef) -> Path:
@@ -280,14 +328,20 @@ def train_model(
     the same command (the Indexed Job of docker/k8s/multinode-job.yaml) and `runs_dir` must
     be a filesystem every node shares, so this process sees what rank 0 writes.
     """
+    settings = fine_tuning(store, tokens, settings)
+    inputs = model_inputs(store, tokens, settings)
     parameters = training_parameters(settings, extra_args, nodes, gpus_per_node)
-    done = find_version(store, STAGE, (tokens,), parameters)
+    done = find_version(store, STAGE, inputs, parameters)
     if done is not None:  # trained already: no run at all
         return StageResult(done.ref, True, done.stats)
     check_device(settings.model, gpus_per_node, allow_cpu=allow_cpu)
-    ref = model_ref(store, tokens, parameters)
+    ref = model_ref(store, inputs, parameters)
     out_dir = run_dir(runs_dir, settings.model, ref)
-    tokens_dir = local_version(store, tokens, out_dir.parent / "tokens-cache")
+    cache = out_dir.parent / "versions-cache"
+    tokens_dir = local_version(store, tokens, cache)
+    init_checkpoint = (
+        f"{local_version(store, inputs[1], cache)}/{CHECKPOINT}" if len(inputs) > 1 else None
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     command = torchrun_command(
         settings,
@@ -298,6 +352,7 @@ def train_model(
         rdzv_endpoint=rdzv_endpoint,
         rdzv_id=f"train-{ref.version}",
         extra_args=extra_args,
+        init_checkpoint=init_checkpoint,
     )
     on_line(f"training {settings.model} on {tokens} in {out_dir}: {' '.join(command)}")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -325,25 +380,30 @@ def train_model(
         )
     if any("loss" in record for record in metrics):
         plot_loss(metrics, out_dir / LOSS_PNG)
-    return publish_model(store, tokens, parameters, out_dir, metrics)
+    return publish_model(store, inputs, parameters, out_dir, metrics)
 
 
 def publish_model(
     store: Store,
-    tokens: VersionRef,
+    inputs: tuple[VersionRef, ...],
     parameters: Mapping[str, Any],
     out_dir: Path,
     metrics: Sequence[Mapping[str, Any]] | None = None,
 ) -> StageResult:
     """A finished run's folder to a `model` version: the last checkpoint's weights (no
-    optimizer state), its metrics and loss plot, and a Hugging Face export in `hf/`.
-    `metrics`: the run's metrics.jsonl as read (`read_metrics`), read here when not given."""
+    optimizer state), its metrics and loss plot, a Hugging Face export in `hf/`, and the
+    model card (README.md, also in `hf/`). `inputs`: the tokens, then the model fine-tuned
+    from (`model_inputs`). `metrics`: the run's metrics.jsonl as read (`read_metrics`),
+    read here when not given."""
     import tempfile
 
     import torch
 
-    from training.model import CHECKPOINT, GPT, GPTConfig, export_hf
+    from training.model import GPT, GPTConfig, export_hf
+    from training.model_card import card_facts, model_card
     from training.train import checkpoints, load_checkpoint
+
+    tokens = inputs[0]
 
     if metrics is None:
         metrics = read_metrics(out_dir / METRICS)
@@ -376,8 +436,15 @@ def publish_model(
         for key, value in final_metrics(metrics).items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 work.counts.add(key, value)
+        work.counts.add("parameters", model.num_params())
+        work.stats["config"] = state["config"]
+        card = model_card(
+            card_facts(store, work.ref, parameters, inputs, work.counts.as_dict(), state["config"])
+        ).encode()
+        out.put(CARD, card)
+        out.put(f"hf/{CARD}", card)
 
-    return run_stage(store, STAGE, (tokens,), parameters, build)
+    return run_stage(store, STAGE, inputs, parameters, build)
 
 
 # Our tokenizer versions' files under the names Hugging Face's GPT-2 tokenizers load.

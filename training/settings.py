@@ -53,6 +53,11 @@ class TrainSettings:
     compile: bool = setting(False, "torch.compile the model")
     dtype: str | None = setting(None, "default: bf16 on CUDA, else fp32", choices=("bf16", "fp32"))
     seed: int = setting(1337, "seed of the weights, batches and dropout")
+    init_from: str | None = setting(
+        None,
+        "model version to fine-tune: its weights, size and tokenizer (the tokens must use "
+        "the same vocabulary); the optimizer and schedule start afresh",
+    )
 
     def __post_init__(self) -> None:
         if self.model not in CONFIGS:

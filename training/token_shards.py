@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import string
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from training.bpe import Encoder
+from training.tokenizer_stage import STAGE as TOKENIZER_STAGE
 from training.tokenizer_stage import gpt2_tokenizer_version, load_encoder, train_tokenizer_version
 from webtext.dataset import DatasetPart, dataset_parts
 from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
@@ -111,9 +113,33 @@ class TokenDataset:
 class ShardSettings:
     val_fraction: float = 0.005
     docs_per_batch: int = 1_024
+    # Conditioning text put before each document, a str.format template over the data's
+    # Parquet columns (the paper's reviews conditioned on rating and category):
+    # "Rating: {rating}. Category: {category}.\n". None: documents as they are.
+    prefix_template: str | None = None
 
-    def parameters(self) -> dict[str, float | int]:
-        return {"val_fraction": self.val_fraction, "docs_per_batch": self.docs_per_batch}
+    def __post_init__(self) -> None:
+        prefix_columns(self.prefix_template)  # a bad template fails here, not mid-run
+
+    def parameters(self) -> dict[str, float | int | str | None]:
+        return {
+            "val_fraction": self.val_fraction,
+            "docs_per_batch": self.docs_per_batch,
+            "prefix_template": self.prefix_template,
+        }
+
+
+def prefix_columns(template: str | None) -> list[str]:
+    """The Parquet columns a prefix template names, in order, each once."""
+    if template is None:
+        return []
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"prefix template {template!r}: {exc}") from None
+    if any(not name.isidentifier() for name in fields):
+        raise ValueError(f"prefix template {template!r}: fields are column names: {{rating}}")
+    return list(dict.fromkeys(fields))
 
 
 def encode_version(
@@ -179,13 +205,26 @@ def _encode_part(
     eot = np.array([encoder.eot_id], dtype=np.uint16)
     counts = dict.fromkeys(SPLITS, 0)
     names = {split: _shard_name(part, split) for split in SPLITS}
+    conditioning = prefix_columns(settings.prefix_template)
+    unconditioned = 0  # documents with a null in a prefix column: encoded without a prefix
     with tempfile.TemporaryDirectory(prefix="webtext-tokens-") as scratch:
         spool = {split: open(Path(scratch) / split, "wb") for split in SPLITS}  # noqa: SIM115
         with store.fs.open(f"{store.version_dir(part.version)}/{part.path}", "rb") as handle:
             source = pq.ParquetFile(handle)
-            for batch in source.iter_batches(settings.docs_per_batch, columns=["doc_id", "text"]):
+            missing = [c for c in conditioning if c not in source.schema_arrow.names]
+            if missing:
+                raise ValueError(
+                    f"{part.version}/{part.path} has no column {', '.join(missing)} for the "
+                    f"prefix template {settings.prefix_template!r}"
+                )
+            columns = list(dict.fromkeys(["doc_id", "text", *conditioning]))
+            for batch in source.iter_batches(settings.docs_per_batch, columns=columns):
                 texts = batch.column("text").to_pylist()
                 ids = batch.column("doc_id").to_pylist()
+                if settings.prefix_template is not None:
+                    rows = batch.select(conditioning).to_pylist()
+                    texts, nulls = _prefixed(settings.prefix_template, rows, texts)
+                    unconditioned += nulls
                 for doc_id, tokens in zip(ids, encoder.encode_batch_arrays(texts), strict=True):
                     split = split_of(doc_id, settings.val_fraction)
                     array = tokens.astype(np.uint16)
@@ -196,10 +235,23 @@ def _encode_part(
         for split in SPLITS:
             spool[split].close()
             _publish_shard(work.out, names[split], Path(scratch) / split, encoder, counts[split])
-    return PartResult(
-        {names[split]: counts[split] for split in SPLITS},
-        {f"{split}_tokens": counts[split] for split in SPLITS},
-    )
+    part_counts = {f"{split}_tokens": counts[split] for split in SPLITS}
+    if settings.prefix_template is not None:
+        part_counts["documents_without_prefix"] = unconditioned
+    return PartResult({names[split]: counts[split] for split in SPLITS}, part_counts)
+
+
+def _prefixed(template: str, rows: list[dict], texts: list[str]) -> tuple[list[str], int]:
+    """Each text after its rendered prefix; a row with a null in a named column keeps its
+    text unprefixed (a "None" would teach the model a false condition), and is counted."""
+    out, nulls = [], 0
+    for row, text in zip(rows, texts, strict=True):
+        if any(value is None for value in row.values()):
+            nulls += 1
+            out.append(text)
+        else:
+            out.append(template.format(**row) + text)
+    return out, nulls
 
 
 def _publish_shard(out: VersionWriter, name: str, body: Path, encoder: Encoder, count: int) -> None:
@@ -219,6 +271,9 @@ class TokenizeOptions:
     is OpenAI's; otherwise a BPE of `vocab_size` is trained on the dataset."""
 
     gpt2_bpe_dir: str | None = None
+    # An existing tokenizer version to encode with (e.g. the vocabulary of a model to
+    # fine-tune on this data); then nothing is trained and gpt2_bpe_dir must be None.
+    tokenizer: str | None = None
     vocab_size: int = 50_257
     max_documents: int | None = None  # train the BPE on the first N documents only
     shards: ShardSettings = field(default_factory=ShardSettings)
@@ -231,10 +286,16 @@ def tokenize_dataset(
     *,
     progress: Progress | None = None,
 ) -> tuple[StageResult, StageResult]:
-    """The stage package's entry: the vocabulary (trained on `webtext` or GPT-2's), then
-    `webtext` encoded with it. Returns both results: (tokenizer, tokens)."""
+    """The stage package's entry: the vocabulary (trained on `webtext`, GPT-2's, or the
+    existing `options.tokenizer` version), then `webtext` encoded with it. Returns both
+    results: (tokenizer, tokens)."""
     options = options or TokenizeOptions()
-    if options.gpt2_bpe_dir:
+    if options.tokenizer and options.gpt2_bpe_dir:
+        raise ValueError("pass a tokenizer version or gpt2_bpe_dir, not both")
+    if options.tokenizer:
+        existing = store.resolve(TOKENIZER_STAGE.name, options.tokenizer)
+        vocabulary = StageResult(existing, True, store.manifest(existing).stats)
+    elif options.gpt2_bpe_dir:
         vocabulary = gpt2_tokenizer_version(store, Path(options.gpt2_bpe_dir))
     else:
         vocabulary = train_tokenizer_version(

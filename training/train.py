@@ -62,8 +62,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="continue from the latest checkpoint in --out (default: if there is one)",
     )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    p.add_argument(
+        "--init-checkpoint",
+        help="checkpoint file whose weights and config a new run starts from (fine-tuning); "
+        "training.launch resolves --init-from to it",
+    )
     add_arguments(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.init_from and not args.init_checkpoint:
+        p.error(
+            f"--init-from {args.init_from} names a model version; pass its checkpoint file "
+            "as --init-checkpoint (training.launch.train_model does)"
+        )
+    return args
 
 
 def setup_distributed(device_type: str) -> Dist:
@@ -252,8 +263,28 @@ def truncate_metrics(path: Path, step: int) -> None:
     os.replace(partial, path)
 
 
-def model_config(args: argparse.Namespace, data: TokenDataset) -> GPTConfig:
+def model_config(
+    args: argparse.Namespace, data: TokenDataset, init: dict[str, Any] | None = None
+) -> GPTConfig:
+    """The model's shape: from --model and the shards, or, fine-tuning, the `init`
+    checkpoint's (only dropout may change), refusing flags and shards that contradict it."""
     vocab_sizes = {shard.vocab_size for shard in data.shards}
+    if init is not None:
+        config = GPTConfig(**{**init["config"], "dropout": args.dropout})
+        if args.vocab_size not in (None, config.vocab_size):
+            raise ValueError(
+                f"--vocab-size {args.vocab_size}: the checkpoint has {config.vocab_size} rows"
+            )
+        if args.block_size not in (None, config.block_size):
+            raise ValueError(
+                f"--block-size {args.block_size}: the checkpoint's is {config.block_size}"
+            )
+        if max(vocab_sizes) > config.vocab_size:
+            raise ValueError(
+                f"the shards' vocabulary ({max(vocab_sizes)} ids) is larger than the "
+                f"checkpoint's embedding ({config.vocab_size} rows): another tokenizer"
+            )
+        return config
     if args.vocab_size is None and len(vocab_sizes) != 1:
         raise ValueError(f"shards disagree on the vocabulary size: {sorted(vocab_sizes)}")
     config = CONFIGS[args.model]
@@ -284,14 +315,19 @@ def main(argv: list[str] | None = None) -> None:
         val_data = None
         if d.master:
             print(f"no validation: {exc}", flush=True)
-    config = model_config(args, train_data)
+    init = load_checkpoint(Path(args.init_checkpoint)) if args.init_checkpoint else None
+    config = model_config(args, train_data, init)
     T = config.block_size
     out = Path(args.out)
     if d.master:
         out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    raw_model = GPT(config).to(d.device)
+    raw_model = GPT(config)
+    if init is not None:  # fine-tuning: its weights; optimizer and schedule start afresh
+        raw_model.load_state_dict(init["model"])
+        del init
+    raw_model.to(d.device)
     optimizer = raw_model.configure_optimizer(
         args.weight_decay, args.lr, (args.beta1, args.beta2), device_type
     )

@@ -259,19 +259,32 @@ def tokenize(
         Path | None,
         typer.Option(help="Use OpenAI's GPT-2 vocabulary from encoder.json + vocab.bpe here"),
     ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(help="Encode with this tokenizer version (e.g. a model's, to fine-tune it)"),
+    ] = None,
     vocab_size: Annotated[int, typer.Option(help="Size of a vocabulary trained here")] = 50_257,
     val_fraction: Annotated[float, typer.Option(help="Share of documents held out")] = 0.005,
+    prefix_template: Annotated[
+        str | None,
+        typer.Option(
+            help="Text before each document from its Parquet columns, e.g. "
+            "'Rating: {rating}. Category: {category}.\\n'"
+        ),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
-    """Train (or load GPT-2's) byte-level BPE and encode a dataset into token shards."""
+    """Train (or load GPT-2's, or reuse a) byte-level BPE and encode a dataset into token
+    shards."""
     from training.token_shards import ShardSettings, TokenizeOptions, tokenize_dataset
 
     artifacts = open_store(store)
     webtext = artifacts.resolve("webtext", webtext_version)
     options = TokenizeOptions(
         gpt2_bpe_dir=str(gpt2_bpe_dir) if gpt2_bpe_dir else None,
+        tokenizer=tokenizer,
         vocab_size=vocab_size,
-        shards=ShardSettings(val_fraction=val_fraction),
+        shards=ShardSettings(val_fraction=val_fraction, prefix_template=prefix_template),
     )
     with _progress("encoding documents", "documents") as progress:
         vocabulary, result = tokenize_dataset(artifacts, webtext, options, progress=progress)
@@ -422,6 +435,27 @@ def train(
         )
         raise typer.Exit(2) from None
     _report(artifacts, result, "trained model")
+
+
+@app.command()
+def card(
+    version: Annotated[str, typer.Argument(help="A model version id, or latest")] = LATEST,
+    out: Annotated[
+        Path | None, typer.Option(help="Write it here (e.g. an hf/README.md) [default: print]")
+    ] = None,
+    store: StoreOption = None,
+) -> None:
+    """A model version's card (Hugging Face README.md) as of now: with the zero-shot tables
+    of the evaluations made of it since it was published."""
+    from training.model_card import version_card
+
+    artifacts = open_store(store)
+    text = version_card(artifacts, artifacts.resolve("model", version))
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
 
 
 def _as_flags(message: str, gpus_per_node: int | None) -> str:
