@@ -184,6 +184,8 @@ class LockOwner:
     heartbeat: float  # time.time() of the holder's last refresh
 
     def __str__(self) -> str:
+        if not self.token:
+            return "an unknown writer (its lock file is unreadable)"
         return f"{self.host} pid {self.pid}"
 
 
@@ -208,7 +210,7 @@ class VersionLock:
         self.ref = ref
         self.settings = settings
         self.token = uuid.uuid4().hex
-        self.lost_to: LockOwner | None = None  # set by the heartbeat when taken over
+        self.lost_to: str | None = None  # whom the lock went to, once it was taken over
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._unreadable_since: float | None = None
@@ -239,7 +241,7 @@ class VersionLock:
                     f"{time.time() - owner.heartbeat:.0f} s ago); gave up after waiting "
                     f"{self.settings.wait_s:.0f} s: run again when it has finished"
                 )
-            if not waiting:
+            if not waiting and owner.token:  # (an unreadable lock is mostly one being created)
                 log.warning(
                     "%s is being written by %s; waiting up to %.0f s for it to finish",
                     self.ref,
@@ -271,7 +273,7 @@ class VersionLock:
     def _still_held(self) -> bool:
         owner = self._read()
         if owner is None or owner.token != self.token:
-            self.lost_to = owner or LockOwner("nobody (the lock was removed)", 0, "", 0.0)
+            self.lost_to = str(owner) if owner else "nobody (the lock was removed)"
         return self.lost_to is None
 
     def _owner(self) -> bytes:
@@ -300,7 +302,7 @@ class VersionLock:
         except (ValueError, TypeError):
             if self._unreadable_since is None:
                 self._unreadable_since = time.time()
-            return LockOwner("unknown host", 0, "", self._unreadable_since)
+            return LockOwner("", 0, "", self._unreadable_since)
 
     def _stale(self, owner: LockOwner) -> str | None:
         """Why `owner` is dead, or None while it may be alive."""
