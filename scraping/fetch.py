@@ -140,10 +140,14 @@ class LiveSource:
             self.settings.robots_cache_bytes, getsizeof=lambda robots: robots.weight
         )
         self._robots_loading: dict[str, asyncio.Future[_Robots]] = {}
+        self._parsing: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> LiveSource:
         s = self.settings
         self._connections = asyncio.Semaphore(s.max_connections)
+        # One robots.txt parse at a time: a parsing thread holds the GIL most of the time,
+        # and each one more takes more of it from the loop serving every other URL.
+        self._parsing = asyncio.Semaphore(1)
         resolver = SafeResolver(s.policy)  # needs the running loop
         self._addresses = resolver.addresses
         connector = aiohttp.TCPConnector(
@@ -254,7 +258,9 @@ class LiveSource:
         if probe.truncated:  # the rest is ignored, and so is the line cut in two
             body = body[: body.rfind(b"\n") + 1]
         # Parsing a big robots.txt takes seconds of CPU: not on the loop serving every URL.
-        rules = await asyncio.to_thread(Protego.parse, body.decode("utf-8", "replace"))
+        assert self._parsing is not None
+        async with self._parsing:
+            rules = await asyncio.to_thread(Protego.parse, body.decode("utf-8", "replace"))
         return _Robots(rules, weight=max(len(body), _ROBOTS_MIN_WEIGHT))
 
     def _unreachable(self, origin: str, reason: str) -> _Robots:
