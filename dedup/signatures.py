@@ -54,7 +54,7 @@ def minhash_part(
     sees the store.
     """
     store = Store(store_url)
-    with store.fs.open(f"{store.version_dir(documents)}/{part}", "rb") as handle:
+    with store.open_verified(documents, part) as handle:
         table = pq.read_table(handle, columns=["doc_id", "text"])
     texts = table["text"].to_pylist()
     matrix = signatures(texts, settings)

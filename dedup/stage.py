@@ -21,7 +21,7 @@ own documents for later runs (`index/`), and a dataset card (`README.md`).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +110,12 @@ def deduplicate(
     minhash: VersionRef,
     settings: MinHashSettings | None = None,
     publish: PublishSettings | None = None,
+    skip_versions: Collection[str] = (),
 ) -> StageResult:
-    """Publish the documents of `documents` that duplicate nothing published before."""
+    """Publish the documents of `documents` that duplicate nothing published before.
+
+    Every earlier version must be readable: a corrupt one stops the run naming its path,
+    unless its id is in `skip_versions` (recorded in the version's parameters)."""
     settings = settings or MinHashSettings()
     publish = publish or PublishSettings()
     # Documents re-extracted from every page fetched so far make a full dataset of their
@@ -122,8 +126,9 @@ def deduplicate(
         "minhash": settings.parameters(),
         "publish": publish.parameters(),
         "full": full,
+        "skip_versions": sorted(skip_versions),
     }
-    earlier = [] if full else _current_dataset(store, documents)
+    earlier = [] if full else _current_dataset(store, documents, skip_versions)
 
     def build(work: StageWrite) -> None:
         for manifest in earlier:
@@ -229,12 +234,15 @@ def _publish(
     out.put("README.md", card.encode())
 
 
-def _current_dataset(store: Store, documents: VersionRef) -> list[Manifest]:
+def _current_dataset(
+    store: Store, documents: VersionRef, skip_versions: Collection[str]
+) -> list[Manifest]:
     """The versions that make up the dataset now: the newest full version and every
     version after it (all of them, if none is full). Versions made from these same
     documents (other settings or code) are left out: matching against them would find
     every document already published."""
-    published = [m for m in store.versions(STAGE.name) if m.parents[0] != documents]
+    every = store.checked_versions(STAGE.name, skip_versions)
+    published = [m for m in every if m.parents[0] != documents]
     starts = [i for i, m in enumerate(published) if m.parameters.get("full")]
     return published[starts[-1] if starts else 0 :]
 
@@ -266,7 +274,7 @@ def _read_all(
     tables = [schema.empty_table().select(columns or schema.names)]
     for entry in store.manifest(ref).files:
         if entry.path.startswith(prefix):
-            with store.fs.open(f"{store.version_dir(ref)}/{entry.path}", "rb") as handle:
+            with store.open_verified(ref, entry) as handle:
                 tables.append(pq.read_table(handle, columns=columns))
     return pa.concat_tables(tables, promote_options="permissive")
 
@@ -340,9 +348,8 @@ def _match_earlier(
 ) -> None:
     """Find new documents that an earlier version already published (or a twin of)."""
     ref = manifest.ref
-    index_dir = f"{store.version_dir(ref)}/index"
     # Exact: the earlier version's text hashes.
-    with store.fs.open(f"{index_dir}/hashes.parquet", "rb") as handle:
+    with store.open_verified(ref, "index/hashes.parquet") as handle:
         hashes = pq.read_table(handle)
     hit = hashes.filter(pc.is_in(hashes["text_hash"], value_set=new["text_hash"]))
     old_by_hash = dict(zip(hit["text_hash"].to_pylist(), hit["doc_id"].to_pylist(), strict=True))
@@ -354,7 +361,7 @@ def _match_earlier(
     bands = _matrix(new["bands"], settings.bands)
     candidates: dict[str, set[int]] = defaultdict(set)
     for band in range(settings.bands):
-        with store.fs.open(f"{index_dir}/band-{band:03d}.parquet", "rb") as handle:
+        with store.open_verified(ref, f"index/band-{band:03d}.parquet") as handle:
             old = pq.read_table(handle)
         matched = old.filter(pc.is_in(old["key"], value_set=pa.array(bands[:, band])))
         if matched.num_rows == 0:
@@ -369,7 +376,7 @@ def _match_earlier(
             candidates[old_doc].update(by_key[key])
     if not candidates:
         return
-    with store.fs.open(f"{index_dir}/signatures.parquet", "rb") as handle:
+    with store.open_verified(ref, "index/signatures.parquet") as handle:
         sigs = pq.read_table(handle)
     sigs = sigs.filter(pc.is_in(sigs["doc_id"], value_set=pa.array(sorted(candidates))))
     old_matrix = _matrix(sigs["signature"], settings.num_perm)
@@ -403,7 +410,7 @@ def _write_shards(
     )
     for entry in store.manifest(documents).files:
         if entry.path.startswith("documents/"):
-            with store.fs.open(f"{store.version_dir(documents)}/{entry.path}", "rb") as handle:
+            with store.open_verified(documents, entry) as handle:
                 part = pq.read_table(handle, columns=columns)
             part = part.filter(pc.is_in(part["doc_id"], value_set=kept_ids))
             shards.write(part.sort_by("doc_id").cast(schema))
@@ -441,6 +448,9 @@ class DedupOptions:
 
     minhash: MinHashSettings = field(default_factory=MinHashSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
+    # Earlier webtext versions the operator leaves out of an incremental run by id (a
+    # corrupt one otherwise stops it).
+    skip_versions: tuple[str, ...] = ()
 
 
 def publish_dataset(
@@ -455,4 +465,6 @@ def publish_dataset(
     `progress` counting parts), then the deduplicated `webtext` version."""
     options = options or DedupOptions()
     minhash = compute_minhash(store, documents, options.minhash, map=map, progress=progress)
-    return deduplicate(store, documents, minhash.ref, options.minhash, options.publish)
+    return deduplicate(
+        store, documents, minhash.ref, options.minhash, options.publish, options.skip_versions
+    )

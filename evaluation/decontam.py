@@ -143,7 +143,7 @@ def build_ngram_filter(
 
 
 def load_ngram_filter(store: Store, ref: VersionRef) -> NgramFilter:
-    with store.fs.open(f"{store.version_dir(ref)}/{FILTER_FILE}", "rb") as handle:
+    with store.open_verified(ref, FILTER_FILE) as handle:
         return NgramFilter.load(handle)
 
 

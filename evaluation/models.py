@@ -164,7 +164,7 @@ def load_model_version(store: Store, ref: VersionRef, device: str | None = None)
     if tokenizer is None:
         raise ValueError(f"{ref} descends from no tokenizer version: pass its checkpoint and one")
     # A version's checkpoint holds tensors and plain values only (training.launch.publish_model).
-    with store.fs.open(f"{store.version_dir(ref)}/{CHECKPOINT}", "rb") as handle:
+    with store.open_verified(ref, CHECKPOINT) as handle:
         state = torch.load(handle, map_location="cpu", weights_only=True)
     return _gpt_model(str(ref), state, load_encoder(store, tokenizer), device)
 

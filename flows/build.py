@@ -92,6 +92,7 @@ def build_webtext(
     links: dict[str, Any] | None = None,
     fetch: dict[str, Any] | None = None,
     extract: dict[str, Any] | None = None,
+    dedup: dict[str, Any] | None = None,
     tokenize: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     evaluate: dict[str, Any] | None = None,
@@ -101,8 +102,9 @@ def build_webtext(
 ) -> dict[str, VersionRef]:
     """Build every stage's next version from Reddit dumps and/or API listings.
 
-    `links`, `fetch`, `extract`, `tokenize`, `train` and `evaluate` hold options of those
-    stages' flows (min_karma; connections, archives; min_words; gpt2_bpe_dir, vocab_size;
+    `links`, `fetch`, `extract`, `dedup`, `tokenize`, `train` and `evaluate` hold options of
+    those stages' flows (min_karma; connections, archives; min_words; skip_versions;
+    gpt2_bpe_dir, vocab_size;
     model, max_steps, gpus_per_node; tasks, eval_data ...). `until` names the last stage.
     """
     if until not in STAGES:
@@ -154,6 +156,7 @@ def build_webtext(
         str(documents),
         documents_version=_version(documents),
         store_url=store_url,
+        **(dedup or {}),
     )
     tokens = run(
         "tokenize",

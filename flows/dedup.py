@@ -19,13 +19,18 @@ from webtext.store import VersionRef
 def dedup_flow(
     documents_version: str = "latest",
     rows_per_shard: int = 100_000,
+    skip_versions: list[str] | None = None,
     store_url: str | None = None,
 ) -> VersionRef:
     """Deduplicate a documents version against itself and every published version, and
-    publish what is left as a new `webtext` version."""
+    publish what is left as a new `webtext` version. A corrupt earlier version stops the
+    run unless its id is in `skip_versions`."""
     store = open_store(store_url)
     documents = store.resolve("documents", documents_version)
-    options = DedupOptions(publish=PublishSettings(rows_per_shard=rows_per_shard))
+    options = DedupOptions(
+        publish=PublishSettings(rows_per_shard=rows_per_shard),
+        skip_versions=tuple(skip_versions or ()),
+    )
     with ProgressReporter(f"Parts of {documents} signed") as progress:
         result = publish_dataset(store, documents, options, map=task_runner_map, progress=progress)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Deduplication")

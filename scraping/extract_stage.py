@@ -24,6 +24,7 @@ import resource
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from webtext.stage import (
     options_from,
     run_stage,
 )
-from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
+from webtext.store import Manifest, StageResult, Store, StoreError, VersionRef, VersionWriter
 from webtext.tables import DOCUMENTS_SCHEMA
 
 STAGE = Stage("documents", __name__)
@@ -195,7 +196,7 @@ class _FetchPart:
 
     def rows(self, store: Store) -> pa.Table:
         """The rows of the pages fetched (failures have nothing to extract)."""
-        with store.fs.open(f"{store.version_dir(self.fetches.ref)}/{self.path}", "rb") as handle:
+        with store.open_verified(self.fetches.ref, self.path) as handle:
             table = pq.read_table(handle)
         return table.filter(pc.is_null(table["error"]))
 
@@ -254,8 +255,18 @@ class _Extraction:
         self.window = window
         self.progress = progress
         self._warcs: dict[str, WarcFile] = {}
+        self._verified = ExitStack()  # holds the verified copies of one shard's WARCs
 
     def shard(
+        self, pool: ProcessPool, out: VersionWriter, name: str, part: _FetchPart, rows: pa.Table
+    ) -> PartResult:
+        with ExitStack() as self._verified:
+            try:
+                return self._shard(pool, out, name, part, rows)
+            finally:
+                self._warcs.clear()
+
+    def _shard(
         self, pool: ProcessPool, out: VersionWriter, name: str, part: _FetchPart, rows: pa.Table
     ) -> PartResult:
         documents: list[dict[str, Any]] = []
@@ -283,9 +294,6 @@ class _Extraction:
         documents_name, rejected_name = _outputs(name)
         put_table(out, rejected_name, pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA))
         put_table(out, documents_name, pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA))
-        for warc in self._warcs.values():
-            warc.close()
-        self._warcs.clear()
         return PartResult({documents_name: len(documents), rejected_name: len(rejected)}, counts)
 
     def _outcomes(
@@ -296,7 +304,9 @@ class _Extraction:
         for row in rows.to_pylist():
             try:
                 body = self._body(fetches, row)
-            except Exception as exc:  # a torn WARC record or a missing file: this page only
+            except (StoreError, OSError):  # the WARC missing, altered or unreadable: the
+                raise  # stage's input is broken, not this page; nothing is published
+            except Exception as exc:  # a torn record in a verified WARC: this page only
                 log.warning("cannot read %s from its WARC: %r", row["url"], exc)
                 yield row, {"reason": EXTRACT_FAILED, "detail": f"WARC record: {exc!r}"[:500]}
                 continue
@@ -315,7 +325,10 @@ class _Extraction:
     def _body(self, fetches: VersionRef, row: dict[str, Any]) -> bytes:
         name = row["warc_file"]
         if name not in self._warcs:
-            self._warcs[name] = WarcFile(self.store.url(fetches, name))
+            # Records are read by offset, so the whole WARC is checked as it is copied
+            # (once per shard: a WARC belongs to one fetches part), then read locally.
+            verified = self._verified.enter_context(self.store.open_verified(fetches, name))
+            self._warcs[name] = WarcFile(self.store.url(fetches, name), verified)
         with self._warcs[name].record_at(row["warc_offset"], row["warc_length"]) as record:
             return record.raw_stream.read()
 
@@ -360,7 +373,7 @@ def _reddit_metadata(store: Store, links: VersionRef, tables: Any) -> dict[str, 
     found: dict[str, dict[str, Any]] = {}
     for entry in store.manifest(links).files:
         if entry.path.startswith("links/"):
-            with store.fs.open(f"{store.version_dir(links)}/{entry.path}", "rb") as handle:
+            with store.open_verified(links, entry) as handle:
                 table = pq.read_table(handle)
             table = table.filter(pc.is_in(table["url"], value_set=wanted))
             found.update((row["url"], row) for row in table.to_pylist())

@@ -39,7 +39,7 @@ from scraping.warc_replay import ArchiveSource
 from scraping.warc_writer import RotatingWarcWriter
 from webtext.parquet import put_table
 from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
-from webtext.store import Manifest, StageResult, Store, VersionRef, VersionWriter
+from webtext.store import FileEntry, Manifest, StageResult, Store, VersionRef, VersionWriter
 
 STAGE = Stage("fetches", __name__)
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def _link_urls(store: Store, links: VersionRef) -> pa.ChunkedArray:
     tables = []
     for entry in store.manifest(links).files:
         if entry.path.startswith("links/"):
-            with store.fs.open(f"{store.version_dir(links)}/{entry.path}", "rb") as handle:
+            with store.open_verified(links, entry) as handle:
                 tables.append(pq.read_table(handle, columns=["url"]))
     if not tables:
         return pa.chunked_array([], pa.string())
@@ -273,7 +273,7 @@ def _plan(
         for entry in manifest.files:
             if not entry.path.startswith("fetches/"):
                 continue
-            rows = _outcomes(store, f"{store.version_dir(manifest.ref)}/{entry.path}")
+            rows = _outcomes(store, manifest.ref, entry)
             # Each URL's row in the part, or -1.
             position = pc.fill_null(pc.index_in(urls, value_set=rows["url"]), -1).to_numpy()
             hit = position >= 0
@@ -297,10 +297,10 @@ def _plan(
     )
 
 
-def _outcomes(store: Store, path: str) -> dict[str, Any]:
+def _outcomes(store: Store, version: VersionRef, entry: FileEntry) -> dict[str, Any]:
     """One earlier part's URLs, whether each outcome was transient, and its fetch runs
     (1 in parts written before the column existed)."""
-    with store.fs.open(path, "rb") as handle:
+    with store.open_verified(version, entry) as handle:
         part = pq.ParquetFile(handle)
         has_runs = "fetch_runs" in part.schema_arrow.names
         columns = ["url", "error", "status", *(["fetch_runs"] if has_runs else [])]

@@ -240,7 +240,7 @@ def _previous_records(store: Store, ref: VersionRef) -> Iterator[tuple[int, Redd
     for entry in store.manifest(ref).files:
         if not entry.path.startswith("submissions/"):
             continue
-        with store.fs.open(f"{store.version_dir(ref)}/{entry.path}", "rb") as handle:
+        with store.open_verified(ref, entry) as handle:
             for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
                 for row in batch.to_pylist():
                     number += 1

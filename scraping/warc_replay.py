@@ -229,12 +229,13 @@ class ArchiveSource:
 
 
 class WarcFile:
-    """One WARC file, opened on first use and shared by worker threads, one at a time."""
+    """One WARC file, opened on first use and shared by worker threads, one at a time.
+    `handle`, when given, is the file already open (its owner closes it); `path` names it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, handle: IO[bytes] | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._handle: IO[bytes] | None = None
+        self._handle = handle
 
     @contextmanager
     def record_at(self, offset: int, length: int) -> Iterator[ArcWarcRecord]:

@@ -223,9 +223,13 @@ def check_device(
 
 def local_version(store: Store, ref: VersionRef, cache_dir: Path) -> str:
     """The version's folder on this machine: the store's own when it is local, else a
-    verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete)."""
+    verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete).
+
+    Training memory-maps the files and reads windows at random, so a local version's
+    sha256s are checked here, whole, before use (a pull checks them while copying)."""
     protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
     if "file" in protocols:
+        store.verify(ref)
         return store.version_dir(ref)
     cache = Store(str(cache_dir))
     if not cache.exists(ref):
@@ -463,9 +467,8 @@ def _tokenizer_of(store: Store, tokens: VersionRef):
     tokenizer = tokenizer_version(store, tokens)
     if tokenizer is None:
         return {}, None
-    folder = store.version_dir(tokenizer)
     files = {
-        HF_TOKENIZER_NAMES[entry.path]: store.fs.cat_file(f"{folder}/{entry.path}")
+        HF_TOKENIZER_NAMES[entry.path]: store.read_verified(tokenizer, entry)
         for entry in store.manifest(tokenizer).files
         if entry.path in HF_TOKENIZER_NAMES
     }

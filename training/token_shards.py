@@ -209,7 +209,7 @@ def _encode_part(
     unconditioned = 0  # documents with a null in a prefix column: encoded without a prefix
     with tempfile.TemporaryDirectory(prefix="webtext-tokens-") as scratch:
         spool = {split: open(Path(scratch) / split, "wb") for split in SPLITS}  # noqa: SIM115
-        with store.fs.open(f"{store.version_dir(part.version)}/{part.path}", "rb") as handle:
+        with store.open_verified(part.version, part.path) as handle:
             source = pq.ParquetFile(handle)
             missing = [c for c in conditioning if c not in source.schema_arrow.names]
             if missing:

@@ -56,12 +56,12 @@ def gpt2_tokenizer_version(store: Store, bpe_dir: Path) -> StageResult:
 
 def load_encoder(store: Store, tokenizer: VersionRef) -> Encoder:
     names = {entry.path for entry in store.manifest(tokenizer).files}
-    folder = store.version_dir(tokenizer)
     if "tokenizer.json" in names:
-        return encoder_from_tokenizer(store.fs.cat_file(f"{folder}/tokenizer.json").decode())
-    local = Path(folder)
+        return encoder_from_tokenizer(store.read_verified(tokenizer, "tokenizer.json").decode())
+    local = Path(store.version_dir(tokenizer))
     if not local.is_dir():  # gpt2_encoder reads files: bring them to a local folder
         raise ValueError(f"{tokenizer}: GPT-2 vocabularies load from a local store only")
+    store.verify(tokenizer)  # gpt2_encoder reads the folder: check its two small files first
     return gpt2_encoder(local)
 
 

@@ -75,7 +75,7 @@ def iter_texts(
     at a time; `on_progress` gets documents read per batch."""
     seen = 0
     for part in parts:
-        with store.fs.open(f"{store.version_dir(part.version)}/{part.path}", "rb") as handle:
+        with store.open_verified(part.version, part.path) as handle:
             for batch in pq.ParquetFile(handle).iter_batches(_BATCH, columns=["text"]):
                 texts = batch.column("text").to_pylist()
                 if limit is not None:

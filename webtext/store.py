@@ -22,14 +22,15 @@ import logging
 import os
 import re
 import socket
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -40,6 +41,8 @@ MANIFEST = "manifest.json"
 LATEST = "latest"
 _HASH_CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# A verified read keeps a file this small in memory; a larger one goes to a local temp file.
+_SPOOL_IN_MEMORY = 64 << 20
 
 
 class StoreError(Exception):
@@ -623,26 +626,117 @@ class Store:
         """Stream one file of a version to `path` on `fs`, hashing it on the way; a copy
         whose sha256 differs from the manifest's raises StoreError naming the file (the
         caller discards what was written)."""
-        digest = hashlib.sha256()
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with (
-            self.fs.open(f"{self.version_dir(ref)}/{entry.path}", "rb") as reader,
-            fs.open(path, "wb") as writer,
-        ):
-            while chunk := reader.read(_HASH_CHUNK):
-                digest.update(chunk)
-                writer.write(chunk)
-        if digest.hexdigest() != entry.sha256:
-            raise StoreError(f"{ref}: {entry.path} does not match its sha256; not pulled")
+        with fs.open(path, "wb") as writer:
+            self._stream_checked(ref, entry, writer.write)
 
-    def verify(self, ref: VersionRef) -> None:
-        """Recompute every file's size and sha256 against the manifest."""
-        for entry in self.manifest(ref).files:
+    def verify(self, ref: VersionRef, *, deep: bool = True) -> Manifest:
+        """Check a version against its manifest: every file present with its size and,
+        `deep`, its sha256 (each file read once). Raises StoreError naming every file that
+        differs; returns the manifest when all match."""
+        manifest = self.manifest(ref)
+        problems = []
+        for entry in manifest.files:
             path = f"{self.version_dir(ref)}/{entry.path}"
-            if not self.fs.exists(path):
-                raise StoreError(f"{ref}: file {entry.path} is missing")
-            if self.fs.size(path) != entry.size or self._sha256(path) != entry.sha256:
-                raise StoreError(f"{ref}: file {entry.path} does not match its manifest")
+            try:
+                size = self.fs.size(path)
+                if size != entry.size:
+                    problems.append(
+                        f"{entry.path} has {size} bytes, its manifest says {entry.size}"
+                    )
+                elif deep:
+                    self._stream_checked(ref, entry, lambda chunk: None)
+            except FileNotFoundError:
+                problems.append(f"{entry.path} is missing")
+            except StoreError as exc:
+                problems.append(str(exc).removeprefix(f"{ref}: "))
+        if problems:
+            raise StoreError(f"{ref}: " + "; ".join(problems))
+        return manifest
+
+    def version_ids(self, stage: str) -> list[str]:
+        """The names of a stage's version folders, sorted: complete, incomplete (no
+        manifest yet: a write in progress or killed) and corrupt ones alike (not staging
+        folders, locks nor `latest`)."""
+        stage_dir = f"{self.root}/{stage}"
+        if not self.fs.isdir(stage_dir):
+            return []
+        folders = (
+            e["name"] for e in self.fs.ls(stage_dir, detail=True) if e["type"] == "directory"
+        )
+        names = (folder.rstrip("/").rsplit("/", 1)[-1] for folder in folders)
+        return sorted(name for name in names if not name.startswith("."))
+
+    def checked_versions(self, stage: str, skip: Collection[str] = ()) -> list[Manifest]:
+        """Every complete version of a stage, oldest first, for a run that must see all of
+        them (an incremental one): a corrupt manifest raises StoreError naming its path,
+        unless its id is in `skip` (the operator's explicit choice). Folders without a
+        manifest are no version (`versions` logs and skips corrupt ones too)."""
+        ids = self.version_ids(stage)
+        if unknown := sorted(set(skip) - set(ids)):
+            raise ValueError(f"no {stage} version {', '.join(unknown)} to skip in {self.root_url}")
+        found = []
+        for version in ids:
+            ref = VersionRef(stage, version)
+            if version in skip or not self.exists(ref):
+                continue
+            try:
+                found.append(self.manifest(ref))
+            except StoreError as exc:
+                raise StoreError(
+                    f"{exc}; an incremental run needs every earlier {stage} version: repair "
+                    f"it, or leave it out explicitly with --skip-version {version}"
+                ) from exc
+        return sorted(found, key=lambda m: m.created_at)
+
+    @contextmanager
+    def open_verified(self, ref: VersionRef, file: FileEntry | str) -> Iterator[IO[bytes]]:
+        """A version's file for reading, seekable, its bytes checked against the manifest's
+        sha256: streamed once from the store into memory (a local temp file when large),
+        hashed on the way. A parent's file a stage reads comes through here, so a missing,
+        unreadable or altered file stops the stage with a StoreError naming it."""
+        entry = file if isinstance(file, FileEntry) else self.file_entry(ref, file)
+        with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, prefix="webtext-verified-") as copy:
+            self._stream_checked(ref, entry, copy.write)
+            copy.seek(0)
+            yield copy
+
+    def read_verified(self, ref: VersionRef, file: FileEntry | str) -> bytes:
+        """A small file of a version, whole, checked as `open_verified` checks it."""
+        with self.open_verified(ref, file) as handle:
+            return handle.read()
+
+    def file_entry(self, ref: VersionRef, name: str) -> FileEntry:
+        """The manifest's entry for file `name` of a version."""
+        for entry in self.manifest(ref).files:
+            if entry.path == name:
+                return entry
+        raise StoreError(f"{ref} has no file {name!r} in its manifest")
+
+    def _stream_checked(
+        self, ref: VersionRef, entry: FileEntry, sink: Callable[[bytes], object]
+    ) -> None:
+        """Read one file of a version in chunks, handing each to `sink` and hashing it;
+        a missing or unreadable file, or a sha256 other than the manifest's, raises
+        StoreError naming the file (and both hashes)."""
+        path = f"{self.version_dir(ref)}/{entry.path}"
+        digest = hashlib.sha256()
+        try:
+            with self.fs.open(path, "rb") as reader:
+                while chunk := reader.read(_HASH_CHUNK):
+                    digest.update(chunk)
+                    sink(chunk)
+        except FileNotFoundError as exc:
+            raise StoreError(
+                f"{ref}: {entry.path} is missing ({self.fs.unstrip_protocol(path)})"
+            ) from exc
+        except OSError as exc:
+            raise StoreError(f"{ref}: cannot read {entry.path}: {exc}") from exc
+        if digest.hexdigest() != entry.sha256:
+            raise StoreError(
+                f"{ref}: {entry.path} does not match its sha256: read {digest.hexdigest()}, "
+                f"manifest {entry.sha256} ({self.fs.unstrip_protocol(path)})"
+            )
 
 
 def replace_folder(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:

@@ -212,6 +212,12 @@ def dedup(
     ] = LATEST,
     rows_per_shard: RowsPerShardOption = 100_000,
     workers: Annotated[int | None, typer.Option(help="Processes for signatures")] = None,
+    skip_version: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Leave this earlier webtext version out (repeat); a corrupt one stops the run"
+        ),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Deduplicate documents against themselves and every published version, and
@@ -222,7 +228,10 @@ def dedup(
 
     artifacts = open_store(store)
     documents = artifacts.resolve("documents", documents_version)
-    options = DedupOptions(publish=PublishSettings(rows_per_shard=rows_per_shard))
+    options = DedupOptions(
+        publish=PublishSettings(rows_per_shard=rows_per_shard),
+        skip_versions=tuple(skip_version or ()),
+    )
     with (
         ProcessPoolExecutor(max_workers=workers) as pool,
         _progress("MinHash signatures", "parts") as progress,
@@ -247,7 +256,7 @@ def rebuild(
 
     options = ExtractOptions.from_user({**locals(), "all_fetches": True})
     documents = _extract(open_store(store), LATEST, options)
-    dedup(documents.ref.version, rows_per_shard, workers, store)
+    dedup(documents.ref.version, rows_per_shard, workers, store=store)
 
 
 @app.command()
