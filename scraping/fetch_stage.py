@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scraping import page_source as errors
+from scraping import warc_replay as replay
 from scraping.fetch import FetchSettings, LiveSource
 from scraping.netsafety import AddressPolicy
 from scraping.page_source import FetchResult, PageSource
@@ -188,6 +189,7 @@ def fetch_pages(
     """
     options = options or FetchOptions()
     source = source or options.open_source()
+    replaying = isinstance(source, ArchiveSource)
     progress = progress or NoProgress()
     shard_size, in_flight = options.shard_size, options.urls_in_flight()
     earlier = store.versions(STAGE.name)
@@ -223,6 +225,8 @@ def fetch_pages(
             )
         for name, count in plan.counts.items():
             work.counts.add(name, count)
+        if isinstance(source, ArchiveSource):  # what the archives held, which were unusable
+            work.counts.update(source.counts())
 
     return run_stage(
         store,
@@ -231,7 +235,10 @@ def fetch_pages(
         parameters,
         build,
         parents=tuple(m.ref for m in earlier),
-        count_names=("attempted", "fetched", "bytes", "truncated", *errors.ERROR_CLASSES),
+        count_names=(
+            *("attempted", "fetched", "bytes", "truncated", *errors.ERROR_CLASSES),
+            *(replay.COUNT_NAMES if replaying else ()),
+        ),
         resumable=True,
         nothing_new=lambda: not plan.todo,  # every URL was settled before
     )

@@ -20,6 +20,14 @@ Index rules (built once, on `__aenter__`, by scanning every file):
   headers. A revisit whose original is not in these files is skipped;
 - a `request` record gives `request_headers` to the capture of the same URL and date.
 
+Bad input: a record that cannot be used (no or a bad `WARC-Target-URI` or `WARC-Date`, an
+HTTP head that does not parse) is skipped and counted; a file that stops parsing part
+way (a corrupt gzip member, a WARC head that does not parse) keeps the records before
+that offset, and is counted as `archives_corrupt` and named in `failed_files`; a file
+that is not a WARC file at all (no record readable at its start, or it cannot be opened)
+is an `ArchiveError`, one line naming it. Header lines are bounded (`MAX_HEADER_LINE`):
+warcio joins a long line block by block without a limit, so a 100 MB line took minutes.
+
 Bodies are decoded here, in bounded steps (chunking, then gzip/deflate), rather than by
 warcio's `content_stream()`: that one inflates each 16 KiB block or whole chunk at once, and
 on a corrupt stream silently returns the raw bytes or stops early. `truncated` is also set
@@ -36,20 +44,23 @@ index instead, which gives each capture's file, offset and length without any sc
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
+import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any, NamedTuple
 
 import fsspec
 from warcio.archiveiterator import ArchiveIterator
+from warcio.bufferedreaders import DecompressingBufferedReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.limitreader import LimitReader
 from warcio.recordloader import ArcWarcRecord
-from warcio.statusandheaders import StatusAndHeaders
+from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParserException
 
 from scraping import page_source as errors
 from scraping.page_source import (
@@ -65,10 +76,104 @@ from scraping.payload import BodyDecoder, renamed_headers
 from scraping.urls import UrlError, normalize_url
 from webtext.store import input_fingerprint
 
+log = logging.getLogger(__name__)
+
 REVISIT_PROFILES = ("identical-payload-digest", "server-not-modified")
+# Far above any real header line (servers refuse requests with 8-64 KiB of headers);
+# the bound keeps a malformed record from costing more than this to reject.
+MAX_HEADER_LINE = 1 << 20
+MAX_REPORTED_FAILURES = 100
+# Why a record was left out of the index (`stats["skipped:<reason>"]`).
+SKIP_REASONS = (
+    "invalid_url",
+    "invalid_date",
+    "bad_http_head",
+    "response_without_http",
+    "revisit_profile",
+    "revisit_without_original",
+)
+COUNT_NAMES = (
+    "archive_records",
+    "archive_urls",
+    *(f"archive_skipped_{reason}" for reason in SKIP_REASONS),
+    "archives_truncated",
+    "archives_corrupt",
+)
 _READ_CHUNK = 64 * 1024
 _MAX_CHUNK_LINE = 1024
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+class ArchiveError(ValueError):
+    """A file given as an archive that cannot be read as one at all."""
+
+
+class HeaderLineTooLong(ArchiveLoadFailed):
+    """A WARC or HTTP header line longer than `MAX_HEADER_LINE`."""
+
+
+class _RecordCutShort(Exception):
+    """A record whose file ends before its `Content-Length` (warcio says nothing)."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+# What reading a malformed record raises: warcio's own errors, and the plain ones from
+# deeper down (a corrupt gzip member is a zlib.error; a truncated head an EOFError).
+_BAD_RECORD = (ArchiveLoadFailed, StatusAndHeadersParserException, zlib.error, EOFError, ValueError)
+
+
+def _bounded_readline(readline: Callable[[int], bytes], length: int | None) -> bytes:
+    """A line read through `readline(limit)`, at most `MAX_HEADER_LINE` bytes of it:
+    warcio's own `readline` joins a long line block by block (quadratic) and reads to the
+    newline however far away it is. Raises `HeaderLineTooLong` after taking one byte more
+    (so a caller counting what was read stays right)."""
+    if length is not None and length <= MAX_HEADER_LINE + 1:
+        return readline(length)
+    parts: list[bytes] = []
+    size = 0
+    while size <= MAX_HEADER_LINE:
+        # warcio may stop short of the limit without a newline: ask again.
+        part = readline(MAX_HEADER_LINE + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+        if part.endswith(b"\n"):
+            break
+    else:
+        raise HeaderLineTooLong(f"a header line longer than {MAX_HEADER_LINE:,} bytes")
+    return b"".join(parts)
+
+
+class _BoundedLines(DecompressingBufferedReader):
+    """warcio's reader of a whole file, its lines bounded (its WARC heads are read here)."""
+
+    def readline(self, length: int | None = None) -> bytes:
+        return _bounded_readline(super().readline, length)
+
+
+class _BoundedHead:
+    """One record's stream (a `LimitReader`) as the HTTP head parser reads it, its lines
+    bounded above the limit reader, so that the limit counts every byte taken even when
+    a line is refused, and the next record starts where it should."""
+
+    def __init__(self, stream: LimitReader) -> None:
+        self._stream = stream
+
+    def readline(self, length: int | None = None) -> bytes:
+        return _bounded_readline(self._stream.readline, length)
+
+
+class _Records(ArchiveIterator):
+    """warcio's `ArchiveIterator`, reading through `_BoundedLines`."""
+
+    def __init__(self, stream: IO[bytes], **options: Any) -> None:
+        super().__init__(stream, **options)
+        # Replaced before the first record is read: iteration starts on the first next().
+        self.reader = _BoundedLines(self.fh, block_size=self.reader.block_size)
 
 
 class _Location(NamedTuple):
@@ -97,8 +202,9 @@ class ArchiveSource:
     """`PageSource` over WARC files. Use as `async with ArchiveSource(paths) as source`.
 
     `stats` counts the index build: `records`, `responses`, `revisits` (resolved),
-    `requests`, `urls` (index size), `superseded` (older captures of a URL) and
-    `skipped:<reason>`.
+    `requests`, `urls` (index size), `superseded` (older captures of a URL),
+    `skipped:<reason>` and `archives_corrupt`; `failures` lists the first bad records and
+    files with their file@offset. An unreadable file raises `ArchiveError`.
     """
 
     def __init__(
@@ -114,6 +220,7 @@ class ArchiveSource:
         self.max_redirects = max_redirects
         self.allowed_types = allowed_types
         self.stats: Counter[str] = Counter()
+        self.failures: list[str] = []
         self._files = [WarcFile(path) for path in self.paths]
         self._index: dict[str, _Capture] | None = None
 
@@ -124,6 +231,14 @@ class ArchiveSource:
     async def __aexit__(self, *exc_info: object) -> None:
         for archive in self._files:
             archive.close()
+
+    def counts(self) -> dict[str, int]:
+        """The index build's counts under `COUNT_NAMES`, for the fetch stage's manifest."""
+        counts = {"archive_records": self.stats["records"], "archive_urls": self.stats["urls"]}
+        counts |= {f"archive_skipped_{r}": self.stats[f"skipped:{r}"] for r in SKIP_REASONS}
+        counts["archives_truncated"] = self.stats["archives_truncated"]
+        counts["archives_corrupt"] = self.stats["archives_corrupt"]
+        return counts
 
     def parameters(self) -> dict[str, Any]:
         """The archives replayed and the limits applied, for the output's version id."""
@@ -162,14 +277,15 @@ class ArchiveSource:
 
     def _build_index(self) -> dict[str, _Capture]:
         self.stats.clear()
-        builder = _IndexBuilder(self.stats)
+        self.failures.clear()
+        builder = _IndexBuilder(self.stats, self.failures)
         for file_number, archive in enumerate(self._files):
-            with fsspec.open(archive.path, "rb") as stream:
-                try:
-                    builder.scan(file_number, stream)
-                except ArchiveLoadFailed as exc:
-                    exc.add_note(f"while indexing {archive.path}")
-                    raise
+            try:
+                opened = fsspec.open(archive.path, "rb").open()
+            except OSError as exc:
+                raise ArchiveError(f"cannot read archive {archive.path}: {exc}") from exc
+            with opened as stream:
+                builder.scan(file_number, archive.path, stream)
         return builder.finish()
 
     def _replay(self, capture: _Capture, result: FetchResult) -> str | None:
@@ -244,15 +360,19 @@ class WarcFile:
                 self._handle = fsspec.open(self.path, "rb").open()
             self._handle.seek(offset)
             # The limit keeps warcio from reading past this record into the next one.
-            records = ArchiveIterator(LimitReader(self._handle, length))
+            records = _Records(LimitReader(self._handle, length))
             try:
                 record = next(records, None)
-            except ArchiveLoadFailed as exc:
-                raise FetchFailure(errors.PROTOCOL_ERROR, f"{self.path}@{offset}: {exc}") from exc
+            except _BAD_RECORD as exc:
+                detail = f"{self.path}@{offset}: {_first_line(exc)}"
+                raise FetchFailure(errors.PROTOCOL_ERROR, detail) from exc
             if record is None:
                 raise FetchFailure(errors.PROTOCOL_ERROR, f"{self.path}@{offset}: no record")
             try:
                 yield record
+            except _BAD_RECORD as exc:  # a body that does not decompress, say
+                detail = f"{self.path}@{offset}: {_first_line(exc)}"
+                raise FetchFailure(errors.PROTOCOL_ERROR, detail) from exc
             finally:
                 records.close()
 
@@ -266,8 +386,9 @@ class WarcFile:
 class _IndexBuilder:
     """The scan's state; only `finish()`'s dict outlives it."""
 
-    def __init__(self, stats: Counter[str]) -> None:
+    def __init__(self, stats: Counter[str], failures: list[str]) -> None:
         self.stats = stats
+        self.failures = failures
         self.captures: dict[str, _Capture] = {}
         self.ranks: dict[str, tuple[datetime, int]] = {}  # (WARC-Date, scan order)
         self.responses: dict[tuple[str, datetime], _Location] = {}
@@ -276,54 +397,94 @@ class _IndexBuilder:
         self.revisits: list[_Revisit] = []
         self.order = 0
 
-    def scan(self, file_number: int, stream: IO[bytes]) -> None:
-        records = ArchiveIterator(stream)
-        for record in records:
-            self.stats["records"] += 1
-            kind = record.rec_type
-            if kind not in ("response", "revisit", "request"):
-                continue
-            # warcio knows a record's length only once it has read past it.
-            location = _Location(
-                file_number, records.get_record_offset(), records.get_record_length()
-            )
-            headers = record.rec_headers
+    def scan(self, file_number: int, path: str, stream: IO[bytes]) -> None:
+        """Index one file's records. HTTP heads are parsed here, one record at a time, so
+        that a bad one skips its record only: warcio's own parsing would end the file."""
+        records = _Records(stream, no_record_parse=True)
+        read = 0
+        while True:
             try:
-                url = normalize_url(_unwrapped(headers.get_header("WARC-Target-URI")))
-            except UrlError:
-                self.stats["skipped:invalid_url"] += 1
-                continue
-            try:
-                date = _warc_date(record)
-            except ValueError:
-                self.stats["skipped:invalid_date"] += 1
-                continue
-            self.order += 1
-            if kind == "request":
-                self.stats["requests"] += 1
-                self.requests[(url, date)] = location
-            elif kind == "response":
-                if record.http_headers is None:
-                    self.stats["skipped:response_without_http"] += 1
-                    continue
-                self.stats["responses"] += 1
-                self.responses[(url, date)] = location
-                if digest := headers.get_header("WARC-Payload-Digest"):
-                    self.by_digest.setdefault(digest, location)
-                self._offer(url, (date, self.order), _Capture(location, location))
-            elif (headers.get_header("WARC-Profile") or "").endswith(REVISIT_PROFILES):
-                # Resolved in finish(): the original may lie further on, or in a later file.
-                self.revisits.append(
-                    _Revisit(
-                        url,
-                        (date, self.order),
-                        location,
-                        _refers_to(record),
-                        headers.get_header("WARC-Payload-Digest"),
-                    )
+                record = next(records, None)
+                if record is None:
+                    return
+                self._add(record, records, file_number, path)
+                _record_location(records, file_number)  # a record not indexed may be cut too
+            except _RecordCutShort as cut:
+                self.stats["archives_truncated"] += 1
+                self._report(
+                    f"{path}@{cut.offset}: the file ends inside this record, the {read} "
+                    "records before kept"
                 )
-            else:
-                self.stats["skipped:revisit_profile"] += 1
+                return
+            except _BAD_RECORD as exc:
+                # The iterator cannot go on: warcio has lost its place in the file.
+                if read == 0:
+                    raise ArchiveError(
+                        f"{path}: no WARC record readable: {_first_line(exc)}"
+                    ) from exc
+                self.stats["archives_corrupt"] += 1
+                self._report(
+                    f"{path}@{records.offset}: unreadable from here, the {read} records "
+                    f"before kept: {_first_line(exc)}"
+                )
+                return
+            read += 1
+
+    def _add(self, record: ArcWarcRecord, records: _Records, file_number: int, path: str) -> None:
+        self.stats["records"] += 1
+        kind = record.rec_type
+        if kind not in ("response", "revisit", "request"):
+            return
+        headers = record.rec_headers
+        try:
+            url = normalize_url(_unwrapped(headers.get_header("WARC-Target-URI")))
+        except UrlError:
+            self.stats["skipped:invalid_url"] += 1
+            return
+        try:
+            date = _warc_date(record)
+        except ValueError:
+            self.stats["skipped:invalid_date"] += 1
+            return
+        try:
+            head = _BoundedHead(record.raw_stream)
+            http = records.loader.load_http_headers(kind, url, head, record.length)
+        except _BAD_RECORD as exc:
+            self.stats["skipped:bad_http_head"] += 1
+            self._report(f"{path}@{records.offset}: {kind} of {url}: {_first_line(exc)}")
+            return
+        location = _record_location(records, file_number)
+        self.order += 1
+        if kind == "request":
+            self.stats["requests"] += 1
+            self.requests[(url, date)] = location
+        elif kind == "response":
+            if http is None:
+                self.stats["skipped:response_without_http"] += 1
+                return
+            self.stats["responses"] += 1
+            self.responses[(url, date)] = location
+            if digest := headers.get_header("WARC-Payload-Digest"):
+                self.by_digest.setdefault(digest, location)
+            self._offer(url, (date, self.order), _Capture(location, location))
+        elif (headers.get_header("WARC-Profile") or "").endswith(REVISIT_PROFILES):
+            # Resolved in finish(): the original may lie further on, or in a later file.
+            self.revisits.append(
+                _Revisit(
+                    url,
+                    (date, self.order),
+                    location,
+                    _refers_to(record),
+                    headers.get_header("WARC-Payload-Digest"),
+                )
+            )
+        else:
+            self.stats["skipped:revisit_profile"] += 1
+
+    def _report(self, failure: str) -> None:
+        if len(self.failures) < MAX_REPORTED_FAILURES:
+            self.failures.append(failure)
+            log.warning("archive: %s", failure)
 
     def finish(self) -> dict[str, _Capture]:
         for revisit in self.revisits:
@@ -350,6 +511,21 @@ class _IndexBuilder:
                 return
         self.ranks[url] = rank
         self.captures[url] = capture
+
+
+def _record_location(records: _Records, file_number: int) -> _Location:
+    """Where the current record lies; raises `_RecordCutShort` if the file ends inside it.
+    warcio knows a record's length only once it has read past it."""
+    offset, length = records.get_record_offset(), records.get_record_length()
+    if getattr(records.record.raw_stream, "limit", 0) > 0:  # Content-Length not reached
+        raise _RecordCutShort(offset)
+    return _Location(file_number, offset, length)
+
+
+def _first_line(error: BaseException) -> str:
+    """warcio's messages run over several lines and quote whole header lines."""
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
 
 
 def _unwrapped(uri: str | None) -> str:

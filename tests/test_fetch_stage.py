@@ -16,6 +16,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from scraping import page_source as errors
 from scraping.fetch_stage import FetchOptions, fetch_pages, open_source
+from scraping.warc_replay import ArchiveError
 from webtext.store import Store, VersionRef
 from webtext_app.demo_web import DemoWeb, site_urls
 
@@ -133,11 +134,33 @@ def test_archive_replay_writes_the_same_outputs(tmp_path, test_data) -> None:
     assert counts["fetched"] == len(captured) == 16
     assert counts[errors.NOT_IN_ARCHIVE] == 1
     assert store.manifest(result.ref).parameters["source"]["kind"] == "archive"
+    assert counts["archive_records"] == 50 and counts["archive_urls"] == 16
+    assert counts["archives_truncated"] == counts["archive_skipped_invalid_url"] == 0
+
+
+def test_bad_archive_records_are_counted_and_a_foreign_file_refused(tmp_path, test_data):
+    archive = test_data / "warc" / "cc-main-2020-34.resiliparse.warc.gz"
+    # A copy cut inside a record: before, the cut record was indexed with the bytes it
+    # had and nothing said so; now the records before it replay, and the cut is counted.
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size * 9 // 10])
+    store = Store(str(tmp_path / "store"))
+    links = links_version(store, ["http://not-captured.example/"])
+    result = fetch_pages(store, links, FetchOptions(archives=(str(cut),)))
+    counts = result.stats["counts"]
+    assert counts["archives_truncated"] == 1 and counts["archive_urls"] == 13
+    foreign = tmp_path / "page.warc"
+    foreign.write_text("<html>not an archive</html>\n")
+    more = links_version(store, ["http://another.example/"])
+    with pytest.raises(ArchiveError, match=f"^{foreign}: no WARC record readable"):
+        fetch_pages(store, more, FetchOptions(archives=(str(archive), str(foreign))))
+    assert len(store.versions("fetches")) == 1
 
 
 KILLABLE = """
 import sys
 from scraping.fetch_stage import FetchOptions, fetch_pages, open_source
+from scraping.warc_replay import ArchiveError
 from webtext.store import Store, VersionRef
 store = Store(sys.argv[1])
 source = open_source([], **{options})

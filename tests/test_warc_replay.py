@@ -1,10 +1,13 @@
-"""Archive replay (`scraping.warc_replay`) over real WARC files and small synthetic ones."""
+"""Archive replay (`scraping.warc_replay`) over real WARC files and small synthetic ones,
+and over bad ones: records without a target, huge header lines, corrupt or foreign files."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import io
+import os
 import time
 import tracemalloc
 import zlib
@@ -19,9 +22,10 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from scraping import page_source as errors
+from scraping import warc_replay
 from scraping.page_source import FetchResult
 from scraping.urls import normalize_url
-from scraping.warc_replay import ArchiveSource
+from scraping.warc_replay import ArchiveError, ArchiveSource
 
 HTML = b"<html><head><title>t</title></head><body>hello</body></html>"
 SERVER_NOT_MODIFIED = "http://netpreserve.org/warc/1.1/revisit/server-not-modified"
@@ -84,15 +88,27 @@ def response(
     status: str = "200 OK",
     headers: Sequence[tuple[str, str]] = (("Content-Type", "text/html; charset=utf-8"),),
     date: str = "2021-01-01T00:00:00Z",
+    warc_headers: Sequence[tuple[str, str]] = (),
+    without: Sequence[str] = (),
 ) -> Record:
+    """A response record; `warc_headers` are added to its WARC head, `without` removed."""
     message = http_message(status, headers, body)
-    return lambda writer: writer.create_warc_record(
-        url,
-        "response",
-        payload=io.BytesIO(message),
-        length=len(message),
-        warc_headers_dict={"WARC-Date": date, "WARC-IP-Address": "192.0.2.1"},
-    )
+
+    def build(writer: WARCWriter) -> Any:
+        record = writer.create_warc_record(
+            url,
+            "response",
+            payload=io.BytesIO(message),
+            length=len(message),
+            warc_headers_dict={"WARC-Date": date, "WARC-IP-Address": "192.0.2.1"},
+        )
+        for name, value in warc_headers:
+            record.rec_headers.add_header(name, value)
+        for name in without:
+            record.rec_headers.remove_header(name)
+        return record
+
+    return build
 
 
 def redirect(url: str, location: str, status: str = "301 Moved Permanently") -> Record:
@@ -368,3 +384,104 @@ def test_fetch_outside_the_context_is_an_error(warc_dir: Path) -> None:
     source = ArchiveSource([str(warc_dir / "warcio-example.warc.gz")])
     with pytest.raises(RuntimeError, match="context manager"):
         asyncio.run(source.fetch("http://example.com/"))
+
+
+# Bad input: each of these ended the whole replay, or took unbounded time and memory.
+
+
+def page(n: int) -> Record:
+    return response(f"http://site.test/{n}", f"<html>page {n}</html>".encode())
+
+
+def replays_pages(paths: Sequence[Path], numbers: Sequence[int]) -> ArchiveSource:
+    """Every page `numbers` names replays with its own body; the source, for its counts."""
+    urls = [f"http://site.test/{n}" for n in numbers]
+    results, source = replay(paths, urls)
+    assert [r.body for r in results] == [f"<html>page {n}</html>".encode() for n in numbers]
+    return source
+
+
+@pytest.mark.parametrize("suffix", [".warc.gz", ".warc"])
+def test_a_response_without_target_uri_is_skipped(tmp_path: Path, suffix: str) -> None:
+    # Before: AttributeError inside warcio (it calls .startswith on the missing URI).
+    nameless = response("http://site.test/gone", without=["WARC-Target-URI"])
+    path = write_warc(tmp_path / f"nameless{suffix}", page(1), nameless, page(2))
+    source = replays_pages([path], [1, 2])
+    assert source.stats["skipped:invalid_url"] == 1 and source.stats["records"] == 3
+    assert source.counts()["archive_skipped_invalid_url"] == 1
+
+
+def test_a_huge_http_header_line_skips_its_record_in_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: warcio joined the line block by block (a 100 MB line: 150 s, 480 MB).
+    # Scaled down: a 64 KiB bound, a 2 MiB line (incompressible, so gzip does not hide it).
+    monkeypatch.setattr(warc_replay, "MAX_HEADER_LINE", 64 << 10)
+    line = base64.b64encode(os.urandom(3 << 19)).decode()
+    huge = response("http://site.test/huge", headers=[("X-Huge", line)])
+    for suffix in (".warc", ".warc.gz"):
+        path = write_warc(tmp_path / f"huge{suffix}", page(1), huge, page(2))
+        tracemalloc.start()
+        try:
+            source = replays_pages([path], [1, 2])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert source.stats["skipped:bad_http_head"] == 1
+        [failure] = source.failures
+        assert failure.startswith(f"{path}@") and failure.endswith(
+            "response of http://site.test/huge: a header line longer than 65,536 bytes"
+        )
+        assert peak < 1 << 20, peak
+
+
+def test_a_huge_warc_header_line_keeps_the_records_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(warc_replay, "MAX_HEADER_LINE", 64 << 10)
+    line = base64.b64encode(os.urandom(3 << 19)).decode()
+    huge = response("http://site.test/huge", warc_headers=[("X-Huge", line)])
+    path = write_warc(tmp_path / "huge-warc-head.warc", page(1), huge, page(2))
+    source = replays_pages([path], [1])
+    assert source.stats["archives_corrupt"] == 1 and source.stats["urls"] == 1
+    [failure] = source.failures
+    assert failure.startswith(f"{path}@") and "the 1 records before kept" in failure
+    assert fetch_one([path], "http://site.test/2").error == errors.NOT_IN_ARCHIVE
+
+
+def test_a_corrupt_gzip_member_keeps_the_records_before(tmp_path: Path) -> None:
+    path = write_warc(tmp_path / "flipped.warc.gz", page(1), page(2), page(3))
+    data = bytearray(path.read_bytes())
+    second = data.index(b"\x1f\x8b", 10)  # where the second record's gzip member starts
+    data[second + 40] ^= 0xFF
+    path.write_bytes(bytes(data))
+    source = replays_pages([path], [1])
+    assert source.stats["archives_corrupt"] == 1
+    assert source.failures[0].startswith(f"{path}@")
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("garbage.warc.gz", b"\x00garbage" * 100),
+        ("page.warc", b"<html>not a warc</html>\n"),
+        ("headless.warc.gz", gzip.compress(http_message("200 OK", [], HTML))),
+        ("folder.warc", None),
+        ("missing.warc", "missing"),
+    ],
+)
+def test_a_file_that_is_no_archive_is_one_line_naming_it(
+    tmp_path: Path, name: str, content: bytes | str | None
+) -> None:
+    # Before: warcio's ArchiveLoadFailed (a multi-line message), or an OSError, as a
+    # traceback from the fetch stage.
+    good = write_warc(tmp_path / "good.warc.gz", page(1))
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(ArchiveError) as raised:
+        replay([good, path], ["http://site.test/1"])
+    message = str(raised.value)
+    assert str(path) in message and "\n" not in message
