@@ -25,6 +25,7 @@ import pytest
 from test_extract_stage import StaticSource, article, fetched
 from warcio.archiveiterator import ArchiveIterator
 
+from dedup.stage import publish_dataset
 from scraping.extract_stage import ExtractOptions, extract_documents
 from scraping.fetch_stage import FetchOptions, fetch_pages
 from scraping.page_source import FetchResult
@@ -197,6 +198,22 @@ def test_two_extract_runs_at_once_give_one_version(tmp_path: Path) -> None:
     assert first.stats["counts"]["documents"] == 6
     store.verify(first.ref)
     assert leftovers(store, "documents") == []
+
+
+def test_two_dedup_runs_at_once_give_one_version(tmp_path: Path) -> None:
+    """Issue 14: as extract, the loser of a dedup race (the minhash stage's shared
+    staging, then the webtext version) failed; now both return one version."""
+    store = Store(str(tmp_path / "store"), locking=QUICK)
+    pages = {f"http://news.example/story-{i}": article(f"Story {i}", 8 + i) for i in range(6)}
+    documents = extract_documents(store, fetched(store, pages), ExtractOptions(workers=1))
+    first, second = race(
+        lambda: publish_dataset(store, documents.ref), lambda: publish_dataset(store, documents.ref)
+    )
+    assert not isinstance(first, Exception) and not isinstance(second, Exception), (first, second)
+    assert first.ref == second.ref and first.stats == second.stats
+    assert sorted([first.reused, second.reused]) == [False, True]
+    store.verify(first.ref)
+    assert leftovers(store, "minhash") == [] and leftovers(store, "webtext") == []
 
 
 HOLDER = textwrap.dedent(
