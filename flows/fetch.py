@@ -31,10 +31,12 @@ def fetch_pages_flow(
     allow_loopback: bool = False,
     shard_size: int = 1_000,
     max_fetch_runs: int = 3,
+    retry_transient_after: float = 3600.0,
     store_url: str | None = None,
 ) -> VersionRef:
     """Fetch every URL of a links version that no earlier fetch version holds, and those
-    whose earlier outcome was transient (tried by fewer than `max_fetch_runs` runs).
+    whose earlier outcome was transient (at least `retry_transient_after` seconds ago, and
+    tried by fewer than `max_fetch_runs` runs).
 
     With `archives` (WARC paths or URLs, e.g. Common Crawl files) pages are replayed
     from them instead of fetched live. `allow_loopback` is for demos and tests only.

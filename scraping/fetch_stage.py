@@ -4,10 +4,11 @@ Every input URL ends with exactly one row in `fetches/part-*.parquet`: the page'
 location when it was fetched, its error class when not. URLs that any earlier `fetches`
 version holds a row for are not fetched again (those versions are recorded as parents),
 unless that row's outcome was transient (`page_source.is_transient`: a timeout, a 429/5xx,
-an unreachable robots.txt...) and fewer than `max_fetch_runs` runs have tried the URL
-(`fetch_runs` column): then it is fetched again. The versions whose rows are retried are
-named in the parameters (`retrying`), so a run that retries is a new version, and a run
-with nothing to retry finds the version it made before.
+an unreachable robots.txt...), is at least `retry_transient_after` seconds old, and fewer
+than `max_fetch_runs` runs have tried the URL (`fetch_runs` column): then it is fetched
+again. The versions whose rows are retried are named in the parameters (`retrying`), so
+a run that retries is a new version, and a run with nothing to retry finds the version
+it made before.
 
 Work is cut into shards of `shard_size` URLs, fetched concurrently by `concurrency`
 workers pulling from one queue in shard order. A shard is committed through the stage
@@ -24,6 +25,7 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -146,6 +148,9 @@ class FetchOptions:
     allow_loopback: bool = False  # fetch from 127.0.0.0/8: demos and tests only
     shard_size: int = 1_000  # URLs per committed shard
     max_fetch_runs: int = 3  # runs that may try a URL whose outcome stays transient
+    # A transient outcome is retried by runs at least this long after it (a rerun at once
+    # would mostly meet the same outage; the nightly run retries).
+    retry_transient_after: float = 3600.0
     warc_file_bytes: int = 2**30
     # URLs in flight; None: 4 per connection live (the source caps connections itself, so
     # more URLs than connections keep each busy while some wait on their host), 16 replaying.
@@ -193,12 +198,13 @@ def fetch_pages(
     progress = progress or NoProgress()
     shard_size, in_flight = options.shard_size, options.urls_in_flight()
     earlier = store.versions(STAGE.name)
-    plan = _plan(store, earlier, _link_urls(store, links), options.max_fetch_runs)
+    plan = _plan(store, earlier, _link_urls(store, links), options)
     parameters = {
         "source": source.parameters(),
         "shard_size": shard_size,
         "warc_file_bytes": options.warc_file_bytes,
-        "max_fetch_runs": options.max_fetch_runs,
+        # What is retried decides the output, so it is in the id; the retry settings are
+        # not: with nothing (new) to retry they make the same version.
         "retrying": plan.retrying,
     }
 
@@ -227,6 +233,10 @@ def fetch_pages(
             work.counts.add(name, count)
         if isinstance(source, ArchiveSource):  # what the archives held, which were unusable
             work.counts.update(source.counts())
+        work.stats["retry"] = {
+            "max_fetch_runs": options.max_fetch_runs,
+            "retry_transient_after": options.retry_transient_after,
+        }
 
     return run_stage(
         store,
@@ -266,29 +276,32 @@ class _Plan:
 
 
 def _plan(
-    store: Store, earlier: Sequence[Manifest], urls: pa.ChunkedArray, max_fetch_runs: int
+    store: Store, earlier: Sequence[Manifest], urls: pa.ChunkedArray, options: FetchOptions
 ) -> _Plan:
     """Each URL's newest row in the earlier versions decides whether it is fetched.
 
-    Memory: the candidate URLs, three numbers per URL, and one earlier part at a time.
+    Memory: the candidate URLs, four numbers per URL, and one earlier part at a time.
     """
     urls = urls.combine_chunks()
+    due_before = datetime.now(UTC) - timedelta(seconds=options.retry_transient_after)
     newest = np.full(len(urls), -1)  # index in `earlier` of the newest row, -1: none
     runs = np.zeros(len(urls), np.int32)
     transient = np.zeros(len(urls), bool)
+    due = np.zeros(len(urls), bool)
     for index, manifest in enumerate(earlier):  # oldest first: newer rows override
         for entry in manifest.files:
             if not entry.path.startswith("fetches/"):
                 continue
-            rows = _outcomes(store, manifest.ref, entry)
+            rows = _outcomes(store, manifest.ref, entry, due_before)
             # Each URL's row in the part, or -1.
             position = pc.fill_null(pc.index_in(urls, value_set=rows["url"]), -1).to_numpy()
             hit = position >= 0
             newest[hit] = index
-            runs[hit] = rows["fetch_runs"][position[hit]]
-            transient[hit] = rows["transient"][position[hit]]
+            for name, column in (("fetch_runs", runs), ("transient", transient), ("due", due)):
+                column[hit] = rows[name][position[hit]]
     seen = newest >= 0
-    retry = seen & transient & (runs < max_fetch_runs)
+    tries_left = seen & transient & (runs < options.max_fetch_runs)
+    retry = tries_left & due
     todo = urls.filter(pa.array(~seen | retry))
     retried = urls.filter(pa.array(retry)).to_pylist()
     return _Plan(
@@ -299,18 +312,21 @@ def _plan(
             "urls": len(urls),
             "fetched_before": int((seen & ~retry).sum()),
             "retried": int(retry.sum()),
-            "retries_exhausted": int((seen & transient & ~retry).sum()),
+            "retry_later": int((tries_left & ~due).sum()),  # too recent to retry yet
+            "retries_exhausted": int((seen & transient & ~tries_left).sum()),
         },
     )
 
 
-def _outcomes(store: Store, version: VersionRef, entry: FileEntry) -> dict[str, Any]:
-    """One earlier part's URLs, whether each outcome was transient, and its fetch runs
-    (1 in parts written before the column existed)."""
+def _outcomes(
+    store: Store, version: VersionRef, entry: FileEntry, due_before: datetime
+) -> dict[str, Any]:
+    """One earlier part's URLs, whether each outcome was transient, whether it was
+    fetched before `due_before`, and its fetch runs (1 in parts older than the column)."""
     with store.open_verified(version, entry) as handle:
         part = pq.ParquetFile(handle)
         has_runs = "fetch_runs" in part.schema_arrow.names
-        columns = ["url", "error", "status", *(["fetch_runs"] if has_runs else [])]
+        columns = ["url", "error", "status", "fetched_at", *(["fetch_runs"] if has_runs else [])]
         table = part.read(columns=columns)
     failed = table["error"]
     transient = pc.or_kleene(
@@ -324,6 +340,7 @@ def _outcomes(store: Store, version: VersionRef, entry: FileEntry) -> dict[str, 
     return {
         "url": table["url"].combine_chunks(),
         "transient": pc.fill_null(transient, False).to_numpy(),
+        "due": pc.fill_null(pc.less(table["fetched_at"], due_before), True).to_numpy(),
         "fetch_runs": np.broadcast_to(np.asarray(runs, np.int32), table.num_rows),
     }
 

@@ -49,9 +49,13 @@ def links_version(store: Store, urls: list[str], params: dict | None = None) -> 
         return out.ref
 
 
-def fetch(store: Store, links: VersionRef, shard_size: int = 8, **overrides):
+def fetch(store: Store, links: VersionRef, shard_size: int = 8, retry_after=3600.0, **overrides):
     settings = {**FAST, **overrides}
-    options = FetchOptions(shard_size=shard_size, in_flight=4 * settings["connections"])
+    options = FetchOptions(
+        shard_size=shard_size,
+        in_flight=4 * settings["connections"],
+        retry_transient_after=retry_after,
+    )
     return fetch_pages(store, links, options, source=open_source([], **settings))
 
 
@@ -220,20 +224,24 @@ def test_transient_failures_are_retried_by_later_runs_up_to_the_limit(tmp_path, 
         gone: (404, errors.HTTP_STATUS, 1),
         page: (200, None, 1),
     }
-    second = fetch(store, links, retries=0)
+    # A rerun at once retries nothing yet: transient outcomes wait retry_transient_after.
+    again = fetch(store, links, retries=0)
+    assert again.reused and again.ref == first.ref
+
+    second = fetch(store, links, retry_after=0, retries=0)
     assert not second.reused
     assert outcomes(second.ref) == {flaky: (200, None, 2), down: (503, errors.HTTP_STATUS, 2)}
     assert store.manifest(second.ref).parameters["retrying"] == [first.ref.version]
     counts = second.stats["counts"]
     assert (counts["urls"], counts["fetched_before"], counts["retried"]) == (4, 2, 2)
 
-    third = fetch(store, links, retries=0)
+    third = fetch(store, links, retry_after=0, retries=0)
     assert outcomes(third.ref) == {down: (503, errors.HTTP_STATUS, 3)}
     assert store.manifest(third.ref).parameters["retrying"] == [second.ref.version]
 
     # Three runs tried the 503: the limit. Nothing is left to retry, so the run finds the
     # version made with nothing to retry.
-    fourth = fetch(store, links, retries=0)
+    fourth = fetch(store, links, retry_after=0, retries=0)
     assert fourth.reused and fourth.ref == first.ref
     requests = [web.hits[path] - before for path, before in zip(paths, hits_before, strict=True)]
     assert requests == [2, 3, 1, 1]  # flaky, down, gone, page

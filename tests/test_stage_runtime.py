@@ -207,6 +207,7 @@ def _stage_defaults():
                     "allow_loopback",
                     "shard_size",
                     "max_fetch_runs",
+                    "retry_transient_after",
                 )
             },
         ),

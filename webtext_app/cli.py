@@ -149,6 +149,9 @@ def fetch(
     max_fetch_runs: Annotated[
         int, typer.Option(help="Runs that may try a URL whose outcome stays transient")
     ] = 3,
+    retry_transient_after: Annotated[
+        float, typer.Option(help="Seconds before a later run retries a transient outcome")
+    ] = 3600.0,
     store: StoreOption = None,
 ) -> None:
     """Fetch the pages of a links version into a new `fetches` version (WARC + table)."""
