@@ -40,7 +40,7 @@ def test_expected_failures_print_one_clear_line(tmp_path, test_data, capsys, mon
     monkeypatch.setattr("sys.argv", ["webtext", "links", comments, "--store", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2  # a user error: the input given
     assert "looks like a comment dump" in capsys.readouterr().err
     monkeypatch.setattr("sys.argv", ["webtext", "show", "links", "--store", str(tmp_path)])
     with pytest.raises(SystemExit):

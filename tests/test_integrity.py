@@ -145,3 +145,63 @@ def test_open_verified_reads_the_bytes_it_checked(tmp_path) -> None:
         store.read_verified(ref, "large.bin")
     with pytest.raises(StoreError, match=r"has no file 'other\.txt'"):
         store.read_verified(ref, "other.txt")
+
+
+def verify(monkeypatch, capsys, *args: str) -> tuple[int, list[str], str]:
+    """`webtext verify ARGS`: (exit code, stdout lines, stderr)."""
+    from webtext_app import cli
+
+    monkeypatch.setattr("sys.argv", ["webtext", "verify", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else 0
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def test_webtext_verify_names_what_differs(tmp_path, monkeypatch, capsys) -> None:
+    store = Store(str(tmp_path / "store"))
+    rows = [document(f"d{i}", prose(t)) for i, t in enumerate(TOPICS[:5])]
+    documents = plain_documents(store, rows, "verify")
+    result = run(store, documents)
+    code, lines, _ = verify(monkeypatch, capsys, "--deep", "--store", store.root_url)
+    assert code == 0 and len(lines) == 3, lines  # documents, minhash, webtext
+    assert all(line.startswith("ok ") and "sha256 checked" in line for line in lines)
+    part = "documents/part-00000.parquet"
+    flip_bit(local(store, documents, part), prose(TOPICS[2]).encode())
+    # Same size: only --deep sees the flipped bit.
+    size = store.manifest(documents).files[0].size
+    code, lines, _ = verify(monkeypatch, capsys, "documents", "--store", store.root_url)
+    assert code == 0 and lines == [f"ok     {documents}: 1 files, {size:,} bytes, sizes checked"]
+    code, lines, err = verify(monkeypatch, capsys, "--deep", "--store", store.root_url)
+    assert code == 1 and "1 version(s) failed" in err
+    failed = [line for line in lines if line.startswith("FAILED")]
+    assert len(failed) == 1 and f"FAILED {documents}: {part} does not match its sha256" in failed[0]
+    # The next stage refuses it too (a new dedup setting, so the version is not reused).
+    with pytest.raises(StoreError, match=f"{part} does not match its sha256"):
+        run(store, documents, rows_per_shard=2)
+    # A cut file and a corrupt manifest fail without --deep; a folder without a manifest
+    # (a write in progress or killed) is said, not failed.
+    data = local(store, result.ref, "data/part-00000.parquet")
+    data.write_bytes(data.read_bytes()[:-10])
+    minhash = store.manifest(result.ref).parents[1]
+    local(store, minhash, "manifest.json").write_text("{")
+    (Path(store.version_dir(result.ref)).parent / "0123456789ab").mkdir()
+    code, lines, _ = verify(monkeypatch, capsys, "--store", store.root_url)
+    assert code == 1
+    assert any(
+        line.startswith(f"FAILED {result.ref}: data/part-00000.parquet has ") for line in lines
+    )
+    assert any(
+        line.startswith("FAILED corrupt manifest") and str(minhash.version) in line
+        for line in lines
+    )
+    assert (
+        "skip   webtext/0123456789ab: no manifest (a write in progress, or a killed one)" in lines
+    )
+    code, lines, _ = verify(monkeypatch, capsys, "webtext/latest", "--store", store.root_url)
+    assert code == 1 and len(lines) == 1 and lines[0].startswith(f"FAILED {result.ref}")
+    code, lines, err = verify(monkeypatch, capsys, "nope/latest", "--store", store.root_url)
+    assert code == 2 and lines == [] and "unknown stage 'nope'" in err

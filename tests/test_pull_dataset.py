@@ -254,6 +254,6 @@ def test_the_command_pulls_the_dataset_and_says_where(
     )
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2  # a user error: DEST
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{a_file} is a file, not a folder" in err

@@ -32,6 +32,20 @@ from webtext.config import code_version
 from webtext.store import Manifest, StageResult, Store, StoreError, VersionRef, VersionWriter
 
 _MARKERS = ".parts"
+# The store's folders, one per stage of the pipeline, in its order (tests check that each
+# stage package's `Stage` is here): what the CLI accepts as a stage name.
+STAGE_NAMES = (
+    "links",
+    "fetches",
+    "documents",
+    "minhash",
+    "webtext",
+    "tokenizer",
+    "tokens",
+    "ngram-filter",
+    "model",
+    "evaluation",
+)
 log = logging.getLogger(__name__)
 
 # Submits a function over items to an executor, yielding results in the items' order.

@@ -41,12 +41,18 @@ MANIFEST = "manifest.json"
 LATEST = "latest"
 _HASH_CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
+_VERSION_ID = re.compile(r"[0-9a-f]{12}")  # what `version_id` makes
 # A verified read keeps a file this small in memory; a larger one goes to a local temp file.
 _SPOOL_IN_MEMORY = 64 << 20
 
 
 class StoreError(Exception):
     """A version that cannot be read: missing, incomplete or with a corrupt manifest."""
+
+
+class IntegrityError(StoreError):
+    """A version that is not what its stage wrote: a corrupt manifest, or a file missing,
+    unreadable or with other bytes than its manifest's sha256 and size."""
 
 
 @dataclass(frozen=True)
@@ -141,10 +147,12 @@ class Manifest:
                 stats=raw.get("stats", {}),
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"corrupt manifest {where}: {exc!r}") from exc
+            raise IntegrityError(f"corrupt manifest {where}: {exc!r}") from exc
         for entry in manifest.files:  # a path must never lead a reader or a pull elsewhere
             if problem := file_name_problem(entry.path):
-                raise StoreError(f"corrupt manifest {where}: file path {entry.path!r}: {problem}")
+                raise IntegrityError(
+                    f"corrupt manifest {where}: file path {entry.path!r}: {problem}"
+                )
         return manifest
 
 
@@ -451,10 +459,10 @@ class Store:
                 raise StoreError(f"version {ref} is incomplete: no {MANIFEST} in it") from exc
             raise StoreError(f"no version {ref} in {self.root_url}") from exc
         except UnicodeDecodeError as exc:
-            raise StoreError(f"corrupt manifest {where}: not UTF-8") from exc
+            raise IntegrityError(f"corrupt manifest {where}: not UTF-8") from exc
         manifest = Manifest.from_json(text, where)
         if manifest.ref != ref:
-            raise StoreError(f"corrupt manifest {where}: it describes {manifest.ref}")
+            raise IntegrityError(f"corrupt manifest {where}: it describes {manifest.ref}")
         return manifest
 
     def latest(self, stage: str) -> VersionRef | None:
@@ -467,14 +475,20 @@ class Store:
 
     def resolve(self, stage: str, version: str = LATEST) -> VersionRef:
         """`latest` or a version id to a checked reference; a clear error when absent."""
+        ref = self.named_version(stage, version)
+        self.manifest(ref)
+        return ref
+
+    def named_version(self, stage: str, version: str = LATEST) -> VersionRef:
+        """`latest` or a version id (as a user typed it) to a reference, unchecked."""
         if version == LATEST:
             ref = self.latest(stage)
             if ref is None:
                 raise StoreError(f"stage {stage!r} has no versions yet in {self.root_url}")
-        else:
-            ref = VersionRef(stage, version)
-        self.manifest(ref)
-        return ref
+            return ref
+        if not _VERSION_ID.fullmatch(version):
+            raise StoreError(f"{version!r} is no {stage} version id (12 hex digits) nor {LATEST}")
+        return VersionRef(stage, version)
 
     def versions(self, stage: str) -> list[Manifest]:
         """Every complete version of a stage, oldest first."""
@@ -632,8 +646,8 @@ class Store:
 
     def verify(self, ref: VersionRef, *, deep: bool = True) -> Manifest:
         """Check a version against its manifest: every file present with its size and,
-        `deep`, its sha256 (each file read once). Raises StoreError naming every file that
-        differs; returns the manifest when all match."""
+        `deep`, its sha256 (each file read once). Raises IntegrityError naming every file
+        that differs; returns the manifest when all match."""
         manifest = self.manifest(ref)
         problems = []
         for entry in manifest.files:
@@ -651,7 +665,7 @@ class Store:
             except StoreError as exc:
                 problems.append(str(exc).removeprefix(f"{ref}: "))
         if problems:
-            raise StoreError(f"{ref}: " + "; ".join(problems))
+            raise IntegrityError(f"{ref}: " + "; ".join(problems))
         return manifest
 
     def version_ids(self, stage: str) -> list[str]:
@@ -669,7 +683,7 @@ class Store:
 
     def checked_versions(self, stage: str, skip: Collection[str] = ()) -> list[Manifest]:
         """Every complete version of a stage, oldest first, for a run that must see all of
-        them (an incremental one): a corrupt manifest raises StoreError naming its path,
+        them (an incremental one): a corrupt manifest raises IntegrityError naming its path,
         unless its id is in `skip` (the operator's explicit choice). Folders without a
         manifest are no version (`versions` logs and skips corrupt ones too)."""
         ids = self.version_ids(stage)
@@ -682,8 +696,8 @@ class Store:
                 continue
             try:
                 found.append(self.manifest(ref))
-            except StoreError as exc:
-                raise StoreError(
+            except StoreError as exc:  # its manifest is there: corrupt
+                raise IntegrityError(
                     f"{exc}; an incremental run needs every earlier {stage} version: repair "
                     f"it, or leave it out explicitly with --skip-version {version}"
                 ) from exc
@@ -694,7 +708,7 @@ class Store:
         """A version's file for reading, seekable, its bytes checked against the manifest's
         sha256: streamed once from the store into memory (a local temp file when large),
         hashed on the way. A parent's file a stage reads comes through here, so a missing,
-        unreadable or altered file stops the stage with a StoreError naming it."""
+        unreadable or altered file stops the stage with an IntegrityError naming it."""
         entry = file if isinstance(file, FileEntry) else self.file_entry(ref, file)
         with tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, prefix="webtext-verified-") as copy:
             self._stream_checked(ref, entry, copy.write)
@@ -718,7 +732,7 @@ class Store:
     ) -> None:
         """Read one file of a version in chunks, handing each to `sink` and hashing it;
         a missing or unreadable file, or a sha256 other than the manifest's, raises
-        StoreError naming the file (and both hashes)."""
+        IntegrityError naming the file (and both hashes)."""
         path = f"{self.version_dir(ref)}/{entry.path}"
         digest = hashlib.sha256()
         try:
@@ -727,13 +741,13 @@ class Store:
                     digest.update(chunk)
                     sink(chunk)
         except FileNotFoundError as exc:
-            raise StoreError(
+            raise IntegrityError(
                 f"{ref}: {entry.path} is missing ({self.fs.unstrip_protocol(path)})"
             ) from exc
         except OSError as exc:
-            raise StoreError(f"{ref}: cannot read {entry.path}: {exc}") from exc
+            raise IntegrityError(f"{ref}: cannot read {entry.path}: {exc}") from exc
         if digest.hexdigest() != entry.sha256:
-            raise StoreError(
+            raise IntegrityError(
                 f"{ref}: {entry.path} does not match its sha256: read {digest.hexdigest()}, "
                 f"manifest {entry.sha256} ({self.fs.unstrip_protocol(path)})"
             )

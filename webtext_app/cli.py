@@ -25,7 +25,8 @@ from rich.progress import (
 from rich.table import Table
 
 from webtext.config import open_store
-from webtext.store import LATEST, StageResult, Store, StoreError, VersionRef
+from webtext.stage import STAGE_NAMES
+from webtext.store import LATEST, IntegrityError, StageResult, Store, StoreError, VersionRef
 
 if TYPE_CHECKING:
     from scraping.extract_stage import ExtractOptions
@@ -329,7 +330,7 @@ def pull(
     from webtext.dataset import pull_dataset
 
     artifacts = open_store(store)
-    ref = artifacts.resolve(stage, version)
+    ref = artifacts.resolve(_known_stage(stage), version)
     if stage != "webtext":
         if increment_only:
             raise ValueError("--increment-only is for the webtext dataset only")
@@ -349,7 +350,7 @@ def pull(
 def versions(stage: str, store: StoreOption = None) -> None:
     """List a stage's versions, oldest first."""
     artifacts = open_store(store)
-    latest = artifacts.latest(stage)
+    latest = artifacts.latest(_known_stage(stage))
     table = Table("version", "created", "files", "rows", "parents")
     for manifest in artifacts.versions(stage):
         marker = " (latest)" if latest == manifest.ref else ""
@@ -369,8 +370,67 @@ def versions(stage: str, store: StoreOption = None) -> None:
 def show(stage: str, version: str = LATEST, store: StoreOption = None) -> None:
     """Print a version's manifest as JSON."""
     artifacts = open_store(store)
-    manifest = artifacts.manifest(artifacts.resolve(stage, version))
+    manifest = artifacts.manifest(artifacts.resolve(_known_stage(stage), version))
     print(manifest.to_json())
+
+
+@app.command()
+def verify(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[STAGE[/ID]]",
+            help="A stage, or one version (ID may be latest) [default: every version]",
+            show_default=False,
+        ),
+    ] = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also re-hash every file against its sha256")
+    ] = False,
+    store: StoreOption = None,
+) -> None:
+    """Check versions against their manifests: each file there with its size, and with
+    --deep its sha256. One line per version; exit 1 if any fails."""
+    artifacts = open_store(store)
+    failed = 0
+    for ref in _versions_to_verify(artifacts, target):
+        try:
+            manifest = artifacts.verify(ref, deep=deep)
+        except StoreError as exc:
+            failed += 1
+            print(f"FAILED {exc}")
+            continue
+        size = sum(entry.size for entry in manifest.files)
+        checked = "sha256 checked" if deep else "sizes checked"
+        print(f"ok     {ref}: {len(manifest.files)} files, {size:,} bytes, {checked}")
+    if failed:
+        console.print(f"[red]{failed} version(s) failed verification[/]")
+        raise typer.Exit(1)
+
+
+def _versions_to_verify(artifacts: Store, target: str | None) -> list[VersionRef]:
+    """STAGE/ID (or latest): that version; STAGE: every version folder of the stage;
+    nothing: every stage's. Folders without a manifest are writes in progress or killed
+    (no version yet): said, not failed."""
+    if target and "/" in target:
+        stage, version = target.split("/", 1)
+        return [artifacts.named_version(_known_stage(stage), version)]
+    refs = []
+    for stage in [_known_stage(target)] if target else STAGE_NAMES:
+        for version in artifacts.version_ids(stage):
+            ref = VersionRef(stage, version)
+            if artifacts.exists(ref):
+                refs.append(ref)
+            else:
+                print(f"skip   {ref}: no manifest (a write in progress, or a killed one)")
+    return refs
+
+
+def _known_stage(name: str) -> str:
+    """`name` when it is a stage of the pipeline: never a path into or out of the store."""
+    if name not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {name!r}: one of {', '.join(STAGE_NAMES)}")
+    return name
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -718,16 +778,42 @@ def _progress(description: str, unit: str) -> Iterator[_RichProgress]:
         yield _RichProgress(bar, description)
 
 
+# A path that is not what the command needs: missing, a folder for a file, a file for a
+# folder, not allowed. Reported with the path, as user errors.
+_PATH_ERRORS = (
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    FileExistsError,
+)
+
+
 def main() -> None:
-    """The console entry point: expected failures print one clear line, not a traceback."""
-    from scraping.dumps import DumpError
+    """The console entry point: an expected failure prints one line naming what failed,
+    never a traceback. Exit 2: a user error (a path, an argument, an input file, a stage or
+    version that is not there); exit 1: the store failed its integrity checks, or the
+    Reddit API failed."""
+    from warcio.exceptions import ArchiveLoadFailed
+
     from scraping.reddit_api import RedditApiError
 
     try:
         app()
-    except (DumpError, StoreError, RedditApiError, ValueError, FileNotFoundError) as exc:
-        console.print("[red]error:[/]", escape(str(exc)), soft_wrap=True)
-        raise SystemExit(1) from exc
+    except (IntegrityError, RedditApiError) as exc:
+        _fail(exc, 1)
+    except (*_PATH_ERRORS, ValueError, StoreError, ArchiveLoadFailed) as exc:
+        # ValueError covers bad arguments and bad input files (DumpError, ArchiveError...)
+        _fail(exc, 2)
+
+
+def _fail(exc: BaseException, code: int) -> None:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        message = f"{exc.strerror or exc}: {exc.filename}"
+    else:
+        message = "; ".join([str(exc), *getattr(exc, "__notes__", ())])
+    console.print("[red]error:[/]", escape(" ".join(message.split())), soft_wrap=True)
+    raise SystemExit(code) from exc
 
 
 if __name__ == "__main__":
