@@ -210,8 +210,9 @@ class LiveSource:
                 self._robots_loading[origin] = loading
                 loading.add_done_callback(lambda done: self._robots_loaded(origin, done))
             robots = await asyncio.shield(loading)  # one URL cancelled stops no other's wait
-        if isinstance(robots.rules, FetchFailure):
-            raise robots.rules
+        if isinstance(robots.rules, FetchFailure):  # a copy: a cached one would collect
+            failure = robots.rules  # the traceback of every page it was raised for
+            raise FetchFailure(failure.error, failure.detail, failure.status)
         if not robots.rules.can_fetch(url, self.settings.user_agent):
             raise FetchFailure(errors.ROBOTS_DISALLOWED, f"{origin}/robots.txt disallows it")
         return robots.rules

@@ -383,3 +383,21 @@ def test_unreachable_robots_txt_is_transient_and_a_4xx_allows_everything() -> No
     assert allowed.ok and no_robots.hits["/robots.txt"] == 1
     assert not is_transient(errors.ROBOTS_DISALLOWED, None)
     assert not is_transient(errors.HTTP_STATUS, 404) and is_transient(errors.HTTP_STATUS, 503)
+
+
+def test_a_cached_robots_failure_holds_no_page_traceback() -> None:
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        origin = f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+    async def run() -> tuple[list[FetchResult], BaseException]:
+        async with LiveSource(FAST) as source:
+            results = [await source.fetch(f"{origin}/page-{i}") for i in range(5)]
+            rules = source.robots_cache[origin].rules
+            assert isinstance(rules, BaseException)
+            return results, rules
+
+    results, cached = asyncio.run(run())
+    assert {r.error for r in results} == {errors.ROBOTS_UNREACHABLE}
+    # Raising the cached failure itself chained every page's frames onto it.
+    assert cached.__traceback__ is None
