@@ -103,25 +103,28 @@ class LineError:
 _decoder = msgspec.json.Decoder(RedditRecord)
 
 
-def _stream_chunks(stream: BinaryIO) -> Iterator[bytes]:
-    # read1: a stream that fails mid-way still gives the bytes decoded before the failure
-    # (read() would drop its whole last chunk). Not closed here: `raw` is closed by its
-    # owner, and closing a bz2/xz reader over a file object it did not open leaves that
-    # object open anyway.
-    while data := stream.read1(READ_CHUNK):
+def _stream_chunks(read: Callable[[int], bytes]) -> Iterator[bytes]:
+    # Not closed here: `raw` is closed by its owner, and closing a bz2/xz reader over a
+    # file object it did not open leaves that object open anyway.
+    while data := read(READ_CHUNK):
         yield data
 
 
 def decompressed_chunks(raw: BinaryIO, path: str) -> Iterator[bytes]:
-    """The decompressed NDJSON bytes of `raw`, the codec chosen by the file's suffix."""
+    """The decompressed NDJSON bytes of `raw`, the codec chosen by the file's suffix.
+
+    Decoders are read with `read1`: a stream that fails mid-way still gives the bytes
+    decoded before the failure (`read` would drop its whole last chunk). A plain file
+    is read with `read`, which every fsspec file has.
+    """
     if path.endswith(".zst"):
         options = {zstd.DecompressionParameter.window_log_max: ZSTD_MAX_WINDOW_LOG}
-        return _stream_chunks(zstd.ZstdFile(raw, "rb", options=options))
+        return _stream_chunks(zstd.ZstdFile(raw, "rb", options=options).read1)
     if path.endswith(".bz2"):
-        return _stream_chunks(bz2.open(raw, "rb"))
+        return _stream_chunks(bz2.open(raw, "rb").read1)
     if path.endswith(".xz"):
-        return _stream_chunks(lzma.open(raw, "rb"))
-    return _stream_chunks(raw)
+        return _stream_chunks(lzma.open(raw, "rb").read1)
+    return _stream_chunks(raw.read)
 
 
 def split_lines(chunks: Iterable[bytes], max_line: int = MAX_LINE_BYTES) -> Iterator[bytes | None]:

@@ -274,3 +274,16 @@ def test_a_folder_given_as_a_dump_is_one_clear_error(tmp_path) -> None:
     folder.mkdir()
     with pytest.raises(DumpError, match=f"cannot read dump {folder}"):
         read_all(folder)
+
+
+def test_a_plain_dump_needs_only_read(raw_lines) -> None:
+    # Object-store files (fsspec's AbstractBufferedFile: S3, GCS, HTTP) have no read1.
+    class ReadOnly:
+        def __init__(self, data: bytes) -> None:
+            self._stream = io.BytesIO(data)
+
+        def read(self, size: int = -1) -> bytes:
+            return self._stream.read(size)
+
+    chunks = dumps.decompressed_chunks(ReadOnly(raw_lines), "RS_s3.ndjson")
+    assert b"".join(chunks) == raw_lines
