@@ -84,7 +84,7 @@ LINKS_SCHEMA = pa.schema(
     ]
 )
 MAX_REPORTED_LINE_ERRORS = 100
-API_SOURCE = "reddit-api item"
+API_SOURCE = "reddit-api"  # malformed API items are listed as reddit-api:<n>
 _SPILL_BATCH = 16_384
 
 
