@@ -255,7 +255,7 @@ class _Extraction:
         self.window = window
         self.progress = progress
         self._warcs: dict[str, WarcFile] = {}
-        self._verified = ExitStack()  # holds the verified copies of one shard's WARCs
+        self._verified = ExitStack()  # the verified copies of the current shard's WARCs
 
     def shard(
         self, pool: ProcessPool, out: VersionWriter, name: str, part: _FetchPart, rows: pa.Table

@@ -205,3 +205,31 @@ def test_webtext_verify_names_what_differs(tmp_path, monkeypatch, capsys) -> Non
     assert code == 1 and len(lines) == 1 and lines[0].startswith(f"FAILED {result.ref}")
     code, lines, err = verify(monkeypatch, capsys, "nope/latest", "--store", store.root_url)
     assert code == 2 and lines == [] and "unknown stage 'nope'" in err
+
+
+def test_training_checks_the_token_files_it_will_memory_map(tmp_path) -> None:
+    from training.launch import local_version
+
+    def tokens_version(store: Store) -> VersionRef:
+        with store.write("tokens", {"test": "mmap"}, "test") as out:
+            out.put("tokens/train/part-00000.bin", bytes(range(256)) * 64)
+            return out.ref
+
+    store = Store(str(tmp_path / "store"))
+    ref = tokens_version(store)
+    assert local_version(store, ref, tmp_path / "cache") == store.version_dir(ref)
+    shard = local(store, ref, "tokens/train/part-00000.bin")
+    shard.write_bytes(shard.read_bytes()[::-1])  # same size, other bytes
+    with pytest.raises(StoreError, match=r"tokens/train/part-00000\.bin does not match"):
+        local_version(store, ref, tmp_path / "cache")
+    remote = Store(f"memory://webtext-{tmp_path.name}")
+    try:
+        ref = tokens_version(remote)
+        cache = tmp_path / "cache"
+        folder = Path(local_version(remote, ref, cache))  # pulled, checked while copying
+        assert (folder / "tokens/train/part-00000.bin").read_bytes() == bytes(range(256)) * 64
+        (folder / "tokens/train/part-00000.bin").write_bytes(b"\0" * 256 * 64)
+        with pytest.raises(StoreError, match=r"tokens/train/part-00000\.bin does not match"):
+            local_version(remote, ref, cache)  # the earlier pull changed since
+    finally:
+        remote.fs.rm(remote.root, recursive=True)

@@ -225,14 +225,16 @@ def local_version(store: Store, ref: VersionRef, cache_dir: Path) -> str:
     """The version's folder on this machine: the store's own when it is local, else a
     verified copy in `cache_dir` (pulled once; a copy has its manifest only if complete).
 
-    Training memory-maps the files and reads windows at random, so a local version's
+    Training memory-maps the files and reads windows at random, so the local folder's
     sha256s are checked here, whole, before use (a pull checks them while copying)."""
     protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
     if "file" in protocols:
         store.verify(ref)
         return store.version_dir(ref)
     cache = Store(str(cache_dir))
-    if not cache.exists(ref):
+    if cache.exists(ref):
+        cache.verify(ref)  # pulled by an earlier run: unchanged since?
+    else:
         store.pull(ref, str(cache_dir))
     return cache.version_dir(ref)
 
