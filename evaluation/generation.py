@@ -128,10 +128,11 @@ def _generate_batch(
                 continue
             row.new.append(token)
             row.tokens.append(token)
-            text = encoder.decode(row.new)
-            cut = min((at for at in (text.find(s) for s in stop) if at >= 0), default=-1)
-            if cut >= 0 or step == settings.max_new_tokens - 1:
-                row.text = text[:cut] if cut >= 0 else text
+            cut = _stop_at(encoder.decode(row.new), stop) if stop else None
+            if cut is not None:
+                row.text = cut
+            elif step == settings.max_new_tokens - 1:
+                row.text = encoder.decode(row.new)
             else:
                 still.append(i)
         if not still:
@@ -148,6 +149,12 @@ def _generate_batch(
             hidden = gpt.decode(tokens[:, None], cache)[:, -1]
             logits = gpt.lm_head(hidden)[:, : encoder.vocab_size].float()
     return [Generation(row.text or "", row.new) for row in rows]
+
+
+def _stop_at(text: str, stop: Sequence[str]) -> str | None:
+    """`text` up to the first stop string in it, or None when it holds none."""
+    cut = min((at for at in (text.find(s) for s in stop) if at >= 0), default=-1)
+    return text[:cut] if cut >= 0 else None
 
 
 def _prefill(
