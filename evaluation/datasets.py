@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,13 @@ def read_cbt(path: Path) -> Parsed:
         parsed.items.append(choice)
         parsed.lines_not_detokenized += left_as_is
     return parsed
+
+
+def cbt_split(path: str | Path) -> str:
+    """The split a CBT file holds, from its published name (cbtest_CN_valid_2000ex.txt:
+    "valid"); the file's name when it does not say."""
+    match = re.match(r"cbtest_[A-Z]+_(train|valid|test)", Path(path).name)
+    return match.group(1) if match else Path(path).name
 
 
 def _cbt_examples(path: Path, skipped: list[str]) -> Iterator[tuple[int, list[str]]]:

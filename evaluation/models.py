@@ -11,6 +11,7 @@ outside the store needs its tokenizer given.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -91,6 +92,20 @@ class LanguageModel:
         return torch.cat(logprobs).double().cpu(), torch.cat(hits).cpu() if greedy else None
 
 
+@dataclass(frozen=True)
+class HFModelFolder:
+    """A local Hugging Face GPT-2 folder as the model to evaluate (`--hf-model DIR`):
+    OpenAI's converted weights, any `GPT2LMHeadModel`, our own `export_hf`."""
+
+    path: Path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+ModelSource = VersionRef | HFModelFolder | str | Path
+
+
 def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -136,20 +151,26 @@ def tokenizer_from_files(files: Sequence[Path]) -> Encoder:
 
 def load_model(
     store: Store,
-    model: VersionRef | str | Path,
+    model: ModelSource,
     tokenizer: str | Path | None = None,
     device: str | None = None,
 ) -> LanguageModel:
-    """A `model` version of `store`, with its lineage's tokenizer; or a checkpoint outside
-    the store (a file or a run's folder), with `tokenizer`, which it then needs."""
+    """A `model` version of `store`, with its lineage's tokenizer; a Hugging Face folder,
+    with its own tokenizer or `tokenizer`; or a checkpoint outside the store (a file or a
+    run's folder), with `tokenizer`, which it then needs."""
     check_model_source(model, tokenizer)
     if isinstance(model, VersionRef):
         return load_model_version(store, model, device)
+    if isinstance(model, HFModelFolder):
+        return load_hf_model(model.path, tokenizer, device)
     return load_checkpoint_model(model, tokenizer, device)
 
 
-def check_model_source(model: VersionRef | str | Path, tokenizer: str | Path | None) -> None:
-    """A `model` version comes with its lineage's tokenizer, a checkpoint with a given one."""
+def check_model_source(model: ModelSource, tokenizer: str | Path | None) -> None:
+    """A `model` version comes with its lineage's tokenizer, a checkpoint with a given one;
+    a Hugging Face folder with its own, unless one is given."""
+    if isinstance(model, HFModelFolder):
+        return
     if isinstance(model, VersionRef) and tokenizer is not None:
         raise ValueError(f"{model} brings its tokenizer (its lineage's): pass none")
     if not isinstance(model, VersionRef) and tokenizer is None:
@@ -212,10 +233,13 @@ def load_hf_model(
     `GPT2LMHeadModel`) as our GPT (`training.model.gpt_from_hf`), so that scoring and the
     cached generation are the same code for every model; its tokenizer from `tokenizer` or
     from the folder's own files."""
-    folder = Path(folder)
-    target = pick_device(device)
-    encoder = load_tokenizer(tokenizer or folder)
+    return hf_folder_model(Path(folder), load_tokenizer(tokenizer or folder), device)
+
+
+def hf_folder_model(folder: Path, encoder: Encoder, device: str | None = None) -> LanguageModel:
+    """The GPT of a Hugging Face folder, with its tokenizer."""
     gpt = gpt_from_hf(folder)
     check_vocabulary(str(folder), gpt.config, encoder)
-    gpt.to(target).eval()
-    return LanguageModel.of_gpt(folder.name, gpt, encoder, target)
+    target = pick_device(device)
+    name = f"{folder.parent.name}/{folder.name}"  # e.g. models/gpt2, <version>/hf
+    return LanguageModel.of_gpt(name, gpt.to(target).eval(), encoder, target)

@@ -5,8 +5,8 @@ decontamination), `table.md` (the paper's layout), `samples.jsonl` and one
 `tasks/<name>.json` per set. Its id covers the model, every set file's sha256, the settings
 and the code, so the same evaluation twice is one version; a killed run resumes with the
 sets it had finished. A `model` version is named by its reference (and is the version's
-parent), wherever the store holding it is; a checkpoint outside the store, and the
-tokenizer it then needs, by their files' sha256.
+parent), wherever the store holding it is; a checkpoint outside the store or a Hugging
+Face GPT-2 folder, and its tokenizer, by their files' sha256.
 """
 
 from __future__ import annotations
@@ -18,22 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, load_task
+from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, cbt_split, load_task
 from evaluation.decontam import build_ngram_filter, load_ngram_filter, overlap
 from evaluation.generation import sample_prompts
 from evaluation.models import (
+    HFModelFolder,
     LanguageModel,
+    ModelSource,
     check_model_source,
     checkpoint_model,
     find_checkpoint,
+    hf_folder_model,
     load_model_version,
     tokenizer_files,
     tokenizer_from_files,
 )
-from evaluation.paper import markdown_table, paper_table
+from evaluation.paper import PAPER_SPLITS, markdown_table, paper_table
 from evaluation.sampling import SampleSettings
 from evaluation.scoring import WindowSettings
 from evaluation.zero_shot import EvalSettings, evaluate_set
+from training.model import hf_weight_files
 from webtext.config import eval_data_root
 from webtext.stage import PartResult, Stage, StageWrite, options_from, run_stage
 from webtext.store import LATEST, StageResult, Store, VersionRef
@@ -115,17 +119,27 @@ def file_sha256(path: Path) -> str:
 
 def model_source(
     store: Store,
-    model: VersionRef | str | Path,
+    model: ModelSource,
     tokenizer: str | Path | None,
     device: str | None = None,
 ) -> tuple[dict[str, Any], Callable[[], LanguageModel]]:
     """What an evaluation's id says of its model, and how to load it, from files checked and
-    found once (the id covers the very files loaded): a `model` version's reference, or a
-    checkpoint's and its tokenizer's sha256 (never a path: paths differ between machines)."""
+    found once (the id covers the very files loaded): a `model` version's reference, or the
+    sha256 of a checkpoint's or a Hugging Face folder's files and of its tokenizer's (never
+    a path: paths differ between machines)."""
     check_model_source(model, tokenizer)
     if isinstance(model, VersionRef):
         ref = model
         return {"model": str(ref)}, lambda: load_model_version(store, ref, device)
+    if isinstance(model, HFModelFolder):
+        folder = model.path
+        weights = [folder / "config.json", *hf_weight_files(folder)]
+        files = tokenizer_files(tokenizer or folder)
+        identity = {
+            "hf_model": {path.name: file_sha256(path) for path in weights},
+            "tokenizer": {path.name: file_sha256(path) for path in files},
+        }
+        return identity, lambda: hf_folder_model(folder, tokenizer_from_files(files), device)
     checkpoint = find_checkpoint(model)
     files = tokenizer_files(tokenizer)  # a checkpoint comes with one (checked)
     identity = {
@@ -137,7 +151,7 @@ def model_source(
 
 def evaluate_model(
     store: Store,
-    model: VersionRef | str | Path,
+    model: ModelSource,
     plan: EvaluationPlan,
     webtext: VersionRef | None = None,
     tokenizer: str | Path | None = None,
@@ -147,7 +161,8 @@ def evaluate_model(
     """Evaluate a model on `plan.tasks`, sample its prompts and, given a `webtext` version,
     measure each set's 8-gram overlap with it; write it all as one version.
 
-    `model`: a `model` version of `store` (its tokenizer is its lineage's), or a checkpoint
+    `model`: a `model` version of `store` (its tokenizer is its lineage's), a Hugging Face
+    GPT-2 folder (`HFModelFolder`; its own tokenizer, or `tokenizer`), or a checkpoint
     outside the store (a file or a run's folder) with its `tokenizer`.
     """
     files = {task: plan.task_path(task) for task in plan.tasks}
@@ -190,7 +205,8 @@ def evaluate_model(
         decontamination = (
             _decontamination(store, ngram_filter, sets, plan.settings.limit) if ngram_filter else {}
         )
-        table = paper_table(results, f"ours ({lm.name})")
+        splits = {task: cbt_split(path) for task, path in files.items() if task in PAPER_SPLITS}
+        table = paper_table(results, f"ours ({lm.name})", splits)
         summary = {
             "model": lm.name,
             "tokenizer": lm.encoder.name,

@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from evaluation.models import HFModelFolder, ModelSource
 from evaluation.stage import EvaluationPlan, evaluate_model, overlap_version
 from flows.artifacts import ProgressReporter, publish_version
 from webtext.config import open_store
@@ -18,7 +19,7 @@ from webtext.store import StageResult, Store, VersionRef
 @task(cache_policy=NO_CACHE, persist_result=False)
 def evaluate_task(
     store: Store,
-    model: VersionRef | Path,
+    model: ModelSource,
     plan: EvaluationPlan,
     webtext: VersionRef | None,
     tokenizer: str | None,
@@ -40,6 +41,7 @@ def evaluate_task(
 @flow(name="evaluate-zero-shot", log_prints=True)
 def evaluate_zero_shot_flow(
     checkpoint: str = "latest",
+    hf_model: str | None = None,
     tasks: list[str] | None = None,
     eval_data: str | None = None,
     paths: dict[str, str] | None = None,
@@ -62,7 +64,9 @@ def evaluate_zero_shot_flow(
 ) -> VersionRef:
     """Evaluate a model zero-shot: a `model` version id ("latest"; its tokenizer is the one
     of its lineage), or a checkpoint file or training run's folder on this machine, with
-    its `tokenizer` (a tokenizer.json, or a folder of one or of GPT-2's files).
+    its `tokenizer` (a tokenizer.json, or a folder of one or of GPT-2's files); or, given
+    `hf_model`, a Hugging Face GPT-2 folder on this machine (its own tokenizer.json, or
+    `tokenizer`), in place of `checkpoint`.
 
     `tasks`: names (lambada, wikitext2, wikitext103, ptb, 1bw, enwik8, text8, cbt-cn, cbt-ne,
     winograd); default: every one whose file is under `eval_data` (default
@@ -71,7 +75,13 @@ def evaluate_zero_shot_flow(
     """
     plan = EvaluationPlan.from_user(locals())
     store = open_store(store_url)
-    model = Path(checkpoint) if Path(checkpoint).exists() else store.resolve("model", checkpoint)
+    model: ModelSource
+    if hf_model is not None:
+        model = HFModelFolder(Path(hf_model))
+    elif Path(checkpoint).exists():
+        model = Path(checkpoint)
+    else:
+        model = store.resolve("model", checkpoint)
     webtext = overlap_version(store, decontaminate)
     if webtext is None:
         get_run_logger().info("no webtext version to measure the overlap with: skipped")

@@ -212,5 +212,28 @@ def test_the_flow_publishes_the_table_and_samples(setup):
     artifacts = {a.key: a for a in found if a.flow_run_id == state.state_details.flow_run_id}
     assert set(artifacts) == set(keys)
     table = json.loads(artifacts["evaluate-zero-shot-paper-table"].data)
-    assert table[3]["LAMBADA (ACC)"] == 63.24 and table[-1]["model"].startswith("ours")
+    assert table[3]["LAMBADA (ACC, stop-word filter)"] == 63.24
+    assert table[3]["LAMBADA (ACC)"] == 52.66 and table[-1]["model"].startswith("ours")
     assert "Hello" in artifacts["evaluate-zero-shot-samples"].data
+
+
+def test_the_table_labels_cbt_splits_and_both_lambada_accuracies():
+    from evaluation.datasets import cbt_split
+    from evaluation.paper import paper_table
+
+    results = {
+        "lambada": {"value": 0.5, "ppl": 10.0, "acc_stopword_filtered": 0.625},
+        "cbt-cn": {"value": 0.8},
+    }
+    splits = {"cbt-cn": cbt_split("eval/cbt/cbtest_CN_test_2500ex.txt")}
+    table = paper_table(results, "ours", splits)
+    paper, ours = table[3], table[-1]
+    assert ours["LAMBADA (ACC)"] == 50.0 and ours["LAMBADA (ACC, stop-word filter)"] == 62.5
+    assert paper["LAMBADA (ACC)"] == 52.66 and paper["LAMBADA (ACC, stop-word filter)"] == 63.24
+    # The paper's CBT figures are validation accuracy; ours here is on the test file.
+    assert paper["CBT-CN (ACC, paper valid, ours test)"] == 93.3
+    assert ours["CBT-CN (ACC, paper valid, ours test)"] == 80.0
+    assert ours["CBT-NE (ACC, valid)"] is None  # not run: the paper's split alone
+    valid = paper_table(results, "ours", {"cbt-cn": cbt_split("cbtest_CN_valid_2000ex.txt")})
+    assert valid[-1]["CBT-CN (ACC, valid)"] == 80.0
+    assert cbt_split("my_cbt.txt") == "my_cbt.txt"  # a name that does not say: the name

@@ -1,4 +1,5 @@
-"""`webtext train`, `evaluate` and `sample` on a model version, as a user types them."""
+"""`webtext train`, `evaluate` and `sample` on a model version and on its Hugging Face
+export (`--hf-model`), as a user types them."""
 
 from __future__ import annotations
 
@@ -70,8 +71,32 @@ def test_train_streams_steps_then_evaluate_and_sample_take_the_model_version(
     # A checkpoint outside the store needs its tokenizer; a model version brings its own.
     with pytest.raises(ValueError, match="needs its tokenizer"):
         run("evaluate", runs, *args)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="not CHECKPOINT and --model"):
         run("evaluate", runs, "--model", "latest", *args)
+
+    # The model version's Hugging Face export, as any GPT-2 folder: the same results.
+    hf = f"{store.version_dir(model)}/hf"
+    code, output = run("evaluate", "--hf-model", hf, *args, "--limit", "3")
+    assert code == 0, output
+    from_hf = store.resolve("evaluation")
+    assert from_hf != evaluation and "hf_model" in store.manifest(from_hf).parameters
+    ours, theirs = (
+        json.loads(store.fs.cat_file(store.url(ref, "results.json")))["results"]["lambada"]
+        for ref in (evaluation, from_hf)
+    )
+    assert theirs["value"] == ours["value"]
+    assert theirs["ppl"] == pytest.approx(ours["ppl"], rel=1e-5)
+    assert f"ours ({model.version}/hf)" in output
+    code, output = run(
+        "sample", "--store", store.root_url, "--hf-model", hf, "--prompt", "The river",
+        "--max-new-tokens", "4", "--temperature", "0",
+    )  # fmt: skip
+    assert code == 0, output
+    code, again = run(
+        "sample", "--store", store.root_url, "--model", model.version, "--prompt", "The river",
+        "--max-new-tokens", "4", "--temperature", "0",
+    )  # fmt: skip
+    assert json.loads(output.splitlines()[-1]) == json.loads(again.splitlines()[-1])
 
 
 def test_train_refuses_gpt2_sizes_on_cpu_unless_allowed(tmp_path, monkeypatch) -> None:

@@ -403,18 +403,30 @@ def gpt_from_hf(folder: str | Path) -> GPT:
     return model
 
 
+def hf_weight_files(folder: str | Path) -> list[Path]:
+    """The weight files of a Hugging Face model folder: model.safetensors, the shards a
+    model.safetensors.index.json names, or pytorch_model.bin."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
+        return [folder / name for name in sorted(set(shards))]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return [folder / name]
+    raise FileNotFoundError(
+        f"no model.safetensors, model.safetensors.index.json or pytorch_model.bin in {folder}"
+    )
+
+
 def _hf_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a Hugging Face model folder, by its name there."""
     from safetensors.torch import load_file
 
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        return {k: v for shard in shards for k, v in load_file(folder / shard).items()}
-    if (folder / "model.safetensors").is_file():
-        return load_file(folder / "model.safetensors")
-    if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(
-        f"no model.safetensors, model.safetensors.index.json or pytorch_model.bin in {folder}"
-    )
+    weights: dict[str, torch.Tensor] = {}
+    for path in hf_weight_files(folder):
+        if path.suffix == ".bin":  # tensors only: no code runs while loading
+            weights.update(torch.load(path, map_location="cpu", weights_only=True))
+        else:
+            weights.update(load_file(path))
+    return weights

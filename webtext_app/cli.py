@@ -29,6 +29,7 @@ from webtext.stage import STAGE_NAMES
 from webtext.store import LATEST, IntegrityError, StageResult, Store, StoreError, VersionRef
 
 if TYPE_CHECKING:
+    from evaluation.models import ModelSource
     from scraping.extract_stage import ExtractOptions
     from webtext_app.demo_run import DemoRun
 
@@ -558,19 +559,41 @@ TokenizerOption = Annotated[
     Path | None,
     typer.Option(
         help="CHECKPOINT's tokenizer: a tokenizer.json, or a folder with one or with "
-        "GPT-2's encoder.json + vocab.bpe"
+        "GPT-2's encoder.json + vocab.bpe (--hf-model: instead of the folder's own)"
+    ),
+]
+HFModelOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--hf-model",
+        help="A local Hugging Face GPT-2 folder (config.json, model.safetensors; e.g. "
+        "OpenAI's converted weights), with its own tokenizer.json or --tokenizer",
     ),
 ]
 
 
 def _model_source(
-    artifacts: Store, checkpoint: Path | None, model: str | None
-) -> VersionRef | Path:
-    """CHECKPOINT, or else the `model` version named by --model (latest by default)."""
+    artifacts: Store, checkpoint: Path | None, model: str | None, hf_model: Path | None = None
+) -> ModelSource:
+    """CHECKPOINT, --hf-model, or else the `model` version named by --model (latest by
+    default)."""
+    from evaluation.models import HFModelFolder
+
+    given = [
+        name
+        for name, value in (
+            ("CHECKPOINT", checkpoint),
+            ("--model", model),
+            ("--hf-model", hf_model),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ValueError(f"pass one of CHECKPOINT, --model, --hf-model, not {' and '.join(given)}")
+    if hf_model is not None:
+        return HFModelFolder(hf_model)
     if checkpoint is None:
         return artifacts.resolve("model", model or LATEST)
-    if model is not None:
-        raise ValueError("pass a CHECKPOINT or --model, not both")
     return checkpoint
 
 
@@ -578,6 +601,7 @@ def _model_source(
 def evaluate(
     checkpoint: CheckpointArgument = None,
     model: ModelOption = None,
+    hf_model: HFModelOption = None,
     tasks: Annotated[
         list[str] | None,
         typer.Option(
@@ -616,7 +640,7 @@ def evaluate(
 
     plan = EvaluationPlan.from_user(locals())
     artifacts = open_store(store)
-    source = _model_source(artifacts, checkpoint, model)
+    source = _model_source(artifacts, checkpoint, model, hf_model)
     webtext = overlap_version(artifacts, decontaminate)
 
     def on_task(name: str, result: dict) -> None:
@@ -632,6 +656,7 @@ def sample(
     prompt: Annotated[list[str], typer.Option(help="A prompt (repeatable)")],
     checkpoint: CheckpointArgument = None,
     model: ModelOption = None,
+    hf_model: HFModelOption = None,
     samples: Annotated[int, typer.Option(help="Samples per prompt (seeds seed, seed+1...)")] = 1,
     max_new_tokens: int = 100,
     top_k: Annotated[int, typer.Option(help="0: no top-k cut")] = 40,
@@ -651,7 +676,7 @@ def sample(
 
     artifacts = open_store(store)
     language_model = load_model(
-        artifacts, _model_source(artifacts, checkpoint, model), tokenizer, device
+        artifacts, _model_source(artifacts, checkpoint, model, hf_model), tokenizer, device
     )
     settings = SampleSettings(max_new_tokens, top_k, top_p, temperature, seed)
     for row in sample_prompts(language_model, prompt, settings, samples):
