@@ -29,6 +29,7 @@ MODULES = sorted(p.name for p in BENCHMARKS.glob("*.py"))  # the scripts and wha
 NEEDS_DATA = {
     "bpe_encode.py": ["gpt2-bpe/encoder.json", "eval/wikitext2", "eval/lambada"],
     "evaluate.py": ["gpt2-bpe/encoder.json", "eval/wikitext2"],
+    "generate.py": ["gpt2-bpe/encoder.json", "eval/lambada"],
     "extraction.py": ["extraction/article-benchmark/ground-truth.json"],
     "links.py": ["reddit/pushshift/test_submissions.ndjson"],
 }
@@ -40,6 +41,7 @@ RATIO_KEY = {
     "dedup.py": "ratio",
     "evaluate.py": "ratio",
     "extraction.py": "speed_ratio",
+    "generate.py": "ratio",
     "fetch.py": "ratio",
     "links.py": "ratio",
 }
