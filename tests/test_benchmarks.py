@@ -44,6 +44,7 @@ RATIO_KEY = {
     "generate.py": "ratio",
     "fetch.py": "ratio",
     "links.py": "ratio",
+    "verified_read.py": "ratio",
 }
 
 
