@@ -23,7 +23,7 @@ import torch
 
 from evaluation.models import LanguageModel
 from evaluation.sampling import SampleSettings, next_token_distribution
-from training.model import KVCache
+from training.model import GPT, KVCache
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -68,8 +68,7 @@ def generate_ids(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[Generation]:
     """`generate` on prompts already tokenized; each continuation's text and ids."""
-    if model.gpt is None:
-        raise TypeError(f"{model.name}: generation needs our GPT (LanguageModel.of_gpt)")
+    _gpt(model)  # fails early for a model without our GPT
     if seeds is not None and len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
     if batch_size < 1:
@@ -112,13 +111,12 @@ def _generate_batch(
     stop: Sequence[str],
     seeds: list[int],
 ) -> list[Generation]:
-    encoder, gpt = model.encoder, model.gpt
-    assert gpt is not None  # checked by generate_ids
+    encoder = model.encoder
     rows = [_Row(prompt, seed, model.device) for prompt, seed in zip(prompts, seeds, strict=True)]
     active = list(rows)
     longest = max(len(row.tokens) for row in rows)
     capacity = min(model.max_length, longest + settings.max_new_tokens)
-    cache, logits = _prefill(model, [row.tokens for row in active], capacity)
+    cache, logits = prefill(model, [row.tokens for row in active], capacity)
     for step in range(settings.max_new_tokens):
         tokens = _next_tokens(logits, settings, [row.generator for row in active])
         still: list[int] = []
@@ -144,10 +142,9 @@ def _generate_batch(
             active = [active[i] for i in still]
         if cache.length == cache.capacity:  # the window is full: go on from its last half
             half = model.max_length // 2
-            cache, logits = _prefill(model, [row.tokens[-half:] for row in active], capacity)
+            cache, logits = prefill(model, [row.tokens[-half:] for row in active], capacity)
         else:
-            hidden = gpt.decode(tokens[:, None], cache)[:, -1]
-            logits = gpt.lm_head(hidden)[:, : encoder.vocab_size].float()
+            logits = next_logits(model, tokens, cache)
     return [Generation(row.text or "", row.new) for row in rows]
 
 
@@ -157,12 +154,12 @@ def _stop_at(text: str, stop: Sequence[str]) -> str | None:
     return text[:cut] if cut >= 0 else None
 
 
-def _prefill(
+def prefill(
     model: LanguageModel, sequences: list[list[int]], capacity: int
 ) -> tuple[KVCache, torch.Tensor]:
-    """A new cache holding `sequences` (left-padded), and the logits after each (B, vocab)."""
-    gpt = model.gpt
-    assert gpt is not None
+    """A new cache of `capacity` positions holding `sequences` (left-padded), and the
+    logits after each (B, vocab): the start of any cached decoding."""
+    gpt = _gpt(model)
     width = max(len(ids) for ids in sequences)
     ids = torch.zeros(len(sequences), width, dtype=torch.long)
     real = torch.zeros(len(sequences), width, dtype=torch.bool)
@@ -173,6 +170,19 @@ def _prefill(
     cache = KVCache(gpt.config, len(sequences), capacity, model.device, dtype)
     hidden = gpt.decode(ids.to(model.device), cache, real.to(model.device))[:, -1]
     return cache, gpt.lm_head(hidden)[:, : model.encoder.vocab_size].float()
+
+
+def next_logits(model: LanguageModel, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Each row's next-token logits (B, vocab) after appending `tokens` (B,) to `cache`."""
+    gpt = _gpt(model)
+    hidden = gpt.decode(tokens.to(model.device)[:, None], cache)[:, -1]
+    return gpt.lm_head(hidden)[:, : model.encoder.vocab_size].float()
+
+
+def _gpt(model: LanguageModel) -> GPT:
+    if model.gpt is None:
+        raise TypeError(f"{model.name}: generation needs our GPT (LanguageModel.of_gpt)")
+    return model.gpt
 
 
 def _next_tokens(

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from evaluation.datasets import STOP_WORDS, Choice, Cloze, EvalSet
+from evaluation.generation import next_logits, prefill
 from evaluation.models import LanguageModel
 from evaluation.scoring import (
     WindowSettings,
@@ -142,27 +143,42 @@ def stopword_filtered_accuracy(
     For each of the `candidates` most likely first tokens, greedily complete the word (until
     a token that starts something new); answer with the likeliest that is no stop-word.
     """
-    encoder = model.encoder
     correct = 0
     for item in items:
-        context = encoder.encode(item.context)[-(model.max_length - max_word_tokens) :]
-        first = model.logits(torch.tensor([context]))[0, -1]
-        words = [[token] for token in torch.topk(first, min(candidates, first.numel())).indices]
-        growing = list(range(len(words)))  # all of the same length: one batch
-        for _ in range(max_word_tokens - 1):
-            if not growing:
-                break
-            batch = torch.tensor([context + [int(t) for t in words[i]] for i in growing])
-            following = model.logits(batch)[:, -1].argmax(dim=-1).tolist()
-            still = []
-            for i, token in zip(growing, following, strict=True):
-                if not _starts_new_word(encoder.decode([token])):
-                    words[i].append(token)
-                    still.append(i)
-            growing = still
-        guesses = (encoder.decode([int(t) for t in word]).strip() for word in words)
-        correct += next((g for g in guesses if g.lower() not in STOP_WORDS), "") == item.target
+        words = completed_words(model, item.context, candidates, max_word_tokens)
+        correct += next((w for w in words if w.lower() not in STOP_WORDS), "") == item.target
     return correct / len(items)
+
+
+@torch.inference_mode()
+def completed_words(
+    model: LanguageModel, context: str, candidates: int, max_word_tokens: int
+) -> list[str]:
+    """The `candidates` likeliest first tokens after `context`, likeliest first, each
+    completed greedily into a word. The context is read once into the key/value cache and
+    copied per candidate; each step then reads one token per word still growing."""
+    encoder = model.encoder
+    ids = encoder.encode(context)[-(model.max_length - max_word_tokens) :]
+    cache, logits = prefill(model, [ids], len(ids) + max_word_tokens - 1)
+    last = torch.topk(logits[0], min(candidates, logits.size(-1))).indices
+    words = [[token] for token in last.tolist()]
+    cache.keep(torch.zeros(len(words), dtype=torch.long, device=model.device))
+    growing = list(range(len(words)))
+    for _ in range(max_word_tokens - 1):
+        following = next_logits(model, last, cache).argmax(dim=-1)
+        still = [
+            j
+            for j, token in enumerate(following.tolist())
+            if not _starts_new_word(encoder.decode([token]))
+        ]
+        if not still:
+            break
+        for j in still:
+            words[growing[j]].append(int(following[j]))
+        index = torch.tensor(still, device=model.device)
+        cache.keep(index)
+        last, growing = following[index], [growing[j] for j in still]
+    return [encoder.decode(word).strip() for word in words]
 
 
 def _starts_new_word(piece: str) -> bool:

@@ -202,3 +202,43 @@ def test_unsupported_hugging_face_models_are_refused(model, tmp_path: Path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(FileNotFoundError, match=r"no model\.safetensors"):
         gpt_from_hf(tmp_path)
+
+
+def words_without_cache(model, context: str, candidates: int, max_word_tokens: int):
+    """The stop-word filter's candidate words as first written: every step reads the whole
+    context again (the reference the cached version must equal)."""
+    from evaluation.zero_shot import _starts_new_word
+
+    encoder = model.encoder
+    ids = encoder.encode(context)[-(model.max_length - max_word_tokens) :]
+    first = model.logits(torch.tensor([ids]))[0, -1]
+    words = [[int(t)] for t in torch.topk(first, candidates).indices]
+    growing = list(range(len(words)))
+    for _ in range(max_word_tokens - 1):
+        batch = torch.tensor([ids + words[i] for i in growing])
+        following = model.logits(batch)[:, -1].argmax(dim=-1).tolist()
+        still = []
+        for i, token in zip(growing, following, strict=True):
+            if not _starts_new_word(encoder.decode([token])):
+                words[i].append(token)
+                still.append(i)
+        growing = still
+        if not growing:
+            break
+    return [encoder.decode(word).strip() for word in words]
+
+
+def test_stop_word_filter_words_equal_the_uncached_reference(model):
+    from evaluation.datasets import STOP_WORDS, Cloze
+    from evaluation.zero_shot import completed_words, stopword_filtered_accuracy
+
+    contexts = [TEXTS[0][:60], TEXTS[1][:30], TEXTS[2][:45], "The"]
+    for context in contexts:
+        cached = completed_words(model, context, 10, 8)
+        assert cached == words_without_cache(model, context, 10, 8)
+        assert len(cached) == 10 and any(len(model.encoder.encode(w)) > 1 for w in cached)
+    # The accuracy answers with the first word that is not a stop-word.
+    words = completed_words(model, contexts[0], 10, 8)
+    answer = next(w for w in words if w.lower() not in STOP_WORDS)
+    items = [Cloze(contexts[0], answer), Cloze(contexts[0], answer + "x")]
+    assert stopword_filtered_accuracy(model, items) == 0.5
