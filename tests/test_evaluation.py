@@ -185,7 +185,7 @@ def test_a_missing_set_is_named(setup, tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_the_flow_publishes_the_table_and_samples(setup):
+def test_the_flow_publishes_the_table_and_samples_of_a_version_or_an_hf_folder(setup):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -215,6 +215,23 @@ def test_the_flow_publishes_the_table_and_samples(setup):
     assert table[3]["LAMBADA (ACC, stop-word filter)"] == 63.24
     assert table[3]["LAMBADA (ACC)"] == 52.66 and table[-1]["model"].startswith("ours")
     assert "Hello" in artifacts["evaluate-zero-shot-samples"].data
+
+    # Any GPT-2 folder in place of the checkpoint: the model version's own HF export.
+    hf = f"{store.version_dir(setup.model)}/hf"
+    from_hf = evaluate_zero_shot_flow(
+        hf_model=hf,
+        tasks=["lambada", "winograd"],
+        eval_data=plan.eval_root,
+        limit=10,
+        prompts=["Hello"],
+        max_new_tokens=4,
+        store_url=store.root_url,
+    )
+    assert from_hf != state.result() and "hf_model" in store.manifest(from_hf).parameters
+    hf_table = json.loads(store.fs.cat_file(store.url(from_hf, "results.json")))["paper_table"]
+    assert hf_table[-1]["model"] == f"ours ({setup.model.version}/hf)"
+    assert hf_table[-1]["LAMBADA (ACC)"] == table[-1]["LAMBADA (ACC)"]
+    assert hf_table[-1]["Winograd (ACC)"] == table[-1]["Winograd (ACC)"]
 
 
 def test_the_table_labels_cbt_splits_and_both_lambada_accuracies():

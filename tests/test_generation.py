@@ -198,6 +198,11 @@ def test_unsupported_hugging_face_models_are_refused(model, tmp_path: Path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
     with pytest.raises(ValueError, match=r"config.json: activation_function = 'relu'"):
         gpt_from_hf(tmp_path)
+    del config["n_positions"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: no integer n_positions"):
+        gpt_from_hf(tmp_path)
+    config["n_positions"] = gpt.config.block_size
     (tmp_path / "model.safetensors").unlink()
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(FileNotFoundError, match=r"no model\.safetensors"):

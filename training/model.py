@@ -384,13 +384,17 @@ def gpt_from_hf(folder: str | Path) -> GPT:
             raise ValueError(f"{config_file}: {key} = {hf[key]!r}; only {value!r} is supported")
     if not math.isclose(hf.get("layer_norm_epsilon", 1e-5), 1e-5):
         raise ValueError(f"{config_file}: layer_norm_epsilon {hf['layer_norm_epsilon']} != 1e-5")
-    config = GPTConfig(
-        block_size=hf["n_positions"],
-        vocab_size=hf["vocab_size"],
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        n_embd=hf["n_embd"],
-    )
+    sizes = {
+        "block_size": "n_positions",
+        "vocab_size": "vocab_size",
+        "n_layer": "n_layer",
+        "n_head": "n_head",
+        "n_embd": "n_embd",
+    }
+    missing = [key for key in sizes.values() if not isinstance(hf.get(key), int)]
+    if missing:
+        raise ValueError(f"{config_file}: no integer {', '.join(missing)}")
+    config = GPTConfig(**{ours: hf[theirs] for ours, theirs in sizes.items()})
     model = GPT(config)
     state = {}
     for name, tensor in _hf_weights(folder).items():
