@@ -469,6 +469,7 @@ def test_a_corrupt_gzip_member_keeps_the_records_before(tmp_path: Path) -> None:
         ("folder.warc", None),
         ("missing.warc", "missing"),
     ],
+    ids=["garbage", "html", "headless", "folder", "missing"],  # same ids on every xdist worker
 )
 def test_a_file_that_is_no_archive_is_one_line_naming_it(
     tmp_path: Path, name: str, content: bytes | str | None
