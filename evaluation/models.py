@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from training.bpe import Encoder, encoder_from_tokenizer, gpt2_encoder
+from training.bpe import EOT, Encoder, encoder_from_tokenizer, gpt2_encoder
 from training.model import CHECKPOINT, GPT, GPTConfig, gpt_from_hf
 from training.tokenizer_stage import load_encoder, tokenizer_version
 from webtext.store import Store, VersionRef
@@ -126,15 +126,19 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def tokenizer_files(path: str | Path) -> list[Path]:
     """The files of a tokenizer: a `tokenizer.json` (trained BPE), or a folder with one, or
-    with GPT-2's `encoder.json` + `vocab.bpe`."""
+    with GPT-2's `encoder.json` + `vocab.bpe`, or with the same two files under Hugging
+    Face's names, `vocab.json` + `merges.txt`."""
     path = Path(path)
     if path.is_dir() and (path / "tokenizer.json").is_file():
         return [path / "tokenizer.json"]
     if path.is_file():
         return [path]
-    if (path / "encoder.json").is_file():
-        return [path / "encoder.json", path / "vocab.bpe"]
-    raise FileNotFoundError(f"no tokenizer.json, or encoder.json and vocab.bpe, at {path}")
+    for vocab, merges in (("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")):
+        if (path / vocab).is_file() and (path / merges).is_file():
+            return [path / vocab, path / merges]
+    raise FileNotFoundError(
+        f"no tokenizer.json, encoder.json + vocab.bpe, or vocab.json + merges.txt at {path}"
+    )
 
 
 def load_tokenizer(path: str | Path) -> Encoder:
@@ -146,6 +150,14 @@ def tokenizer_from_files(files: Sequence[Path]) -> Encoder:
     """The tokenizer of the files `tokenizer_files` found."""
     if files[0].name == "encoder.json":
         return gpt2_encoder(files[0].parent)
+    if files[0].name == "vocab.json":  # GPT-2's two files as a Hugging Face folder has them
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+        tokenizer = Tokenizer(models.BPE.from_file(str(files[0]), str(files[1])))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.add_special_tokens([EOT])
+        return encoder_from_tokenizer(tokenizer.to_str())
     return encoder_from_tokenizer(files[0].read_text(encoding="utf-8"))
 
 

@@ -247,3 +247,17 @@ def test_stop_word_filter_words_equal_the_uncached_reference(model):
     answer = next(w for w in words if w.lower() not in STOP_WORDS)
     items = [Cloze(contexts[0], answer), Cloze(contexts[0], answer + "x")]
     assert stopword_filtered_accuracy(model, items) == 0.5
+
+
+def test_gpt2s_files_under_hugging_face_names_are_its_tokenizer(test_data, tmp_path: Path):
+    from evaluation.models import load_tokenizer, tokenizer_files
+    from training.bpe import gpt2_encoder
+
+    bpe = test_data / "gpt2-bpe"
+    (tmp_path / "vocab.json").write_bytes((bpe / "encoder.json").read_bytes())
+    (tmp_path / "merges.txt").write_bytes((bpe / "vocab.bpe").read_bytes())
+    assert [p.name for p in tokenizer_files(tmp_path)] == ["vocab.json", "merges.txt"]
+    ours, gpt2 = load_tokenizer(tmp_path), gpt2_encoder(bpe)
+    text = "Hello world, it's 2026!  Two spaces,\n\nnew lines and ünïcode <|endoftext|>"
+    assert ours.encode(text) == gpt2.encode(text) and ours.eot_id == gpt2.eot_id
+    assert ours.vocab_size == gpt2.vocab_size == 50257
