@@ -9,6 +9,9 @@
    queried band by band from their `index/band-BBB.parquet` files (keys sorted), so only
    one band of one earlier version is in memory at a time, plus the signatures of the
    earlier documents that matched.
+   The new documents' text hashes and band keys are spilled to Parquet by key range and
+   grouped one range at a time, their signatures read from a flat file
+   (`dedup/clustering.py`): memory does not grow with the corpus beyond the union-find.
 3. Clusters (union-find over both kinds of pairs): a cluster that holds a published
    document keeps it and drops every new member; otherwise the member with the highest
    karma survives, then the earliest first seen, then the smallest doc id.
@@ -20,9 +23,11 @@ own documents for later runs (`index/`), and a dataset card (`README.md`).
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedup.card import dataset_card
+from dedup.clustering import SPILL_BUDGET_BYTES, KeySpill, SignatureFile, UnionFind, key_ranges
 from dedup.minhash import MinHashSettings
 from dedup.signatures import compute_minhash, minhash_schema
 from webtext.parquet import RollingParquetWriter, put_table
@@ -81,29 +87,6 @@ class PublishSettings:
         }
 
 
-class _UnionFind:
-    """Clusters over document positions; only documents in some pair are stored."""
-
-    def __init__(self) -> None:
-        self.parent: dict[int, int] = {}
-
-    def find(self, item: int) -> int:
-        root = item
-        while self.parent.get(root, root) != root:
-            root = self.parent[root]
-        while item != root:  # path compression
-            self.parent[item], item = root, self.parent.get(item, item)
-        return root
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-    def members(self) -> set[int]:
-        return set(self.parent) | set(self.parent.values())
-
-
 def deduplicate(
     store: Store,
     documents: VersionRef,
@@ -111,11 +94,14 @@ def deduplicate(
     settings: MinHashSettings | None = None,
     publish: PublishSettings | None = None,
     skip_versions: Collection[str] = (),
+    spill_budget_bytes: int = SPILL_BUDGET_BYTES,
 ) -> StageResult:
     """Publish the documents of `documents` that duplicate nothing published before.
 
     Every earlier version must be readable: a corrupt one stops the run naming its path,
-    unless its id is in `skip_versions` (recorded in the version's parameters)."""
+    unless its id is in `skip_versions` (recorded in the version's parameters).
+    `spill_budget_bytes` bounds the memory of one key range while clustering (the output
+    does not depend on it)."""
     settings = settings or MinHashSettings()
     publish = publish or PublishSettings()
     # Documents re-extracted from every page fetched so far make a full dataset of their
@@ -137,7 +123,17 @@ def deduplicate(
                     f"{manifest.ref} was indexed with other MinHash settings; its signatures "
                     "cannot be compared with these (rebuild with its settings)"
                 )
-        _publish(store, documents, minhash, earlier, settings, publish, parameters, work)
+        _publish(
+            store,
+            documents,
+            minhash,
+            earlier,
+            settings,
+            publish,
+            parameters,
+            work,
+            spill_budget_bytes,
+        )
 
     return run_stage(
         store,
@@ -158,6 +154,28 @@ def deduplicate(
     )
 
 
+@dataclass
+class _NewDocuments:
+    """The new documents as clustering reads them, spilled to a temporary folder: each
+    key kind range-partitioned on disk, the signatures in a flat file."""
+
+    count: int
+    parts: list[tuple[str, str, int, int]]  # minhash part, documents part, first position, rows
+    hashes: KeySpill  # key (text hash prefix), position, text_hash
+    bands: list[KeySpill]  # per band: key, position, doc_id
+    signatures: SignatureFile
+
+    def close(self) -> None:
+        for spill in (self.hashes, *self.bands):
+            spill.close()
+        self.signatures.close()
+
+
+_EXACT = ("exact", 1.0)
+# Candidate pairs whose signatures are compared at once (two rows of num_perm uint32 each).
+_PAIRS_PER_BATCH = 16_384
+
+
 def _publish(
     store: Store,
     documents: VersionRef,
@@ -167,68 +185,42 @@ def _publish(
     publish: PublishSettings,
     parameters: dict[str, Any],
     work: StageWrite,
+    spill_budget_bytes: int,
 ) -> None:
     """Cluster the new documents with each other and with `earlier` versions, and write
     the survivors, the clusters, the index and the card into `work`."""
-    new = _load_new(store, documents, minhash, settings)
-    doc_ids = new["doc_id"].combine_chunks()
-    union = _UnionFind()
-    kinds: dict[int, tuple[str, float]] = {}
-    published_match: dict[int, tuple[str, str]] = {}  # position -> (version, doc id) kept
+    with tempfile.TemporaryDirectory(prefix="webtext-dedup-") as folder:
+        new = _spill_new(store, documents, minhash, settings, Path(folder), spill_budget_bytes)
+        try:
+            union = UnionFind(new.count)
+            kinds: dict[int, tuple[str, float]] = {}
+            published_match: dict[int, tuple[str, str]] = {}  # position -> (version, doc id)
+            _exact_pairs(new, union, kinds)
+            for manifest in earlier:
+                _match_earlier(store, manifest, new, settings, kinds, published_match)
+            _near_pairs(new, settings, union, kinds)
+            dropped, cluster_rows = _clusters(store, documents, new, union, kinds, published_match)
 
-    _exact_pairs(new, union, kinds)
-    for manifest in earlier:
-        _match_earlier(store, manifest, new, settings, kinds, published_match)
-    _near_pairs(new, settings, union, kinds)
-
-    # Documents in no pair (nearly all of them) are kept without ever becoming objects.
-    clusters: dict[int, list[int]] = defaultdict(list)
-    for position in union.members() | set(published_match):
-        clusters[union.find(position)].append(position)
-    keep = np.ones(new.num_rows, dtype=bool)
-    cluster_rows: list[dict[str, Any]] = []
-    karma = new["karma"].fill_null(0).to_numpy(zero_copy_only=False)
-    first_seen = (
-        pc.cast(new["first_seen"], pa.int64()).fill_null(2**62).to_numpy(zero_copy_only=False)
-    )
-    for members in clusters.values():
-        keep[members] = False
-        holder = next((published_match[i] for i in sorted(members) if i in published_match), None)
-        if holder is not None:
-            kept_in, survivor_id = holder
-        else:
-            best = min(members, key=lambda i: (-karma[i], first_seen[i], doc_ids[i].as_py()))
-            keep[best] = True
-            kept_in, survivor_id = "this", doc_ids[best].as_py()
-        for i in sorted(members):
-            doc = doc_ids[i].as_py()
-            if doc != survivor_id:
-                kind, similarity = kinds.get(i, ("near", 0.0))
-                cluster_rows.append(
-                    {
-                        "doc_id": doc,
-                        "kept_doc_id": survivor_id,
-                        "kind": kind,
-                        "similarity": similarity,
-                        "kept_in": kept_in,
-                    }
-                )
-
-    kept_mask = pa.array(keep)
-    kept_ids = doc_ids.filter(kept_mask)
-    counts = work.counts
-    counts.add("documents_in", new.num_rows)
-    counts.add("exact_duplicates", sum(1 for r in cluster_rows if r["kind"] == "exact"))
-    counts.add("near_duplicates", sum(1 for r in cluster_rows if r["kind"] == "near"))
-    counts.add(
-        "duplicates_of_earlier_versions", sum(1 for r in cluster_rows if r["kept_in"] != "this")
-    )
-    counts.add("published", len(kept_ids))
-    out = work.out
-    _write_shards(store, documents, kept_ids, out, publish)
-    clusters_table = pa.Table.from_pylist(cluster_rows, CLUSTER_SCHEMA)
-    put_table(out, "clusters/part-00000.parquet", clusters_table)
-    _write_index(out, new, kept_mask, settings)
+            counts = work.counts
+            counts.add("documents_in", new.count)
+            counts.add("exact_duplicates", sum(1 for r in cluster_rows if r["kind"] == "exact"))
+            counts.add("near_duplicates", sum(1 for r in cluster_rows if r["kind"] == "near"))
+            counts.add(
+                "duplicates_of_earlier_versions",
+                sum(1 for r in cluster_rows if r["kept_in"] != "this"),
+            )
+            counts.add("published", new.count - len(dropped))
+            out = work.out
+            dropped_ids = pa.array([r["doc_id"] for r in cluster_rows], pa.string())
+            _write_shards(store, documents, dropped_ids, out, publish)
+            put_table(
+                out,
+                "clusters/part-00000.parquet",
+                pa.Table.from_pylist(cluster_rows, CLUSTER_SCHEMA),
+            )
+            _write_index(store, minhash, new, dropped, out, settings)
+        finally:
+            new.close()
     lineage = [store.manifest(ref) for ref in _lineage(store, documents)]
     card = dataset_card(out.ref, counts.as_dict(), parameters, lineage, PUBLISHED_COLUMNS, earlier)
     out.put("README.md", card.encode())
@@ -247,101 +239,127 @@ def _current_dataset(
     return published[starts[-1] if starts else 0 :]
 
 
-def _load_new(
-    store: Store, documents: VersionRef, minhash: VersionRef, settings: MinHashSettings
-) -> pa.Table:
-    """The MinHash rows of the new documents with the two fields the survivor rule needs
-    (no text), in the documents' own order."""
-    rows = _read_all(store, minhash, "minhash/", minhash_schema(settings))
-    columns = ["doc_id", "karma", "first_seen"]
-    docs = _read_all(store, documents, "documents/", DOCUMENTS_SCHEMA, columns)
-    position = pc.index_in(rows["doc_id"], value_set=docs["doc_id"].combine_chunks())
-    if position.null_count or len(rows) != len(docs):
-        raise ValueError(f"{minhash} does not match the documents of {documents}")
-    for name in ("karma", "first_seen"):
-        rows = rows.append_column(name, docs[name].take(position))
-    return rows
-
-
-def _read_all(
+def _spill_new(
     store: Store,
-    ref: VersionRef,
-    prefix: str,
-    schema: pa.Schema,
-    columns: list[str] | None = None,
-) -> pa.Table:
-    """Every file under `prefix` of a version as one table (empty, with `schema`, if none)."""
-    tables = [schema.empty_table().select(columns or schema.names)]
-    for entry in store.manifest(ref).files:
-        if entry.path.startswith(prefix):
-            with store.open_verified(ref, entry) as handle:
-                tables.append(pq.read_table(handle, columns=columns))
-    return pa.concat_tables(tables, promote_options="permissive")
+    documents: VersionRef,
+    minhash: VersionRef,
+    settings: MinHashSettings,
+    folder: Path,
+    spill_budget_bytes: int,
+) -> _NewDocuments:
+    """One pass over the MinHash parts: text hashes and each band's keys into key-range
+    spills, signatures into a flat file. Nothing of the corpus' size stays in memory."""
+    minhash_manifest = store.manifest(minhash)
+    document_rows = {
+        f.path: f.rows for f in store.manifest(documents).files if f.path.startswith("documents/")
+    }
+    entries = [f for f in minhash_manifest.files if f.path.startswith("minhash/")]
+    mismatch = ValueError(f"{minhash} does not match the documents of {documents}")
+    if minhash_manifest.parents[:1] != (documents,) or len(entries) != len(document_rows):
+        raise mismatch
+    ranges = key_ranges(sum(f.rows or 0 for f in entries), spill_budget_bytes)
+    hash_schema = pa.schema(
+        [("key", pa.uint64()), ("position", pa.int64()), ("text_hash", pa.string())]
+    )
+    band_schema = pa.schema(
+        [("key", pa.uint64()), ("position", pa.int64()), ("doc_id", pa.string())]
+    )
+    new = _NewDocuments(
+        count=0,
+        parts=[],
+        hashes=KeySpill(folder / "hashes", hash_schema, ranges),
+        bands=[
+            KeySpill(folder / f"band-{b:03d}", band_schema, ranges) for b in range(settings.bands)
+        ],
+        signatures=SignatureFile(folder / "signatures.u32", settings.num_perm),
+    )
+    try:
+        for entry in entries:
+            part = entry.path.replace("minhash/", "documents/", 1)
+            with store.open_verified(minhash, entry) as handle:
+                rows = pq.read_table(handle)
+            if document_rows.get(part, -1) not in (None, rows.num_rows):
+                raise mismatch
+            position = pa.array(np.arange(new.count, new.count + rows.num_rows), pa.int64())
+            digests = rows["text_hash"].combine_chunks()
+            prefixes = "".join(digest[:16] for digest in digests.to_pylist())
+            hash_keys = np.frombuffer(bytes.fromhex(prefixes), ">u8").astype(np.uint64)
+            new.hashes.add(pa.table({"key": hash_keys, "position": position, "text_hash": digests}))
+            bands = _matrix(rows["bands"], settings.bands)
+            for band, spill in enumerate(new.bands):
+                spill.add(
+                    pa.table(
+                        {"key": bands[:, band], "position": position, "doc_id": rows["doc_id"]}
+                    )
+                )
+            new.signatures.append(_matrix(rows["signature"], settings.num_perm))
+            new.parts.append((entry.path, part, new.count, rows.num_rows))
+            new.count += rows.num_rows
+    except BaseException:
+        new.close()
+        raise
+    return new
 
 
-def _exact_pairs(new: pa.Table, union: _UnionFind, kinds: dict[int, tuple[str, float]]) -> None:
-    first: dict[str, int] = {}
-    for position, digest in enumerate(new["text_hash"].to_pylist()):
-        if digest in first:
-            union.union(first[digest], position)
-            kinds[position] = kinds[first[digest]] = ("exact", 1.0)
-        else:
-            first[digest] = position
+def _exact_pairs(new: _NewDocuments, union: UnionFind, kinds: dict[int, tuple[str, float]]) -> None:
+    """Documents with equal text hashes join the first of them."""
+    for table in new.hashes.sorted_ranges():
+        groups = table.group_by("text_hash").aggregate([("position", "list")])
+        for positions in groups["position_list"].to_pylist():
+            if len(positions) > 1:
+                first = min(positions)
+                for position in positions:
+                    union.union(first, position)
+                    kinds[position] = _EXACT
 
 
 def _near_pairs(
-    new: pa.Table,
+    new: _NewDocuments,
     settings: MinHashSettings,
-    union: _UnionFind,
+    union: UnionFind,
     kinds: dict[int, tuple[str, float]],
 ) -> None:
-    """Pairs among the new documents that share a band key and pass the estimate."""
-    bands = _matrix(new["bands"], settings.bands)
-    sigs = _matrix(new["signature"], settings.num_perm)
-    for band in range(settings.bands):
-        keys = bands[:, band]
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        # Only buckets of two or more: start where a run of equal keys begins.
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        for start, end in zip(starts, ends, strict=True):
-            if end - start > 1:
-                for a, b in _bucket_pairs(order[start:end]):
-                    _link(a, b, sigs, settings, union, kinds)
+    """Pairs among the new documents that share a band key and pass the estimate, band by
+    band, buckets in key order (the order decides which similarity a member records)."""
+    for spill in new.bands:
+        for table in spill.sorted_ranges():
+            first, second = _bucket_pairs(table["key"].to_numpy(), table["position"].to_numpy())
+            for start in range(0, len(first), _PAIRS_PER_BATCH):
+                a = first[start : start + _PAIRS_PER_BATCH]
+                b = second[start : start + _PAIRS_PER_BATCH]
+                similarity = (new.signatures.take(a) == new.signatures.take(b)).mean(axis=1)
+                for x, y, estimate in zip(a.tolist(), b.tolist(), similarity.tolist(), strict=True):
+                    if estimate >= settings.threshold and union.find(x) != union.find(y):
+                        union.union(x, y)
+                        kinds.setdefault(x, ("near", estimate))
+                        kinds.setdefault(y, ("near", estimate))
 
 
-def _bucket_pairs(bucket: np.ndarray) -> Iterable[tuple[int, int]]:
-    if len(bucket) * (len(bucket) - 1) // 2 <= _MAX_BUCKET_PAIRS:
-        for i in range(len(bucket)):
-            for j in range(i + 1, len(bucket)):
-                yield int(bucket[i]), int(bucket[j])
-    else:
-        for j in range(1, len(bucket)):
-            yield int(bucket[0]), int(bucket[j])
-
-
-def _link(
-    a: int,
-    b: int,
-    sigs: np.ndarray,
-    settings: MinHashSettings,
-    union: _UnionFind,
-    kinds: dict[int, tuple[str, float]],
-) -> None:
-    if union.find(a) == union.find(b):
-        return
-    similarity = float(np.mean(sigs[a] == sigs[b]))
-    if similarity >= settings.threshold:
-        union.union(a, b)
-        kinds.setdefault(a, ("near", similarity))
-        kinds.setdefault(b, ("near", similarity))
+def _bucket_pairs(keys: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs of key-sorted rows: every pair of a bucket (rows sharing a key),
+    or, in a bucket too big for that, its first member with each other one; bucket by
+    bucket, in key order."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys[:0]
+    sizes = np.diff(np.r_[starts, len(keys)])
+    twos = starts[sizes == 2]  # nearly every bucket: done at once
+    first, second, bucket = [positions[twos]], [positions[twos + 1]], [twos]
+    for start, size in zip(starts[sizes > 2].tolist(), sizes[sizes > 2].tolist(), strict=True):
+        members = positions[start : start + size]
+        if size * (size - 1) // 2 <= _MAX_BUCKET_PAIRS:
+            i, j = np.triu_indices(size, 1)
+        else:
+            i, j = np.zeros(size - 1, np.int64), np.arange(1, size)
+        first.append(members[i])
+        second.append(members[j])
+        bucket.append(np.full(len(i), start))
+    order = np.argsort(np.concatenate(bucket), kind="stable")
+    return np.concatenate(first)[order], np.concatenate(second)[order]
 
 
 def _match_earlier(
     store: Store,
     manifest: Manifest,
-    new: pa.Table,
+    new: _NewDocuments,
     settings: MinHashSettings,
     kinds: dict[int, tuple[str, float]],
     published_match: dict[int, tuple[str, str]],
@@ -351,42 +369,118 @@ def _match_earlier(
     # Exact: the earlier version's text hashes.
     with store.open_verified(ref, "index/hashes.parquet") as handle:
         hashes = pq.read_table(handle)
-    hit = hashes.filter(pc.is_in(hashes["text_hash"], value_set=new["text_hash"]))
-    old_by_hash = dict(zip(hit["text_hash"].to_pylist(), hit["doc_id"].to_pylist(), strict=True))
-    for position, digest in enumerate(new["text_hash"].to_pylist()):
-        if digest in old_by_hash:
-            published_match.setdefault(position, (str(ref), old_by_hash[digest]))
-            kinds[position] = ("exact", 1.0)
+    for table in new.hashes.sorted_ranges():
+        hit = hashes.filter(pc.is_in(hashes["text_hash"], value_set=table["text_hash"]))
+        old_by_hash = dict(
+            zip(hit["text_hash"].to_pylist(), hit["doc_id"].to_pylist(), strict=True)
+        )
+        for position, digest in zip(
+            table["position"].to_pylist(), table["text_hash"].to_pylist(), strict=True
+        ):
+            if digest in old_by_hash:
+                published_match.setdefault(position, (str(ref), old_by_hash[digest]))
+                kinds[position] = _EXACT
     # Near: band by band, the earlier keys equal to new ones, then their signatures.
-    bands = _matrix(new["bands"], settings.bands)
     candidates: dict[str, set[int]] = defaultdict(set)
-    for band in range(settings.bands):
+    for band, spill in enumerate(new.bands):
         with store.open_verified(ref, f"index/band-{band:03d}.parquet") as handle:
             old = pq.read_table(handle)
-        matched = old.filter(pc.is_in(old["key"], value_set=pa.array(bands[:, band])))
-        if matched.num_rows == 0:
-            continue
-        wanted = set(matched["key"].to_pylist())
-        by_key: dict[int, list[int]] = defaultdict(list)
-        for position in np.flatnonzero(np.isin(bands[:, band], list(wanted))):
-            by_key[int(bands[position, band])].append(int(position))
-        for key, old_doc in zip(
-            matched["key"].to_pylist(), matched["doc_id"].to_pylist(), strict=True
-        ):
-            candidates[old_doc].update(by_key[key])
+        for table in spill.sorted_ranges():
+            matched = old.filter(pc.is_in(old["key"], value_set=table["key"]))
+            if matched.num_rows == 0:
+                continue
+            keys = table["key"].to_numpy()
+            hit = np.isin(keys, matched["key"].to_numpy())
+            by_key: dict[int, list[int]] = defaultdict(list)
+            for key, position in zip(
+                keys[hit].tolist(), table["position"].to_numpy()[hit].tolist(), strict=True
+            ):
+                by_key[key].append(position)
+            for key, old_doc in zip(
+                matched["key"].to_pylist(), matched["doc_id"].to_pylist(), strict=True
+            ):
+                candidates[old_doc].update(by_key[key])
     if not candidates:
         return
     with store.open_verified(ref, "index/signatures.parquet") as handle:
         sigs = pq.read_table(handle)
     sigs = sigs.filter(pc.is_in(sigs["doc_id"], value_set=pa.array(sorted(candidates))))
     old_matrix = _matrix(sigs["signature"], settings.num_perm)
-    new_matrix = _matrix(new["signature"], settings.num_perm)
     for row, old_doc in enumerate(sigs["doc_id"].to_pylist()):
-        for position in candidates[old_doc]:
-            similarity = float(np.mean(old_matrix[row] == new_matrix[position]))
-            if similarity >= settings.threshold:
+        positions = np.array(sorted(candidates[old_doc]), np.int64)
+        similarity = (new.signatures.take(positions) == old_matrix[row]).mean(axis=1)
+        for position, estimate in zip(positions.tolist(), similarity.tolist(), strict=True):
+            if estimate >= settings.threshold:
                 published_match.setdefault(position, (str(ref), old_doc))
-                kinds.setdefault(position, ("near", similarity))
+                kinds.setdefault(position, ("near", estimate))
+
+
+def _clusters(
+    store: Store,
+    documents: VersionRef,
+    new: _NewDocuments,
+    union: UnionFind,
+    kinds: dict[int, tuple[str, float]],
+    published_match: dict[int, tuple[str, str]],
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The survivor rule over every cluster: the positions dropped (ascending) and a row
+    per dropped document. A cluster holding a published document keeps that and drops
+    every new member; otherwise the highest karma, then earliest first seen, then
+    smallest doc id survives. Documents in no cluster never become objects."""
+    members = np.union1d(union.members(), np.array(sorted(published_match), np.int64))
+    fields = _member_fields(store, documents, new, members)
+    clusters: dict[int, list[int]] = defaultdict(list)
+    for position in members.tolist():
+        clusters[union.find(position)].append(position)
+    dropped: list[int] = []
+    rows: list[dict[str, Any]] = []
+    for cluster in clusters.values():
+        holder = next((published_match[i] for i in cluster if i in published_match), None)
+        best = None
+        if holder is not None:
+            kept_in, survivor_id = holder
+        else:
+            best = min(cluster, key=lambda i: (-fields[i][1], fields[i][2], fields[i][0]))
+            kept_in, survivor_id = "this", fields[best][0]
+        for i in cluster:
+            if i != best:
+                dropped.append(i)
+            if fields[i][0] != survivor_id:
+                kind, similarity = kinds.get(i, ("near", 0.0))
+                rows.append(
+                    {
+                        "doc_id": fields[i][0],
+                        "kept_doc_id": survivor_id,
+                        "kind": kind,
+                        "similarity": similarity,
+                        "kept_in": kept_in,
+                    }
+                )
+    return np.array(sorted(dropped), np.int64), rows
+
+
+def _member_fields(
+    store: Store, documents: VersionRef, new: _NewDocuments, members: np.ndarray
+) -> dict[int, tuple[str, int, int]]:
+    """doc_id, karma (null: 0) and first seen (null: last) of each member position, read
+    from the documents parts that hold one."""
+    fields: dict[int, tuple[str, int, int]] = {}
+    for _, part, start, rows in new.parts:
+        inside = members[(members >= start) & (members < start + rows)]
+        if len(inside) == 0:
+            continue
+        with store.open_verified(documents, part) as handle:
+            table = pq.read_table(handle, columns=["doc_id", "karma", "first_seen"])
+        table = table.take(pa.array(inside - start))
+        karma = table["karma"].fill_null(0).to_pylist()
+        first_seen = pc.cast(table["first_seen"], pa.int64()).fill_null(2**62).to_pylist()
+        for position, values in zip(
+            inside.tolist(),
+            zip(table["doc_id"].to_pylist(), karma, first_seen, strict=True),
+            strict=True,
+        ):
+            fields[position] = values
+    return fields
 
 
 def _matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
@@ -398,7 +492,7 @@ def _matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
 def _write_shards(
     store: Store,
     documents: VersionRef,
-    kept_ids: pa.Array,
+    dropped_ids: pa.Array,
     out: VersionWriter,
     publish: PublishSettings,
 ) -> None:
@@ -412,23 +506,85 @@ def _write_shards(
         if entry.path.startswith("documents/"):
             with store.open_verified(documents, entry) as handle:
                 part = pq.read_table(handle, columns=columns)
-            part = part.filter(pc.is_in(part["doc_id"], value_set=kept_ids))
+            part = part.filter(pc.invert(pc.is_in(part["doc_id"], value_set=dropped_ids)))
             shards.write(part.sort_by("doc_id").cast(schema))
     shards.close()
 
 
 def _write_index(
-    out: VersionWriter, new: pa.Table, kept: pa.Array, settings: MinHashSettings
+    store: Store,
+    minhash: VersionRef,
+    new: _NewDocuments,
+    dropped: np.ndarray,
+    out: VersionWriter,
+    settings: MinHashSettings,
 ) -> None:
     """What a later run needs to match against this version: hashes, band keys (sorted
-    per band), signatures, of the documents it publishes."""
-    put_table(out, "index/hashes.parquet", new.select(["doc_id", "text_hash"]).filter(kept))
-    put_table(out, "index/signatures.parquet", new.select(["doc_id", "signature"]).filter(kept))
-    doc_ids = new["doc_id"].filter(kept)
-    bands = _matrix(new["bands"].filter(kept), settings.bands)
-    for band in range(settings.bands):
-        table = pa.table({"key": pa.array(bands[:, band], pa.uint64()), "doc_id": doc_ids})
-        put_table(out, f"index/band-{band:03d}.parquet", table.sort_by("key"))
+    per band), signatures, of the documents it publishes; streamed part by part."""
+    with (
+        _ParquetStream(out, "index/hashes.parquet", _HASHES_SCHEMA) as hashes,
+        _ParquetStream(out, "index/signatures.parquet", _signatures_schema(settings)) as sigs,
+    ):
+        for part, _, start, rows in new.parts:
+            with store.open_verified(minhash, part) as handle:
+                table = pq.read_table(handle, columns=["doc_id", "text_hash", "signature"])
+            kept = pa.array(~np.isin(np.arange(start, start + rows), dropped))
+            hashes.write(table.select(["doc_id", "text_hash"]).filter(kept))
+            sigs.write(table.select(["doc_id", "signature"]).filter(kept))
+    for band, spill in enumerate(new.bands):
+        with _ParquetStream(out, f"index/band-{band:03d}.parquet", _BAND_SCHEMA) as keys:
+            for table in spill.sorted_ranges():
+                kept = pa.array(~np.isin(table["position"].to_numpy(), dropped))
+                keys.write(table.select(["key", "doc_id"]).filter(kept))
+
+
+_HASHES_SCHEMA = pa.schema([("doc_id", pa.string()), ("text_hash", pa.string())])
+_BAND_SCHEMA = pa.schema([("key", pa.uint64()), ("doc_id", pa.string())])
+
+
+def _signatures_schema(settings: MinHashSettings) -> pa.Schema:
+    schema = minhash_schema(settings)
+    return pa.schema([schema.field("doc_id"), schema.field("signature")])
+
+
+class _ParquetStream:
+    """One file of a version written table by table (zstd), its row count recorded.
+    Rows are regrouped into row groups of a fixed size, so the bytes do not depend on
+    how the tables came (one range or many)."""
+
+    ROW_GROUP = 65_536
+
+    def __init__(self, out: VersionWriter, name: str, schema: pa.Schema) -> None:
+        self.out, self.name, self.schema, self.rows = out, name, schema, 0
+        self._pending: list[pa.Table] = [schema.empty_table()]
+        self._pending_rows = 0
+
+    def __enter__(self) -> _ParquetStream:
+        self._handle = self.out.fs.open(self.out.path(self.name), "wb")
+        self._writer = pq.ParquetWriter(self._handle, self.schema, compression="zstd")
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table.cast(self.schema))
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= self.ROW_GROUP:
+            self._flush(whole_groups_only=True)
+
+    def _flush(self, whole_groups_only: bool = False) -> None:
+        pending = pa.concat_tables(self._pending)
+        cut = pending.num_rows - pending.num_rows % self.ROW_GROUP
+        if not whole_groups_only:
+            cut = pending.num_rows
+        if cut or self.rows == 0:
+            self._writer.write_table(pending.slice(0, cut), self.ROW_GROUP)
+        self._pending, self._pending_rows = [pending.slice(cut)], pending.num_rows - cut
+
+    def __exit__(self, *exc: object) -> None:
+        self._flush()
+        self._writer.close()
+        self._handle.close()
+        self.out.set_rows(self.name, self.rows)
 
 
 def _lineage(store: Store, documents: VersionRef) -> list[VersionRef]:
