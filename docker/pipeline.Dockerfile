@@ -18,7 +18,8 @@ COPY dedup ./dedup
 COPY training ./training
 COPY evaluation ./evaluation
 # PyPI's Linux torch wheels bundle CUDA; this worker never trains, so take the CPU build.
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+# The s3 extra: the store and its inputs on S3 or an S3-compatible service (MinIO).
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[s3]" \
     && useradd --create-home --uid 10001 webtext \
     && mkdir -p /data/artifacts && chown webtext /data/artifacts
 

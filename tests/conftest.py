@@ -1,9 +1,13 @@
-"""Shared test fixtures: the real-data folder, and one Prefect test server per session."""
+"""Shared test fixtures: the real-data folder, one Prefect test server and one S3-compatible
+server per session."""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -70,3 +74,50 @@ def demo_run(tmp_path_factory):
         yield run
     left = [pid for pid in run.pids if session_alive(pid)]
     assert not left, f"processes of the demo's sessions {left} still run"
+
+
+S3_BUCKET = "webtext-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """An S3-compatible server for the session: moto's, in this process, on a free loopback
+    port, with one bucket. Clients find it as they would find AWS: the endpoint and dummy
+    credentials in the usual environment variables (no AWS config file of the user's)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    no_config = str(tmp_path_factory.mktemp("aws") / "none")
+    settings = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test-key-id",
+        "AWS_SECRET_ACCESS_KEY": "test-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": no_config,
+        "AWS_SHARED_CREDENTIALS_FILE": no_config,
+    }
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # none made before, for another endpoint
+    s3fs.S3FileSystem().mkdir(S3_BUCKET)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture
+def s3_store_url(s3_endpoint: str) -> str:
+    """A store URL of its own on the session's S3 server: `s3://bucket/<random prefix>`."""
+    return f"s3://{S3_BUCKET}/store-{uuid.uuid4().hex[:12]}"

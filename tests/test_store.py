@@ -1,4 +1,5 @@
-"""The versioned artifact store, on a local folder and on fsspec's memory filesystem."""
+"""The versioned artifact store, on a local folder, fsspec's memory filesystem and S3 (moto's
+server, `conftest.s3_endpoint`)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,13 @@ from webtext.store import Store, StoreError, VersionRef, version_id
 PARAMS = {"min_karma": 3, "sources": ["a.zst"]}
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request, tmp_path: Path) -> Store:
     if request.param == "local":
         yield Store(str(tmp_path / "store"))
+        return
+    if request.param == "s3":
+        yield Store(request.getfixturevalue("s3_store_url"))
         return
     root = f"memory://webtext-{uuid.uuid4().hex}"
     yield Store(root)

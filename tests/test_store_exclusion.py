@@ -67,13 +67,16 @@ def leftovers(store: Store, stage: str) -> list[str]:
     return sorted(n for n in names if n.startswith("."))
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request, tmp_path: Path):
     """For the tests that are no race: fsspec's memory filesystem checks an exclusive
-    create, then creates, so two threads may both succeed (it stands in for object stores
-    in tests; the races run on a local folder, where the create is O_EXCL)."""
+    create, then creates, so two threads may both succeed (the races run on a local folder,
+    where the create is O_EXCL, and on S3, a conditional PUT: tests/test_store_s3.py)."""
     if request.param == "local":
         yield Store(str(tmp_path / "store"), locking=QUICK)
+        return
+    if request.param == "s3":
+        yield Store(request.getfixturevalue("s3_store_url"), locking=QUICK)
         return
     root = f"memory://webtext-{uuid.uuid4().hex}"
     yield Store(root, locking=QUICK)

@@ -23,13 +23,20 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from webtext.config import code_version
-from webtext.store import Manifest, StageResult, Store, StoreError, VersionRef, VersionWriter
+from webtext.store import (
+    Manifest,
+    StageResult,
+    Store,
+    StoreError,
+    VersionRef,
+    VersionWriter,
+    put_atomic,
+)
 
 _MARKERS = ".parts"
 # The store's folders, one per stage of the pipeline, in its order (tests check that each
@@ -158,11 +165,9 @@ class StageWrite:
                 raise StoreError(f"{self.ref}: part {part} did not write {name}")
             self.out.set_rows(name, rows)
         marker = self._marker(part)
-        tmp = f"{marker}.tmp-{uuid.uuid4().hex[:8]}"
         self.out.fs.makedirs(marker.rsplit("/", 1)[0], exist_ok=True)
         marker_json = json.dumps({"files": result.files, "counts": result.counts})
-        self.out.fs.pipe_file(tmp, marker_json.encode())
-        self.out.fs.mv(tmp, marker)
+        put_atomic(self.out.fs, marker, marker_json.encode())
         if part not in self._committed:
             self.counts.update(result.counts)
             self._committed.add(part)

@@ -325,7 +325,7 @@ class VersionLock:
         return None
 
     def _take_over(self) -> bool:
-        _atomic_put(self._fs, self.path, self._owner())
+        put_atomic(self._fs, self.path, self._owner())
         time.sleep(self.settings.settle_s)  # another taker may have replaced it meanwhile
         owner = self._read()
         return owner is not None and owner.token == self.token
@@ -336,7 +336,7 @@ class VersionLock:
                 if not self._still_held():
                     log.error("%s: lost its lock to %s; will not publish", self.ref, self.lost_to)
                     return
-                _atomic_put(self._fs, self.path, self._owner())
+                put_atomic(self._fs, self.path, self._owner())
             except OSError as exc:  # a storage hiccup: the next beat tries again
                 log.warning("%s: could not refresh the lock: %r", self.ref, exc)
 
@@ -351,12 +351,36 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _atomic_put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Replace `path` whole: a local rename is atomic, and so is a single put on object
-    stores."""
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether `fs` is the local filesystem, where a rename is atomic and folders are real."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Replace `path` whole, so a reader sees the old bytes or the new, never a part: a
+    temp file renamed over it on a local folder; one put elsewhere (an object store's
+    single PUT is atomic, where a rename would be a copy and a delete)."""
+    if not is_local(fs):
+        fs.pipe_file(path, data)
+        return
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     fs.pipe_file(tmp, data)
     fs.mv(tmp, path)
+
+
+def move_folder(fs: fsspec.AbstractFileSystem, src: str, dest: str) -> None:
+    """Move the folder `src` to `dest` (which must not exist): one rename on a local
+    folder; file by file elsewhere. An object store has no folders, only keys with a
+    common prefix, and fsspec's recursive `mv` would try to copy the prefixes too."""
+    if is_local(fs):
+        fs.mv(src, dest, recursive=True)
+        return
+    src = src.rstrip("/")
+    files = fs.find(src)
+    if files:
+        fs.copy(files, [f"{dest}/{name[len(src) + 1 :]}" for name in files])
+    fs.rm(src, recursive=True)
 
 
 class VersionWriter:
@@ -399,9 +423,7 @@ class VersionWriter:
         """Write a whole file at once; it appears complete or not at all (temp + rename)."""
         self._check_name(name)
         path = self.path(name, rows)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        self._fs.pipe_file(tmp, data)
-        self._fs.mv(tmp, path)
+        put_atomic(self._fs, path, data)
 
     @contextmanager
     def open(self, name: str, mode: str = "wb", rows: int | None = None) -> Iterator[Any]:
@@ -423,7 +445,9 @@ class Store:
 
     def __init__(self, root: str, locking: LockSettings = LockSettings()) -> None:
         self.root_url = root
-        self.fs, path = url_to_fs(root)
+        # No listing cache: another process (a worker, another machine) adds files and
+        # versions, and s3fs would answer `exists` from a listing made before they did.
+        self.fs, path = url_to_fs(root, use_listings_cache=False)
         self.root = path.rstrip("/") or "/"
         self.locking = locking
 
@@ -572,7 +596,7 @@ class Store:
         final_dir = self.version_dir(ref)
         if self.fs.exists(final_dir):  # leftovers of a killed publish: never visible
             self.fs.rm(final_dir, recursive=True)
-        self.fs.mv(writer.tmp_dir, final_dir, recursive=True)
+        move_folder(self.fs, writer.tmp_dir, final_dir)
         manifest = Manifest(
             stage=ref.stage,
             version=ref.version,
@@ -583,10 +607,10 @@ class Store:
             files=tuple(files),
             stats=writer.stats,
         )
-        _atomic_put(self.fs, f"{final_dir}/{MANIFEST}", manifest.to_json().encode())
+        put_atomic(self.fs, f"{final_dir}/{MANIFEST}", manifest.to_json().encode())
 
     def _set_latest(self, ref: VersionRef) -> None:
-        _atomic_put(self.fs, f"{self.root}/{ref.stage}/{LATEST}", f"{ref.version}\n".encode())
+        put_atomic(self.fs, f"{self.root}/{ref.stage}/{LATEST}", f"{ref.version}\n".encode())
 
     def _sha256(self, path: str) -> str:
         digest = hashlib.sha256()
@@ -759,14 +783,14 @@ def replace_folder(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
     if fs.isdir(path) and not fs.ls(path, detail=False):
         fs.rmdir(path)  # an empty folder: moving onto it would move `tmp` inside it
     if not fs.exists(path):
-        fs.mv(tmp, path, recursive=True)
+        move_folder(fs, tmp, path)
         return
     old = f"{fs._parent(path)}/.{path.rstrip('/').rsplit('/', 1)[-1]}.old-{uuid.uuid4().hex[:8]}"
-    fs.mv(path, old, recursive=True)
+    move_folder(fs, path, old)
     try:
-        fs.mv(tmp, path, recursive=True)
+        move_folder(fs, tmp, path)
     except BaseException:
-        fs.mv(old, path, recursive=True)
+        move_folder(fs, old, path)
         raise
     fs.rm(old, recursive=True)
 
@@ -777,8 +801,7 @@ def _same_filesystem(a: fsspec.AbstractFileSystem, b: fsspec.AbstractFileSystem)
 
 
 def _real_path(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return os.path.realpath(path) if "file" in protocols else path.rstrip("/")
+    return os.path.realpath(path) if is_local(fs) else path.rstrip("/")
 
 
 def _within(path: str, folder: str) -> bool:
