@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--repeats", type=int, help="timed runs of each, alternating; the fastest counts [2, 3]"
     )
+    p.add_argument("--threads", type=int, help="CPU threads for both [torch's default]")
     p.add_argument("--device", help="cpu, cuda [cuda if available]")
     p.add_argument("--quick", action="store_true", help="tiny model, 4 prompts, seconds (CI)")
 
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = pick_device(args.device)
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load_model(args, device)
     encoder = model.encoder
     passages = load_task("lambada", args.eval_data).items[: args.prompts]
