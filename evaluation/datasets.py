@@ -1,9 +1,11 @@
 """Readers for the GPT-2 paper's zero-shot evaluation sets, in their published formats.
 
 `load_task(name, root)` reads one set into an `EvalSet` of `Document`s (perplexity and
-bits-per-unit tasks), `Cloze`s (LAMBADA) or `Choice`s (CBT, Winograd). Readers stream their
-file line by line; a malformed record is listed in `EvalSet.skipped` as "path:line: reason"
-and reading goes on; a file in which nothing parses is an error. Perplexity tasks keep the
+bits-per-unit tasks), `Cloze`s (LAMBADA), `Choice`s (CBT, Winograd) or `Prompted`s (the
+generation tasks: Natural Questions, WMT-14, CoQA, CNN/DailyMail, each with the paper's
+prompt format). Readers stream their file line by line; a malformed record is listed in
+`EvalSet.skipped` as "path:line: reason" and reading goes on; a file in which nothing
+parses is an error. Perplexity tasks keep the
 count of the dataset's original units (words with one <eos> per line, bytes, characters)
 beside the detokenized text the model scores, so results are reported per original unit.
 """
@@ -15,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -70,17 +73,42 @@ class Choice:
     gold: int
 
 
+@dataclass(frozen=True)
+class Prompted:
+    """A generation item: the model continues `document + prompt`, and what it answers is
+    scored against `references`. A prompt longer than the model's window loses its start;
+    one with a `document` loses the document's end instead (an article keeps its lead)."""
+
+    prompt: str
+    references: tuple[str, ...]
+    key: str  # where it was read: "line 12", "<story id>:<turn>", a file name
+    text: str  # the item's own published text, for the overlap with training data
+    document: str = ""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a generation task's answers come out of the model."""
+
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    top_k: int | None = None  # None: greedy; else top-k sampling at temperature 1
+    sentences: int | None = None  # the answer: these first sentences; None: the first line
+
+
 @dataclass
 class EvalSet:
     """One evaluation set as read: its items, and what could not be read or detokenized."""
 
     name: str  # task name, e.g. "wikitext2"
-    kind: str  # "perplexity" | "cloze" | "choice"
+    kind: str  # "perplexity" | "cloze" | "choice" | "generation"
     unit: str | None  # "word" | "byte" | "char" for perplexity tasks, else None
     source: str  # the path read
-    items: list  # Documents, Clozes or Choices
+    items: list  # Documents, Clozes, Choices or Prompteds
     skipped: list[str]  # "path:line: reason" for each malformed record
     lines_not_detokenized: int = 0  # lines kept as published: their detokenization won't invert
+    metric: str = ""  # the task's metric (TaskSpec.metric)
+    decoding: Decoding | None = None  # generation tasks: how answers are generated
 
 
 @dataclass
@@ -94,11 +122,12 @@ class Parsed:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    path: str  # default file, relative to the evaluation root
+    path: str  # default file (or folder), relative to the evaluation root
     reader: Callable[[Path], Parsed]
     kind: str
     unit: str | None
-    metric: str  # the paper's metric: "ppl", "acc", "bpb" or "bpc"
+    metric: str  # the paper's metric: "ppl", "acc", "bpb", "bpc", "em", "f1", "bleu", "rouge"
+    decoding: Decoding | None = None  # generation tasks only
 
 
 def _read_lines(path: Path, skipped: list[str]) -> Iterator[tuple[int, str]]:
@@ -373,6 +402,170 @@ def _byte_document(chunk: bytes) -> Document:
     )
 
 
+# Generation tasks (GPT-2 paper, section 3.5-3.8). The paper seeds question answering and
+# translation with example pairs; none of their training splits is here, so the first
+# items of the file are the examples and the rest are scored.
+
+NQ_SHOTS = 5
+WMT_SHOTS = 5
+TLDR = "\nTL;DR:"
+
+
+def read_nq_open(path: Path) -> Parsed:
+    """{"question", "answer": [gold, ...]} a line. Prompt: the first NQ_SHOTS questions with
+    their first answer as "Q: ...?\\nA: ..." pairs, then "Q: question?\\nA:"."""
+    parsed = Parsed()
+    pairs: list[tuple[int, str, list[str]]] = []
+    for number, record in _read_json_lines(path, parsed):
+        question, answers = record.get("question"), record.get("answer")
+        if not (
+            isinstance(question, str)
+            and question.strip()
+            and isinstance(answers, list)
+            and answers
+            and all(isinstance(a, str) and a.strip() for a in answers)
+        ):
+            parsed.skipped.append(
+                f'{path}:{number}: needs "question" (a string) and "answer" (a list of strings)'
+            )
+            continue
+        pairs.append((number, question.strip(), answers))
+    examples = "".join(f"Q: {q}?\nA: {answers[0]}\n\n" for _, q, answers in pairs[:NQ_SHOTS])
+    parsed.items = [
+        Prompted(f"{examples}Q: {q}?\nA:", tuple(answers), f"line {n}", f"{q}? {answers[0]}")
+        for n, q, answers in pairs[NQ_SHOTS:]
+    ]
+    return parsed
+
+
+_SEGMENT = re.compile(r'<seg id="(?P<id>[^"]*)">(?P<text>.*)</seg>')
+_DOC_ID = re.compile(r'docid="(?P<id>[^"]*)"')
+
+
+def _sgml_segments(path: Path, skipped: list[str]) -> list[tuple[str, int, str]]:
+    """(docid:segid, line number, text) of each <seg> line of a WMT SGML file, its text
+    with runs of whitespace made one space, as sacrebleu reads these files."""
+    segments = []
+    doc = ""
+    for number, line in _read_lines(path, skipped):
+        if line.startswith("<doc "):
+            found = _DOC_ID.search(line)
+            doc = found["id"] if found else ""
+        elif line.startswith("<seg "):
+            segment = _SEGMENT.fullmatch(line.strip())
+            if segment is None:
+                skipped.append(f'{path}:{number}: not a <seg id="...">text</seg> line')
+                continue
+            segments.append((f"{doc}:{segment['id']}", number, " ".join(segment["text"].split())))
+    return segments
+
+
+def read_wmt14(folder: Path, source: str, target: str) -> Parsed:
+    """newstest2014's "full" French-English set (3,003 segments; sacrebleu's own `wmt14`
+    is the filtered release): `newstest2014-fren-src.<source>.sgm` and
+    `-ref.<target>.sgm` in `folder`, aligned by document and segment id. Prompt: the paper's
+    "source sentence = target sentence" lines for the first WMT_SHOTS segments, then
+    "source sentence =". A segment without its counterpart is skipped."""
+    files = [
+        folder / f"newstest2014-fren-src.{source}.sgm",
+        folder / f"newstest2014-fren-ref.{target}.sgm",
+    ]
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"wmt14-{source}-{target}: no file at {file}")
+    parsed = Parsed()
+    sources, references = (_sgml_segments(file, parsed.skipped) for file in files)
+    by_key = {key: (number, text) for key, number, text in references}
+    pairs = []
+    for key, number, text in sources:
+        reference = by_key.pop(key, None)
+        if reference is None or not text or not reference[1]:
+            parsed.skipped.append(f"{files[0]}:{number}: segment {key} has no translation")
+            continue
+        pairs.append((number, text, reference[1]))
+    for key, (number, _) in by_key.items():
+        parsed.skipped.append(f"{files[1]}:{number}: segment {key} has no source")
+    examples = "".join(f"{text} = {reference}\n" for _, text, reference in pairs[:WMT_SHOTS])
+    parsed.items = [
+        Prompted(f"{examples}{text} =", (reference,), f"line {n}", f"{text} {reference}")
+        for n, text, reference in pairs[WMT_SHOTS:]
+    ]
+    return parsed
+
+
+def read_coqa(path: Path) -> Parsed:
+    """The official CoQA JSON ({"data": [story, ...]}): one item per question. Prompt: the
+    story, the conversation so far as "Q: ...\\n\\nA: ...\\n\\n" turns, then "Q: ...\\n\\nA:"
+    (lm-evaluation-harness's layout of the paper's "document, history, final A:").
+    References: the answer and the additional answers of that turn, as the scorer reads
+    them. A story with missing fields or turns out of order is skipped whole."""
+    try:
+        data = json.loads(path.read_bytes())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 (byte {error.start})") from None
+    stories = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(stories, list):
+        raise ValueError(f'{path}: no "data" list of stories')
+    parsed = Parsed()
+    for index, story in enumerate(stories):
+        try:
+            parsed.items += _coqa_turns(story)
+        except (KeyError, TypeError, IndexError, ValueError) as error:
+            name = story.get("id", "?") if isinstance(story, dict) else "?"
+            parsed.skipped.append(f"{path}: story {index} ({name}): bad or missing {error}")
+    return parsed
+
+
+def _coqa_turns(story: dict) -> list[Prompted]:
+    text, questions = story["story"], story["questions"]
+    answer_sets = [story["answers"], *story.get("additional_answers", {}).values()]
+    if not isinstance(text, str) or not questions:
+        raise ValueError("story or questions")
+    items, history = [], ""
+    for turn, question in enumerate(questions, 1):
+        if question["turn_id"] != turn or any(a[turn - 1]["turn_id"] != turn for a in answer_sets):
+            raise ValueError(f"turn_id at turn {turn}")
+        asked = question["input_text"]
+        references = tuple(str(answers[turn - 1]["input_text"]) for answers in answer_sets)
+        prompt = f"{text}\n\n{history}Q: {asked}\n\nA:"
+        items.append(
+            Prompted(prompt, references, f"{story['id']}:{turn}", f"{asked} {references[0]}")
+        )
+        history += f"Q: {asked}\n\nA: {references[0]}\n\n"
+    return items
+
+
+def read_cnn_dailymail(folder: Path) -> Parsed:
+    """CNN/DailyMail `.story` files (the article's paragraphs, then "@highlight" and one
+    highlight each), in name order. Prompt: the article, then "\\nTL;DR:"; reference: the
+    highlights, one a line. A story without article or highlights is skipped."""
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cnn_dailymail: {folder} is not a folder of .story files")
+    files = sorted(folder.glob("*.story"))
+    if not files:
+        raise FileNotFoundError(f"cnn_dailymail: no .story files in {folder}")
+    parsed = Parsed()
+    for path in files:
+        paragraphs: list[str] = []
+        highlights: list[str] = []
+        for _, line in _read_lines(path, parsed.skipped):
+            if line.strip() == "@highlight":
+                highlights.append("")
+            elif line.strip() and highlights:
+                highlights[-1] = f"{highlights[-1]} {line.strip()}".strip()
+            elif line.strip():
+                paragraphs.append(line.strip())
+        highlights = [h for h in highlights if h]
+        if not paragraphs or not highlights:
+            parsed.skipped.append(f"{path}: no {'article' if not paragraphs else '@highlight'}")
+            continue
+        article, summary = "\n".join(paragraphs), "\n".join(highlights)
+        parsed.items.append(Prompted(TLDR, (summary,), path.name, f"{article}\n{summary}", article))
+    return parsed
+
+
 TASKS: dict[str, TaskSpec] = {
     "lambada": TaskSpec("lambada/lambada_test.jsonl", read_lambada, "cloze", None, "acc"),
     "cbt-cn": TaskSpec("cbt/cbtest_CN_test_2500ex.txt", read_cbt, "choice", None, "acc"),
@@ -388,6 +581,37 @@ TASKS: dict[str, TaskSpec] = {
     "winograd": TaskSpec(
         "winograd/winograd_wsc273.llm-foundry.jsonl", read_winograd, "choice", None, "acc"
     ),
+    # Greedy answers cut at the stop string; summaries sampled with top-k 2 (the paper's).
+    "nq_open": TaskSpec(
+        "nq_open/NQ-open.dev.jsonl", read_nq_open, "generation", None, "em", Decoding(32, ("\n",))
+    ),
+    "wmt14-fr-en": TaskSpec(
+        "wmt14",
+        partial(read_wmt14, source="fr", target="en"),
+        "generation",
+        None,
+        "bleu",
+        Decoding(128, ("\n",)),
+    ),
+    "wmt14-en-fr": TaskSpec(
+        "wmt14",
+        partial(read_wmt14, source="en", target="fr"),
+        "generation",
+        None,
+        "bleu",
+        Decoding(128, ("\n",)),
+    ),
+    "coqa": TaskSpec(
+        "coqa/coqa-dev-v1.0.json", read_coqa, "generation", None, "f1", Decoding(48, ("\nQ:",))
+    ),
+    "cnn_dailymail": TaskSpec(
+        "cnn_dailymail/stories",
+        read_cnn_dailymail,
+        "generation",
+        None,
+        "rouge",
+        Decoding(100, top_k=2, sentences=3),
+    ),
 }
 
 
@@ -397,7 +621,7 @@ def load_task(name: str, root: str | Path, path: str | Path | None = None) -> Ev
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     spec = TASKS[name]
     source = Path(path) if path is not None else Path(root) / spec.path
-    if not source.is_file():
+    if not source.exists():
         raise FileNotFoundError(f"{name}: no file at {source}")
     parsed = spec.reader(source)
     if not parsed.items:
@@ -412,4 +636,6 @@ def load_task(name: str, root: str | Path, path: str | Path | None = None) -> Ev
         parsed.items,
         parsed.skipped,
         parsed.lines_not_detokenized,
+        spec.metric,
+        spec.decoding,
     )

@@ -1,5 +1,5 @@
-"""The GPT-2 paper's zero-shot results (Radford et al. 2019, Table 3 and section 3.7), and
-our results laid out beside them."""
+"""The GPT-2 paper's zero-shot results (Radford et al. 2019, Table 3 and sections 3.5-3.8),
+and our results laid out beside them."""
 
 from __future__ import annotations
 
@@ -75,3 +75,36 @@ def _with_split(task: str, header: str, splits: dict[str, str]) -> str:
     ours = splits.get(task, paper)
     label = paper if ours == paper else f"paper {paper}, ours {ours}"
     return f"{header[:-1]}, {label})"
+
+
+# The paper's other zero-shot tasks, published for GPT-2 1542M only: (our task, the key of
+# its value in our results, row, the paper's figure). Sections 3.5 (CoQA dev F1), 3.6
+# (summarization, Table 4: TL;DR: ROUGE-1/2/L F1 and their average), 3.7 (WMT-14 BLEU),
+# 3.8 (Natural Questions exact match, %).
+OTHER_TASKS = (
+    ("coqa", "value", "CoQA (F1, dev)", 55.0),
+    ("nq_open", "value", "Natural Questions (EM %)", 4.1),
+    ("wmt14-fr-en", "value", "WMT-14 Fr-En (BLEU, newstest2014)", 11.5),
+    ("wmt14-en-fr", "value", "WMT-14 En-Fr (BLEU, newstest2014)", 5.0),
+    ("cnn_dailymail", "value", "CNN/DailyMail (ROUGE avg)", 21.40),
+    ("cnn_dailymail", "rouge1", "CNN/DailyMail (ROUGE-1 F1)", 29.34),
+    ("cnn_dailymail", "rouge2", "CNN/DailyMail (ROUGE-2 F1)", 8.27),
+    ("cnn_dailymail", "rougeL", "CNN/DailyMail (ROUGE-L F1)", 26.58),
+)
+PAPER_OTHER_MODEL = "GPT-2 1542M"
+# Our exact match, F1 and ROUGE are fractions, the paper's percentages; BLEU is 0-100 in both.
+FRACTION_METRICS = {"em", "f1", "rouge"}
+
+
+def other_tasks_table(results: dict[str, dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """One row per figure of the paper's other tasks: the paper's (GPT-2 1542M) and ours
+    (`name`) on the same scale; a task we did not run is None."""
+    rows = []
+    for task, key, label, published in OTHER_TASKS:
+        result = results.get(task, {})
+        value = result.get(key)
+        if value is not None and result.get("metric") in FRACTION_METRICS:
+            value = 100 * value
+        ours = None if value is None else round(value, 2)
+        rows.append({"task": label, PAPER_OTHER_MODEL: published, name: ours})
+    return rows

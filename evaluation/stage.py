@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.datasets import TASKS, Choice, Cloze, Document, EvalSet, cbt_split, load_task
+from evaluation.datasets import (
+    TASKS,
+    Choice,
+    Cloze,
+    Document,
+    EvalSet,
+    Prompted,
+    cbt_split,
+    load_task,
+)
 from evaluation.decontam import build_ngram_filter, load_ngram_filter, overlap
 from evaluation.generation import sample_prompts
 from evaluation.models import (
@@ -33,7 +42,7 @@ from evaluation.models import (
     tokenizer_files,
     tokenizer_from_files,
 )
-from evaluation.paper import PAPER_SPLITS, markdown_table, paper_table
+from evaluation.paper import PAPER_SPLITS, markdown_table, other_tasks_table, paper_table
 from evaluation.sampling import SampleSettings
 from evaluation.scoring import WindowSettings
 from evaluation.zero_shot import EvalSettings, evaluate_set
@@ -70,9 +79,14 @@ class EvaluationPlan:
         (default: every set found under `eval_data`), `paths`, windows (`context`, `stride`),
         `batch_tokens`, `limit`, `prompts` (default: the paper-like ones) and sampling."""
         root = eval_data_root(parameters.get("eval_data"))
-        tasks = parameters.get("tasks") or available_tasks(root)
+        # "nq_open,coqa" and ["nq_open", "coqa"] alike
+        tasks = [t.strip() for ts in parameters.get("tasks") or () for t in ts.split(",") if t]
+        tasks = tasks or available_tasks(root)
         if not tasks:
             raise FileNotFoundError(f"no evaluation sets under {root} (set eval_data or paths)")
+        unknown = [task for task in tasks if task not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}; known: {', '.join(TASKS)}")
         windows = WindowSettings(**options_from(WindowSettings, parameters))
         settings = options_from(EvalSettings, parameters)
         settings["windows"] = windows
@@ -92,7 +106,7 @@ class EvaluationPlan:
 
     def task_path(self, task: str) -> Path:
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         return Path(self.paths.get(task) or Path(self.eval_root) / TASKS[task].path)
 
 
@@ -105,8 +119,8 @@ def overlap_version(store: Store, decontaminate: str | None) -> VersionRef | Non
 
 
 def available_tasks(eval_root: str | Path) -> list[str]:
-    """The tasks whose files are under `eval_root` at their default paths."""
-    return [name for name, spec in TASKS.items() if (Path(eval_root) / spec.path).is_file()]
+    """The tasks whose files (or folders) are under `eval_root` at their default paths."""
+    return [name for name, spec in TASKS.items() if (Path(eval_root) / spec.path).exists()]
 
 
 def file_sha256(path: Path) -> str:
@@ -115,6 +129,16 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def input_sha256(path: Path) -> str:
+    """A set's file's sha256; for a folder (WMT-14's SGML files, CNN/DailyMail's stories),
+    the sha256 of its files' relative names and sha256s, in name order."""
+    if not path.is_dir():
+        return file_sha256(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = "".join(f"{p.relative_to(path).as_posix()}\t{file_sha256(p)}\n" for p in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def model_source(
@@ -167,13 +191,13 @@ def evaluate_model(
     """
     files = {task: plan.task_path(task) for task in plan.tasks}
     for task, path in files.items():
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"evaluation set {task!r} not found at {path}")
     identity, load_model = model_source(store, model, tokenizer, device)
     parameters = {
         **identity,
         "tasks": {
-            task: {"file": path.name, "sha256": file_sha256(path)} for task, path in files.items()
+            task: {"file": path.name, "sha256": input_sha256(path)} for task, path in files.items()
         },
         "settings": plan.settings.parameters(),
         "prompts": list(plan.prompts),
@@ -207,16 +231,18 @@ def evaluate_model(
         )
         splits = {task: cbt_split(path) for task, path in files.items() if task in PAPER_SPLITS}
         table = paper_table(results, f"ours ({lm.name})", splits)
+        other_table = other_tasks_table(results, f"ours ({lm.name})")
         summary = {
             "model": lm.name,
             "tokenizer": lm.encoder.name,
             "results": results,
             "paper_table": table,
+            "other_tasks_table": other_table,
             "decontamination": decontamination,
             "samples": samples,
         }
         out.put("results.json", json.dumps(summary, indent=2).encode())
-        out.put("table.md", markdown_table(table).encode())
+        out.put("table.md", f"{markdown_table(table)}\n{markdown_table(other_table)}".encode())
         out.put(
             "samples.jsonl",
             "".join(json.dumps(s) + "\n" for s in samples).encode(),
@@ -224,6 +250,7 @@ def evaluate_model(
         )
         work.counts.update(_counts(results, decontamination))
         work.stats["paper_table"] = table
+        work.stats["other_tasks_table"] = other_table
 
     return run_stage(store, STAGE, inputs, parameters, build, resumable=True)
 
@@ -238,6 +265,8 @@ def _texts(items: Sequence[Any]) -> list[str]:
             texts.append(f"{item.context} {item.target}")
         elif isinstance(item, Choice):
             texts.append("".join(item.options[item.gold]))
+        elif isinstance(item, Prompted):
+            texts.append(item.text)
     return texts
 
 

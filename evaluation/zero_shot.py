@@ -8,28 +8,42 @@
   stop-word-filtered accuracy.
 - CBT and Winograd: each option's continuation scored after its context; the most likely
   option is the answer.
+- generation tasks (Natural Questions, WMT-14, CoQA, CNN/DailyMail): the model continues
+  each prompt (`evaluation.generation`) as the task's `Decoding` says; the answer is the
+  first line (or the first sentences) of what it wrote, scored with the task's metric
+  (`evaluation.text_metrics`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from evaluation.datasets import STOP_WORDS, Choice, Cloze, EvalSet
-from evaluation.generation import next_logits, prefill
+from evaluation.datasets import STOP_WORDS, Choice, Cloze, Decoding, EvalSet, Prompted
+from evaluation.generation import generate_ids, next_logits, prefill
 from evaluation.models import LanguageModel
+from evaluation.sampling import SampleSettings
 from evaluation.scoring import (
     WindowSettings,
     continuation_requests,
     perplexity,
     score_requests,
 )
+from evaluation.text_metrics import (
+    coqa_turn_scores,
+    corpus_bleu,
+    exact_match,
+    first_line,
+    first_sentences,
+    rouge_f1,
+)
 
 UNIT_METRICS = {"word": "ppl", "byte": "bpb", "char": "bpc"}
+GENERATION_CHUNK = 256  # prompts generated per call: progress is reported after each
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,8 @@ def evaluate_set(
         result = cloze_result(model, items, settings, on_progress)
     elif eval_set.kind == "choice":
         result = choice_result(model, items, settings, on_progress)
+    elif eval_set.kind == "generation" and eval_set.decoding is not None:
+        result = generation_result(model, items, eval_set.decoding, eval_set.metric, on_progress)
     else:
         raise ValueError(f"{eval_set.name}: unknown kind of task {eval_set.kind!r}")
     return {
@@ -185,3 +201,80 @@ def _starts_new_word(piece: str) -> bool:
     """GPT-2's BPE puts the space before a word into the word's first token: a piece that
     starts with a space or punctuation begins something new."""
     return not piece or not piece[0].isalnum()
+
+
+def generation_result(
+    model: LanguageModel,
+    items: Sequence[Prompted],
+    decoding: Decoding,
+    metric: str,
+    on_progress: Progress = None,
+) -> dict[str, Any]:
+    """Each item's answer generated and scored with `metric` ("em", "f1", "bleu", "rouge");
+    the answers are kept with the result, by item key."""
+    answers = generate_answers(model, items, decoding, on_progress)
+    return {
+        **score_answers(metric, items, answers),
+        "decoding": asdict(decoding),
+        "answers": {item.key: answer for item, answer in zip(items, answers, strict=True)},
+    }
+
+
+def generate_answers(
+    model: LanguageModel,
+    items: Sequence[Prompted],
+    decoding: Decoding,
+    on_progress: Progress = None,
+) -> list[str]:
+    """The model's answer to each item: greedy, or top-k sampled with seed = the item's
+    index; the first non-blank line of the text, or its first `decoding.sentences`."""
+    settings = SampleSettings(
+        max_new_tokens=decoding.max_new_tokens,
+        top_k=decoding.top_k,
+        temperature=1.0 if decoding.top_k else 0.0,
+    )
+    prompts = [prompt_ids(model, item, decoding.max_new_tokens) for item in items]
+    texts: list[str] = []
+    for start in range(0, len(prompts), GENERATION_CHUNK):
+        chunk = prompts[start : start + GENERATION_CHUNK]
+        seeds = range(start, start + len(chunk))
+        found = generate_ids(model, chunk, settings, stop=decoding.stop, seeds=list(seeds))
+        texts += [generation.text for generation in found]
+        if on_progress:
+            on_progress(len(chunk))
+    if decoding.sentences:
+        return [first_sentences(text, decoding.sentences) for text in texts]
+    return [first_line(text) for text in texts]
+
+
+def prompt_ids(model: LanguageModel, item: Prompted, max_new_tokens: int) -> list[int]:
+    """The item's prompt as ids, fitting the window with `max_new_tokens` to spare: its
+    last tokens (lm-evaluation-harness's cut, so both tools read the same prompt), or, with
+    a `document` before it, the document's first tokens and the whole prompt."""
+    room = max(model.max_length - max_new_tokens, 1)
+    ids = model.encoder.encode(item.prompt)
+    if not item.document:
+        return ids[-room:]
+    return model.encoder.encode(item.document)[: max(room - len(ids), 0)] + ids[-room:]
+
+
+def score_answers(metric: str, items: Sequence[Prompted], answers: Sequence[str]) -> dict[str, Any]:
+    """The task's metric over the answers: exact match against any reference (a fraction),
+    CoQA's F1 and exact match (fractions), corpus BLEU (0-100, with sacrebleu's
+    signature), ROUGE-1/2/L F1 and their average (fractions)."""
+    if metric == "em":
+        hits = sum(exact_match(a, item.references) for item, a in zip(items, answers, strict=True))
+        return {"metric": "em", "value": hits / len(items)}
+    if metric == "f1":
+        turns = [coqa_turn_scores(i.references, a) for i, a in zip(items, answers, strict=True)]
+        return {
+            "metric": "f1",
+            "value": sum(f1 for _, f1 in turns) / len(turns),
+            "em": sum(em for em, _ in turns) / len(turns),
+        }
+    if metric == "bleu":
+        return {"metric": "bleu", **corpus_bleu(answers, [item.references[0] for item in items])}
+    if metric == "rouge":
+        scores = rouge_f1(answers, [item.references[0] for item in items])
+        return {"metric": "rouge", "value": scores.pop("average"), **scores}
+    raise ValueError(f"unknown generation metric {metric!r}")

@@ -69,9 +69,10 @@ def evaluate_zero_shot_flow(
     `tokenizer`), in place of `checkpoint`.
 
     `tasks`: names (lambada, wikitext2, wikitext103, ptb, 1bw, enwik8, text8, cbt-cn, cbt-ne,
-    winograd); default: every one whose file is under `eval_data` (default
-    $WEBTEXT_EVAL_DATA, else ./eval-data). `decontaminate`: a `webtext` version whose 8-gram
-    overlap with each set is measured ("latest"; None to skip).
+    winograd, nq_open, wmt14-fr-en, wmt14-en-fr, coqa, cnn_dailymail); default: every one
+    whose file is under `eval_data` (default $WEBTEXT_EVAL_DATA, else ./eval-data).
+    `decontaminate`: a `webtext` version whose 8-gram overlap with each set is measured
+    ("latest"; None to skip).
     """
     plan = EvaluationPlan.from_user(locals())
     store = open_store(store_url)
@@ -92,6 +93,13 @@ def evaluate_zero_shot_flow(
         table=result.stats["paper_table"],
         description="GPT-2 paper, Table 3 layout: the paper's four sizes, then this checkpoint "
         "(accuracies in %; – = not run)",
+    )
+    create_table_artifact(
+        key="evaluate-zero-shot-other-tasks",
+        table=result.stats["other_tasks_table"],
+        description="GPT-2 paper, sections 3.5-3.8: reading comprehension, summarization, "
+        "translation, question answering; GPT-2 1542M as published, then this checkpoint "
+        "(– = not run)",
     )
     create_markdown_artifact(
         key="evaluate-zero-shot-samples",

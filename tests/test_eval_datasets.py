@@ -312,10 +312,13 @@ def test_unknown_task_and_missing_file(tmp_path: Path) -> None:
 def test_tasks(eval_root: Path) -> None:
     assert set(TASKS) == {
         "lambada", "wikitext2", "wikitext103", "ptb", "1bw", "enwik8", "text8", "cbt-cn",
-        "cbt-ne", "winograd",
+        "cbt-ne", "winograd", "nq_open", "wmt14-fr-en", "wmt14-en-fr", "coqa", "cnn_dailymail",
     }  # fmt: skip
-    present = {name for name, spec in TASKS.items() if (eval_root / spec.path).is_file()}
-    assert present == {"lambada", "wikitext2", "wikitext103", "ptb", "winograd"}
+    present = {name for name, spec in TASKS.items() if (eval_root / spec.path).exists()}
+    assert present == {
+        "lambada", "wikitext2", "wikitext103", "ptb", "winograd", "nq_open", "wmt14-fr-en",
+        "wmt14-en-fr",
+    }  # fmt: skip
     assert {TASKS[n].unit for n in ("enwik8", "text8", "ptb")} == {"byte", "char", "word"}
     assert {"the", "a", "of", "and", "to"} <= STOP_WORDS and "signs" not in STOP_WORDS
     assert 120 <= len(STOP_WORDS) <= 200

@@ -175,6 +175,45 @@ def test_a_killed_evaluation_resumes_with_the_sets_it_finished(setup, monkeypatc
     assert set(results(store, result.ref)["results"]) == set(TASKS)
 
 
+def test_generation_tasks_in_a_version(setup, test_data):
+    """NQ, WMT-14 and CoQA (its one-story fixture) through the stage: answers generated,
+    scored, kept by item, and laid out beside the paper's figures."""
+    eval_root = test_data / "eval"
+    plan = EvaluationPlan.from_user(
+        {
+            "tasks": ["nq_open,wmt14-fr-en", "coqa"],
+            "eval_data": str(eval_root),
+            "paths": {"coqa": str(eval_root / "coqa" / "coqa-dev-v1.0.one-story.json")},
+            "limit": 3,
+            "prompts": ["Hello"],
+            "max_new_tokens": 4,
+        }
+    )
+    result = evaluate_model(setup.store, setup.model, plan)
+    summary = results(setup.store, result.ref)
+    found = summary["results"]
+    assert [found[t]["metric"] for t in ("nq_open", "wmt14-fr-en", "coqa")] == ["em", "bleu", "f1"]
+    assert list(found["nq_open"]["answers"]) == ["line 6", "line 7", "line 8"]
+    assert found["nq_open"]["decoding"]["stop"] == ["\n"]
+    assert list(found["coqa"]["answers"]) == [
+        f"3dr23u6we5exclen4th8uq9rb42tel:{t}" for t in (1, 2, 3)
+    ]
+    assert 0 <= found["coqa"]["value"] <= 1 and 0 <= found["coqa"]["em"] <= 1
+    assert found["wmt14-fr-en"]["signature"].startswith("nrefs:1|case:mixed")
+    assert all("\n" not in answer for answer in found["wmt14-fr-en"]["answers"].values())
+    rows = {row["task"]: row for row in summary["other_tasks_table"]}
+    ours = f"ours ({setup.model})"
+    assert rows["WMT-14 Fr-En (BLEU, newstest2014)"][ours] == round(
+        found["wmt14-fr-en"]["value"], 2
+    )
+    assert rows["CoQA (F1, dev)"][ours] == round(100 * found["coqa"]["value"], 2)
+    assert rows["WMT-14 En-Fr (BLEU, newstest2014)"][ours] is None
+    table = Path(setup.store.version_dir(result.ref), "table.md").read_text()
+    assert "| GPT-2 1542M |" in table and "| CoQA (F1, dev) | 55.0 |" in table
+    # The WMT folder's files are in the version's identity.
+    assert len(setup.store.manifest(result.ref).parameters["tasks"]["wmt14-fr-en"]["sha256"]) == 64
+
+
 def test_a_missing_set_is_named(setup, tmp_path):
     store, model = setup.store, setup.model
     missing = EvaluationPlan(tasks=["enwik8"], eval_root=str(tmp_path / "none"))
@@ -194,7 +233,7 @@ def test_the_flow_publishes_the_table_and_samples_of_a_version_or_an_hf_folder(s
     store, plan = setup.store, setup.plan
     state = evaluate_zero_shot_flow(
         checkpoint=setup.model.version,
-        tasks=["lambada", "winograd"],
+        tasks=["lambada", "winograd", "nq_open"],
         eval_data=plan.eval_root,
         limit=10,
         prompts=["Hello"],
@@ -203,7 +242,12 @@ def test_the_flow_publishes_the_table_and_samples_of_a_version_or_an_hf_folder(s
         return_state=True,
     )
     assert state.result().stage == "evaluation"
-    keys = ["evaluate-zero-shot-paper-table", "evaluate-zero-shot-samples", "evaluation-counts"]
+    keys = [
+        "evaluate-zero-shot-paper-table",
+        "evaluate-zero-shot-other-tasks",
+        "evaluate-zero-shot-samples",
+        "evaluation-counts",
+    ]
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
@@ -214,6 +258,12 @@ def test_the_flow_publishes_the_table_and_samples_of_a_version_or_an_hf_folder(s
     table = json.loads(artifacts["evaluate-zero-shot-paper-table"].data)
     assert table[3]["LAMBADA (ACC, stop-word filter)"] == 63.24
     assert table[3]["LAMBADA (ACC)"] == 52.66 and table[-1]["model"].startswith("ours")
+    other = {
+        row["task"]: row for row in json.loads(artifacts["evaluate-zero-shot-other-tasks"].data)
+    }
+    nq = other["Natural Questions (EM %)"]
+    assert nq["GPT-2 1542M"] == 4.1 and 0 <= nq[f"ours ({setup.model})"] <= 100
+    assert other["CoQA (F1, dev)"][f"ours ({setup.model})"] is None  # not run
     assert "Hello" in artifacts["evaluate-zero-shot-samples"].data
 
     # Any GPT-2 folder in place of the checkpoint: the model version's own HF export.

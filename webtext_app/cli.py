@@ -605,7 +605,10 @@ def evaluate(
     tasks: Annotated[
         list[str] | None,
         typer.Option(
-            "--task", help="A task (repeatable) [default: every one found under --eval-data]"
+            "--task",
+            "--tasks",
+            help="Tasks, comma-separated or repeated (lambada, nq_open, wmt14-fr-en, coqa, ...) "
+            "[default: every one found under --eval-data]",
         ),
     ] = None,
     eval_data: Annotated[
@@ -648,6 +651,7 @@ def evaluate(
 
     result = evaluate_model(artifacts, source, plan, webtext, tokenizer, device, on_task)
     print(markdown_table(result.stats["paper_table"]))
+    print(markdown_table(result.stats["other_tasks_table"]))
     _report(artifacts, result, "zero-shot results")
 
 
