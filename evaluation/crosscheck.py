@@ -610,6 +610,7 @@ def crosscheck(
             for row in rows
         ],
         "same_answers": same,
+        "answers": answers,
     }
 
 

@@ -84,7 +84,10 @@ class EvaluationPlan:
         tasks = tasks or available_tasks(root)
         if not tasks:
             raise FileNotFoundError(f"no evaluation sets under {root} (set eval_data or paths)")
-        unknown = [task for task in tasks if task not in TASKS]
+        paths = parameters.get("paths") or {}
+        if not isinstance(paths, Mapping):  # the CLI's "task=path" strings
+            paths = dict(_task_path(text) for text in paths)
+        unknown = [task for task in [*tasks, *paths] if task not in TASKS]
         if unknown:
             raise ValueError(f"unknown task {unknown[0]!r}; known: {', '.join(TASKS)}")
         windows = WindowSettings(**options_from(WindowSettings, parameters))
@@ -97,7 +100,7 @@ class EvaluationPlan:
                 **given,
                 "tasks": tuple(tasks),
                 "eval_root": root,
-                "paths": parameters.get("paths") or {},
+                "paths": paths,
                 "settings": EvalSettings(**settings),
                 "prompts": tuple(prompts) if prompts else DEFAULT_PROMPTS,
                 "sampling": SampleSettings(**options_from(SampleSettings, parameters)),
@@ -108,6 +111,13 @@ class EvaluationPlan:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         return Path(self.paths.get(task) or Path(self.eval_root) / TASKS[task].path)
+
+
+def _task_path(text: str) -> tuple[str, str]:
+    task, _, path = text.partition("=")
+    if not (task and path):
+        raise ValueError(f"a set's path is given as TASK=PATH, not {text!r}")
+    return task.strip(), path
 
 
 def overlap_version(store: Store, decontaminate: str | None) -> VersionRef | None:

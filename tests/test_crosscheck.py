@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from evaluation import crosscheck
+from evaluation.datasets import load_task
 from training.bpe import encoder_from_tokenizer, gpt2_encoder, train_tokenizer
 from training.model import GPT, GPTConfig
 
 LAMBADA_ITEMS = 100
 WIKITEXT_ARTICLES = 3
+GENERATION_ITEMS = 3
+COQA_FIXTURE = Path("coqa", "coqa-dev-v1.0.one-story.json")
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +34,24 @@ def lm_eval_installed() -> None:
         pytest.skip("lm-eval is not installed (pip install -e '.[crosscheck]')")
 
 
-def train_tiny_run(texts: list[str], folder: Path) -> tuple[Path, Path]:
+def train_tiny_run(
+    texts: list[str],
+    folder: Path,
+    block_size: int = 64,
+    steps: int = 60,
+    vocab_size: int = 500,
+    ends: bool = False,
+) -> tuple[Path, Path]:
     """A BPE and a 2-layer GPT trained briefly on `texts`, saved as training.train would:
-    (the run folder, tokenizer.json)."""
+    (the run folder, tokenizer.json). Batches are random windows of the texts joined, or
+    with `ends` the last window of a random text each (so the model learns how each ends:
+    an answer after its prompt)."""
     tokenizer_file = folder / "tokenizer.json"
-    tokenizer_file.write_text(train_tokenizer(texts, vocab_size=500).to_str())
+    tokenizer_file.write_text(train_tokenizer(texts, vocab_size=vocab_size).to_str())
     encoder = encoder_from_tokenizer(tokenizer_file.read_text())
     # Padded above the tokenizer's ids, like training's multiple of 64: the export drops them.
     config = GPTConfig(
-        block_size=64,
+        block_size=block_size,
         vocab_size=-(-(encoder.vocab_size + 1) // 64) * 64,
         n_layer=2,
         n_head=2,
@@ -47,15 +59,23 @@ def train_tiny_run(texts: list[str], folder: Path) -> tuple[Path, Path]:
     )
     torch.manual_seed(0)
     model = GPT(config)
-    ids = torch.tensor([i for text in texts for i in [encoder.eot_id, *encoder.encode(text)]])
+    documents = [[encoder.eot_id, *encoder.encode(text)] for text in texts]
+    ids = torch.tensor([i for document in documents for i in document])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     threads = torch.get_num_threads()
     # Matrices this small gain nothing from threads, and on a busy machine lose 10x to them.
     torch.set_num_threads(1)
     try:
-        for _ in range(60):
-            starts = torch.randint(0, len(ids) - config.block_size - 1, (16,))
-            batch = torch.stack([ids[s : s + config.block_size + 1] for s in starts.tolist()])
+        for _ in range(steps):
+            if ends:
+                picked = [
+                    documents[i][-block_size - 1 :] for i in torch.randint(0, len(texts), (16,))
+                ]
+                width = min(map(len, picked))
+                batch = torch.tensor([window[-width:] for window in picked])
+            else:
+                starts = torch.randint(0, len(ids) - block_size - 1, (16,))
+                batch = torch.stack([ids[s : s + block_size + 1] for s in starts.tolist()])
             _, loss = model(batch[:, :-1], batch[:, 1:].contiguous())
             optimizer.zero_grad()
             loss.backward()
@@ -67,10 +87,10 @@ def train_tiny_run(texts: list[str], folder: Path) -> tuple[Path, Path]:
     state = {
         "model": model.state_dict(),
         "config": asdict(config),
-        "step": 60,
+        "step": steps,
         "args": {"tokens": str(folder / "no-tokens")},  # --tokenizer is given instead
     }
-    torch.save(state, run / "ckpt-00000060.pt")
+    torch.save(state, run / f"ckpt-{steps:08d}.pt")
     return run, tokenizer_file
 
 
@@ -94,6 +114,7 @@ def test_our_scorer_agrees_with_lm_eval(lm_eval_installed, test_data: Path, tmp_
     run, tokenizer = train_tiny_run(corpus, tmp_path)
 
     argv = ["--checkpoint", str(run), "--tokenizer", str(tokenizer), "--limit", str(LAMBADA_ITEMS)]
+    argv += ["--tasks", "lambada,wikitext"]
     status = crosscheck.main([*argv, "--eval-data", str(eval_data), "--out", str(tmp_path)])
     report = json.loads((tmp_path / "crosscheck.json").read_text())
     assert status == 0, report["metrics"]
@@ -127,6 +148,61 @@ def test_our_scorer_agrees_with_lm_eval(lm_eval_installed, test_data: Path, tmp_
     tokens = sum(len(encoder.encode(detokenize({"page": p}))) for p in pages)
     uniform_bits = tokens * math.log2(encoder.vocab_size) / sum(len(p.encode()) for p in pages)
     assert metrics["bits_per_byte"]["ours"] < uniform_bits
+
+
+def test_generation_tasks_agree_with_lm_eval(lm_eval_installed, test_data: Path, tmp_path: Path):
+    """NQ, both WMT-14 directions and CoQA (its one-story fixture) on a GPT that learnt the
+    answers of the items scored, so it does answer: the same generations, the same metrics
+    (CoQA's official scores reported beside lm-eval's, with the reason they differ)."""
+    eval_data = test_data / "eval"
+    coqa = eval_data / COQA_FIXTURE
+    texts = []
+    for task in ("nq_open", "wmt14-fr-en", "wmt14-en-fr"):
+        items = load_task(task, eval_data).items[:GENERATION_ITEMS]
+        texts += [f"{item.prompt} {item.references[0]}\n" for item in items]
+    items = load_task("coqa", eval_data, coqa).items[:GENERATION_ITEMS]
+    texts += [f"{item.prompt} {item.references[0]}\n\n" for item in items]
+    run, tokenizer = train_tiny_run(texts, tmp_path, 256, steps=200, vocab_size=1000, ends=True)
+
+    tasks = "nq_open,wmt14-fr-en,wmt14-en-fr,coqa"
+    argv = ["--checkpoint", str(run), "--tokenizer", str(tokenizer), "--tasks", tasks]
+    argv += ["--eval-data", str(eval_data), "--coqa", str(coqa), "--out", str(tmp_path)]
+    status = crosscheck.main([*argv, "--limit", str(GENERATION_ITEMS)])
+    report = json.loads((tmp_path / "crosscheck.json").read_text())
+    assert status == 0, report["metrics"]
+    names = [crosscheck.lm_eval_name(task) for task in tasks.split(",")]
+    assert report["items"] == dict.fromkeys(names, GENERATION_ITEMS)
+    assert report["same_answers"] == dict.fromkeys(names, GENERATION_ITEMS)
+    metrics = {(m["task"].removeprefix("crosscheck_"), m["metric"]): m for m in report["metrics"]}
+    assert sorted(metrics) == [
+        ("coqa", "em"),
+        ("coqa", "em (lm-eval refs)"),
+        ("coqa", "f1"),
+        ("coqa", "f1 (lm-eval refs)"),
+        ("nq_open", "exact_match"),
+        ("wmt14-en-fr", "bleu"),
+        ("wmt14-fr-en", "bleu"),
+    ]
+    for key, m in metrics.items():
+        if m["reason"] is None:
+            assert m["relative_difference"] <= crosscheck.GENERATION_TOLERANCE, key
+    # It answers (the same text as lm-eval's): some CoQA answers right, translations with
+    # shared n-grams (NQ's answers are other questions' words after 200 steps).
+    assert all(report["answers"][name] and all(report["answers"][name]) for name in names)
+    assert metrics["coqa", "f1"]["ours"] > 0 and metrics["wmt14-fr-en", "bleu"]["ours"] > 1
+    assert metrics["coqa", "f1"]["reason"] == crosscheck.COQA_REFERENCES_DIFFER
+
+
+def test_coqa_documents_are_lm_evals_layout_of_our_items(lm_eval_installed, test_data: Path):
+    eval_data = test_data / "eval"
+    crosscheck.provide_squad_metrics(eval_data / "coqa" / crosscheck.COQA_SCORER)
+    items = load_task("coqa", eval_data, eval_data / COQA_FIXTURE).items
+    documents = crosscheck.coqa_documents(eval_data / COQA_FIXTURE, items)  # prompts checked
+    assert [len(d["questions"]["input_text"]) for d in documents] == list(range(1, 13))
+    from lm_eval.tasks.coqa.utils import doc_to_target
+
+    # Turn 3's answers: "no", "no", "No", "no": one for lm-eval, four for the official scorer.
+    assert doc_to_target(documents[2]) == ["no"] and items[2].references == ("no", "no", "No", "no")
 
 
 def test_wikitext_pages_follow_hugging_face():

@@ -251,8 +251,15 @@ def test_first_sentences_and_rouge() -> None:
 
 
 def test_tasks_are_named_comma_separated_and_unknown_ones_listed(eval_root: Path) -> None:
-    plan = EvaluationPlan.from_user({"eval_data": str(eval_root), "tasks": ["nq_open,coqa", "ptb"]})
+    given = {"eval_data": str(eval_root), "tasks": ["nq_open,coqa", "ptb"]}
+    plan = EvaluationPlan.from_user({**given, "paths": ["coqa=/data/coqa-dev-v1.0.json"]})
     assert plan.tasks == ("nq_open", "coqa", "ptb")
+    assert plan.task_path("coqa") == Path("/data/coqa-dev-v1.0.json")
+    assert plan.task_path("nq_open") == eval_root / "nq_open" / "NQ-open.dev.jsonl"
+    with pytest.raises(ValueError, match="TASK=PATH, not 'coqa'"):
+        EvaluationPlan.from_user({**given, "paths": ["coqa"]})
+    with pytest.raises(ValueError, match="unknown task 'squad'"):
+        EvaluationPlan.from_user({**given, "paths": {"squad": "x.json"}})
     with pytest.raises(
         ValueError, match=r"unknown task 'squad'; known: lambada, .*nq_open, wmt14-fr-en"
     ):

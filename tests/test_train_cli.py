@@ -55,9 +55,11 @@ def test_train_streams_steps_then_evaluate_and_sample_take_the_model_version(
 
     eval_data = str(test_data / "eval")
     args = ["--store", store.root_url, "--eval-data", eval_data, "--task", "lambada"]
-    code, output = run("evaluate", *args, "--limit", "3")  # --model latest
-    assert code == 0, output
-    assert "lambada: acc = " in output
+    code, output = run("evaluate", *args, "--tasks", "nq_open,wmt14-en-fr", "--limit", "3")
+    assert code == 0, output  # --model latest
+    assert "lambada: acc = " in output and "nq_open: em = " in output
+    assert "wmt14-en-fr: bleu = " in output
+    assert "| Natural Questions (EM %) | 4.1 |" in output
     evaluation = store.resolve("evaluation")
     assert model in store.manifest(evaluation).parents
 

@@ -615,6 +615,14 @@ def evaluate(
         str | None,
         typer.Option(help="Evaluation sets in their published layouts [$WEBTEXT_EVAL_DATA]"),
     ] = None,
+    paths: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--path",
+            help="TASK=PATH: a set's file or folder elsewhere than under --eval-data "
+            "(repeatable), e.g. coqa=coqa-dev-v1.0.json, cnn_dailymail=cnn/stories",
+        ),
+    ] = None,
     context: Annotated[int | None, typer.Option(help="Window length [the model's]")] = None,
     stride: Annotated[int | None, typer.Option(help="New tokens per window [context/2]")] = None,
     batch_tokens: Annotated[int, typer.Option(help="Tokens scored per forward pass")] = 8192,
