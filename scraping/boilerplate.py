@@ -8,20 +8,22 @@
   copyright and affiliate notices, bare section labels, datelines, shortcodes;
 - a leading heading that repeats the page's meta description (the standfirst).
 
-`clean_and_render` applies them to one output body and renders what is left as text.
+`clean_and_render` applies them to one output body and renders what is left as text
+(scraping/render.py: as a browser lays it out).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import unicodedata
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 from lxml import etree
 from lxml.html import HtmlElement
-from trafilatura.xml import xmltotxt
+
+from scraping.render import render_text
 
 if TYPE_CHECKING:  # only for annotations: scraping.extract imports this module
     from scraping.extract import ExtractSettings
@@ -30,7 +32,6 @@ LOGGER = logging.getLogger(__name__)
 
 _WORD = re.compile(r"\w+")
 _LINK_BLOCKS = ("p", "head", "quote")
-_LINE_BLOCKS = ("p", "head", "quote", "item", "list")
 _PUNCTUATION = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~«»“”‘’„…–—·•|"
 _DESCRIPTION_META = (
     '//meta[@name="description" or @property="og:description" or @name="og:description"'
@@ -46,7 +47,8 @@ _BOILERPLATE_LABEL = re.compile(
     r"|no comments(?: yet)?|reply|share(?: this(?: article| story| post)?)?|tweet|email"
     r"|print|tags?|topics|filed under|categor(?:y|ies)|next(?: post| article)?"
     r"|previous(?: post| article)?|back to top|loading|skip to (?:main )?content|sign in"
-    r"|log ?in|subscribe|newsletter|menu|search)$"
+    r"|log ?in|subscribe|newsletter|menu|search|(?:learn|find out|discover) more|see how"
+    r"|view (?:all |open )*(?:jobs|positions|roles|openings)|try (?:the|our) demo|get started)$"
 )
 _BOILERPLATE_PHRASE = re.compile(
     r"\bour (?:\w+ ){0,3}newsletters?\b|\b(?:sign|subscribe)\b.{0,60}\bnewsletters?\b"
@@ -85,11 +87,20 @@ _SOURCE_BLOCKS = frozenset((
     "figcaption", "div", "section", "article", "header", "footer", "nav", "aside", "ul",
     "ol", "table", "form", "main", "body",
 ))  # fmt: skip
+_VISIBLE_TEXT = etree.XPath(
+    "//body//text()[not(ancestor::script or ancestor::style or ancestor::noscript"
+    " or ancestor::template)]",
+    smart_strings=False,
+)
 _UNLINKED_TEXT_WITH = etree.XPath("//body//text()[contains(., $word)][not(ancestor::a)]")
 _UNLINKED_TEXT_IN = etree.XPath(".//text()[not(ancestor::a)]", smart_strings=False)
 _LINK_BLOCK_SCAN_WORDS = 60  # longer blocks of the output are not looked up
 _LINK_BLOCK_SCAN_CHARS = 600  # nor longer blocks of the page
 _NAVIGATION_LINE_WORDS = 8  # median line length below which a text may be all links
+_HEADING_MAX_WORDS = 25  # longer "headings" are styled paragraphs
+_NEIGHBOUR_CHARS = 60  # how much of a neighbouring block identifies it (normalised)
+_NEIGHBOUR_LEVELS = 3  # how far up a block's neighbours are looked for
+_FURNITURE = frozenset(("nav", "header", "footer", "aside", "menu", "form"))
 
 
 def clean_and_render(body: etree._Element, page: PageContext, settings: ExtractSettings) -> str:
@@ -99,12 +110,6 @@ def clean_and_render(body: etree._Element, page: PageContext, settings: ExtractS
     drop: set[int] = set()
     if settings.drop_link_blocks:
         drop.update(_link_blocks(blocks, page, settings))
-    if settings.drop_boilerplate_lines:
-        for i, block in enumerate(blocks):
-            if block.tag in _LINE_BLOCKS and _is_boilerplate(
-                " ".join(block.itertext()), settings.boilerplate_max_words
-            ):
-                drop.add(i)
     if settings.drop_title or settings.drop_standfirst:
         forms, title_tag = page.titles
         for i, block in enumerate(blocks):
@@ -122,16 +127,129 @@ def clean_and_render(body: etree._Element, page: PageContext, settings: ExtractS
                 continue
             break
     for i in sorted(drop, reverse=True):
+        page.dropped.add(norm(" ".join(blocks[i].itertext())))
         _remove(blocks[i])
-    try:
-        text = xmltotxt(body, False)
-    except Exception:  # pragma: no cover - deep trees can exhaust the recursion limit
-        LOGGER.debug("rendering failed", exc_info=True)
-        text = "\n".join(t.strip() for t in body.itertext() if t.strip())
-    # NFC as trafilatura.extract() does; no trailing blanks, no blank lines (list and table
-    # markup leaves runs of them)
-    lines = (line.rstrip() for line in unicodedata.normalize("NFC", text).splitlines())
-    return "\n".join(line for line in lines if line).strip()
+    text = render_text(body)
+    if settings.drop_boilerplate_lines:  # by rendered line: a block, a line after a <br>, a tail
+        limit = settings.boilerplate_max_words
+        lines = text.split("\n")
+        furniture = {line for line in lines if _is_boilerplate(line, limit)}
+        page.dropped.update(norm(line) for line in furniture)
+        text = "\n".join(line for line in lines if line not in furniture)
+    return text
+
+
+def restore_blocks(text: str, page: PageContext) -> str:
+    """`text` with what trafilatura left out of a section put back where it stands on the
+    page: an h2-h6 heading on its own line before the output line whose text comes right
+    after it on the page, a `<pre>` block verbatim after the output line whose text comes
+    right before it, or before the one right after it (trafilatura drops the section
+    headings of some long pages, and code blocks)."""
+    lines = text.split("\n")
+    normalised = [norm(line) for line in lines]
+    known = set(normalised) | page.dropped
+    starting = {key[:_NEIGHBOUR_CHARS]: i for i, key in reversed(list(enumerate(normalised)))}
+    before: dict[int, list[str]] = {}
+    after: dict[int, list[str]] = {}
+    for element in page.tree.iter("h2", "h3", "h4", "h5", "h6", "pre"):
+        if any(a.tag in _FURNITURE for a in element.iterancestors()):
+            continue  # a menu's or a footer's heading
+        verbatim = element.tag == "pre"
+        raw = element.text_content()
+        words = raw.strip("\n") if verbatim else " ".join(raw.split())
+        wanted = norm(words)
+        if not wanted or wanted in known:
+            continue
+        if verbatim:
+            block = [line.rstrip() for line in words.expandtabs(4).splitlines() if line.strip()]
+        elif wanted.count(" ") < _HEADING_MAX_WORDS:
+            block = [words]
+        else:
+            continue
+        following = neighbour_text(element)
+        if following.count(" ") >= 2 and following in starting:  # a sentence, not a label
+            before.setdefault(starting[following], []).extend(block)
+        elif verbatim and (previous := neighbour_text(element, preceding=True)):
+            ends = [i for i, line in enumerate(normalised) if line.endswith(previous)]
+            if not ends:
+                continue
+            after.setdefault(ends[0], []).extend(block)
+        else:
+            continue
+        known.add(wanted)
+    if not before and not after:
+        return text
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.extend(before.get(i, ()))
+        out.append(line)
+        out.extend(after.get(i, ()))
+    return "\n".join(out)
+
+
+def neighbour_text(element: etree._Element, preceding: bool = False) -> str:
+    """The normalised text that comes right after (or before) `element` on the page: its
+    tail, then its siblings' text, then its parent's neighbours, a few levels up. After:
+    the first `_NEIGHBOUR_CHARS` characters of it; before: the last ones."""
+    node = element
+    for _ in range(_NEIGHBOUR_LEVELS):
+        parent = node.getparent()
+        if parent is None or parent.tag == "body":
+            return ""
+        for piece in _pieces(node, parent, preceding):
+            if found := norm(piece):
+                return found[-_NEIGHBOUR_CHARS:] if preceding else found[:_NEIGHBOUR_CHARS]
+        node = parent
+    return ""
+
+
+def _some_text(element: etree._Element, from_end: bool) -> str:
+    """Enough of an element's text to know what starts (or ends) it, without joining the
+    whole text of a big container."""
+    if from_end:
+        return element.text_content()[-4 * _NEIGHBOUR_CHARS :]
+    pieces, total = [], 0
+    for piece in element.itertext():
+        pieces.append(piece)
+        total += len(piece)
+        if total >= 4 * _NEIGHBOUR_CHARS:
+            break
+    return "".join(pieces)
+
+
+def text_after(element: etree._Element, chars: int) -> str:
+    """About the first `chars` characters of normalised text after `element` on the page
+    (its tail, its siblings, its parent's next siblings, a few levels up)."""
+    found: list[str] = []
+    total, node = 0, element
+    for _ in range(_NEIGHBOUR_LEVELS):
+        parent = node.getparent()
+        if parent is None:
+            break
+        for piece in _pieces(node, parent, preceding=False):
+            if words := norm(piece[: 2 * chars]):
+                found.append(words)
+                total += len(words) + 1
+                if total >= chars:
+                    return " ".join(found)
+        node = parent
+    return " ".join(found)
+
+
+def _pieces(node: etree._Element, parent: etree._Element, preceding: bool) -> Iterator[str]:
+    """The texts around `node` inside `parent`, nearest first, computed only as needed."""
+    if not preceding:
+        yield node.tail or ""
+    for sibling in node.itersiblings(preceding=preceding):
+        if preceding:
+            yield sibling.tail or ""
+        if isinstance(sibling.tag, str):
+            yield _some_text(sibling, from_end=preceding)
+        if not preceding:
+            yield sibling.tail or ""
+    if preceding:
+        yield parent.text or ""
+    return ""
 
 
 def only_links(text: str, page: PageContext) -> bool:
@@ -162,6 +280,17 @@ class PageContext:
         self.url = url
         self._descriptions: set[str] | None = None
         self._titles: tuple[set[str], str] | None = None
+        self._text: str | None = None
+        # normalised texts that the cleaning rules dropped: never put back
+        self.dropped: set[str] = set()
+        self._last_segment: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The page's body text, normalised (`norm`): where output lines are looked up."""
+        if self._text is None:
+            self._text = norm(" ".join(_VISIBLE_TEXT(self.tree)))
+        return self._text
 
     def link_shares(self, wanted: set[str]) -> dict[str, float]:
         """For the normalised block texts in `wanted`: the largest share of words in links
@@ -205,6 +334,11 @@ class PageContext:
         href = (href or "").strip()
         if not href or not self.url or href.startswith("#"):
             return False
+        if self._last_segment is None:
+            path = self.url.split("#", 1)[0].split("?", 1)[0].rstrip("/")
+            self._last_segment = path.rsplit("/", 1)[-1].lower() if path.count("/") > 2 else ""
+        if self._last_segment not in href.lower():
+            return False  # cheap: a link to this page names its last path segment
         try:
             target = urljoin(self.url, href)
         except ValueError:
@@ -300,7 +434,7 @@ def _link_blocks(
             items = [" ".join(item.itertext()) for item in blocks[i].iter("item")]
             items = [(i, text, norm(text), settings.link_block_density) for text in items]
             items = [item for item in items if item[2]]
-            if items and _dense(items, page, every=True):
+            if items and _dense(items, page, every=True, unlinked_twin_keeps=False):
                 dense.add(i)
         if not settings.drop_link_lists and not texts <= dense:
             dense -= set(lists)  # lists go only with everything else
@@ -308,16 +442,24 @@ def _link_blocks(
 
 
 def _dense(
-    candidates: list[tuple[int, str, str, float]], page: PageContext, every: bool = False
+    candidates: list[tuple[int, str, str, float]],
+    page: PageContext,
+    every: bool = False,
+    unlinked_twin_keeps: bool = True,
 ) -> set[int]:
     """Indexes of the candidates mostly made of links on the page; with `every`, the
-    candidates are the items of one block and it is dense if all of them are."""
+    candidates are the items of one block and it is dense if all of them are. With
+    `unlinked_twin_keeps`, a candidate that also stands on the page outside links (a
+    heading that a table of contents links to) is not dense; a list's items are judged
+    without it (the table of contents itself is navigation)."""
     if not candidates:
         return set()
     shares = page.link_shares({words for _, _, words, _ in candidates})
     dense = set()
     for i, text, words, density in candidates:
-        linked = shares.get(words, 0.0) >= density and not page.stands_unlinked(text)
+        linked = shares.get(words, 0.0) >= density and not (
+            unlinked_twin_keeps and page.stands_unlinked(text)
+        )
         if linked:
             dense.add(i)
         elif every:

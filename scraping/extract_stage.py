@@ -225,10 +225,11 @@ def _process_page(
     page = extract_page(body, url, content_type, settings)
     if page is None:
         return {"reason": NO_TEXT, "word_count": 0, "text": ""}
-    reason, words = filters.check(page.text, page.language)
+    verdict = filters.check(page.text, page.language, page.language_score, page.title)
     return {
-        "reason": reason,
-        "word_count": words,
+        "reason": verdict.reason,
+        "detail": verdict.detail,
+        "word_count": verdict.words,
         "text": page.text,
         "title": page.title,
         "published": page.date,

@@ -1,4 +1,5 @@
-"""A page's metadata: title (og/twitter meta, else trafilatura's title heuristics), date
+"""A page's metadata: title (the h1 heading the text, else og/twitter meta, else trafilatura's
+title heuristics), date
 (htmldate, quick search, ISO) and the text's language (py3langid, whose model ships inside
 its wheel)."""
 
@@ -10,6 +11,8 @@ from typing import Any
 from lxml.html import HtmlElement
 from trafilatura.metadata import extract_title
 
+from scraping.boilerplate import norm, text_after
+
 LOGGER = logging.getLogger(__name__)
 
 _TITLE_META = (
@@ -19,6 +22,7 @@ _TITLE_META = (
     '//meta[@property="twitter:title"]/@content',
 )
 _MAX_TITLE = 1000
+_HEADING_GAP = 300  # a byline, a date, a standfirst between the h1 and the text
 
 
 def page_title(tree: HtmlElement) -> str | None:
@@ -33,6 +37,25 @@ def page_title(tree: HtmlElement) -> str | None:
         LOGGER.debug("title extraction failed", exc_info=True)
         return None
     return " ".join(title.split())[:_MAX_TITLE] if title else None
+
+
+def article_heading(tree: HtmlElement, first_line: str) -> str | None:
+    """The page's h1 when it heads the extracted text: the only h1 text on the page, being
+    the text's first line or followed on the page by it within `_HEADING_GAP` characters
+    (normalised). Site-wide og:titles ("Maria Antoniak" on every post) lose to it."""
+    elements = list(tree.iter("h1"))
+    headings = {" ".join(h.text_content().split())[:_MAX_TITLE] for h in elements}
+    headings.discard("")
+    if len(headings) != 1:
+        return None
+    (heading,) = headings
+    wanted, first = norm(heading), norm(first_line)[:200]
+    if not wanted or not first:
+        return None
+    if wanted == first:
+        return heading
+    after = (text_after(h, _HEADING_GAP + len(first)) for h in elements if norm(h.text_content()))
+    return heading if any(first in text for text in after) else None
 
 
 def page_date(tree: HtmlElement, url: str) -> str | None:
@@ -60,8 +83,27 @@ def _identifier() -> Any:
     return _IDENTIFIER
 
 
+# py3langid's labels that are not ISO 639-1: the code of the same language, or of the
+# macrolanguage an individual language belongs to (ISO 639-3 tables); its other
+# three-letter labels (grc, hbo, gom, zxx = no linguistic content...) have no ISO 639-1 code
+# and are kept as they are
+ISO_639_1 = {
+    "kik": "ki",  # Kikuyu
+    "arz": "ar",  # Egyptian Arabic
+    "ary": "ar",  # Moroccan Arabic
+    "wuu": "zh",  # Wu Chinese
+    "yue": "zh",  # Cantonese
+    "uzs": "uz",  # Southern Uzbek
+    "gug": "gn",  # Paraguayan Guarani
+    "fuv": "ff",  # Nigerian Fulfulde
+    "ltg": "lv",  # Latgalian
+}
+
+
 def identify_language(sample: str) -> tuple[str | None, float | None]:
-    """(ISO 639-1 code, probability) of a text sample; (None, None) for a blank one."""
+    """(language code, probability) of a text sample; (None, None) for a blank one. The
+    code is ISO 639-1 where the language (or its macrolanguage) has one, py3langid's
+    ISO 639-3 label otherwise (`ISO_639_1`)."""
     if not sample.strip():
         return None, None
     identifier = _identifier()  # a missing py3langid is an installation error: let it raise
@@ -70,4 +112,4 @@ def identify_language(sample: str) -> tuple[str | None, float | None]:
     except Exception:
         LOGGER.debug("language identification failed", exc_info=True)
         return None, None
-    return str(language), round(float(score), 4)
+    return ISO_639_1.get(str(language), str(language)), round(float(score), 4)

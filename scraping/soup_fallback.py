@@ -114,7 +114,7 @@ def _fallback(html: str) -> str:
         linked = sum(len(a.get_text(" ", strip=True)) for a in block.find_all("a"))
         if linked > 0.5 * len(text):
             continue
-        lines.append(f"- {text}" if block.name == "li" else text)
+        lines.append(text)  # a list item is a plain line, as everywhere (no "- ")
     return unicodedata.normalize("NFC", "\n".join(lines))
 
 
