@@ -1,28 +1,45 @@
-"""The dataset card written into every `webtext` version (its README.md)."""
+"""The dataset card written into every `webtext` version (its README.md).
+
+What it states is read, not written by hand: column types from the schema the Parquet
+files are read back with, where the pages came from (live crawl or archive replay) from
+the fetch versions' recorded parameters, the quality filters' thresholds and rejection
+counts from the extract versions' parameters and counts.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scraping.quality import RULE_SETTINGS
 from webtext.dataset import documents_in
 from webtext.store import Manifest, VersionRef
 
-SCHEMA_DOC = {
-    "doc_id": "string: 16 hex digits of sha256(link URL); stable across versions",
-    "text": "string: the main text, paragraphs separated by newlines",
-    "url": "string: the normalised link URL submitted to Reddit",
-    "domain": "string: the link's host",
-    "title": "string or null: the page title",
-    "karma": "int64: summed score of every distinct Reddit submission of the URL",
-    "subreddits": "list<string>: where it was submitted",
-    "first_seen": "timestamp[s, UTC]: the earliest submission",
-    "last_seen": "timestamp[s, UTC]: the latest submission",
-    "fetched_at": "timestamp[ms, UTC]: when the page was fetched (or archived)",
-    "published": "string or null: the page's own publication date (ISO)",
-    "word_count": "int32: whitespace-separated words in text",
-    "language": "string: ISO 639-1 code from py3langid",
+# the stage names of scraping.fetch_stage and scraping.extract_stage (not imported: their
+# code is no part of this stage's code version)
+FETCH_STAGE, EXTRACT_STAGE = "fetches", "documents"
+COLUMN_MEANING = {
+    "doc_id": "16 hex digits of sha256(link URL); stable across versions",
+    "text": "the main text: one line per paragraph, heading, list item or table row, as a"
+    " browser lays the page out (no Markdown syntax); `<pre>` blocks verbatim",
+    "url": "the normalised link URL submitted to Reddit",
+    "domain": "the link's host",
+    "title": "the page's h1 when it heads the text, else its og/twitter or <title> title",
+    "karma": "summed score of every distinct Reddit submission of the URL",
+    "subreddits": "where it was submitted",
+    "first_seen": "the earliest submission",
+    "last_seen": "the latest submission",
+    "fetched_at": "when the page was fetched (or, replayed, archived)",
+    "published": "the page's own publication date (ISO), htmldate's quick search",
+    "word_count": "words as the quality rules count them: whitespace-separated tokens other"
+    " than markup alone, one per character in scripts written without spaces (CJK, Thai)",
+    "language": "py3langid's label: ISO 639-1 where the language or its macrolanguage has"
+    " one (wuu, yue -> zh), its ISO 639-3 code otherwise (zxx: no linguistic content)",
 }
 
 
@@ -31,12 +48,14 @@ def dataset_card(
     counts: dict[str, int],
     parameters: dict[str, Any],
     lineage: Sequence[Manifest],
-    columns: Sequence[str],
+    schema: pa.Schema,
     earlier: Sequence[Manifest] = (),
 ) -> str:
     """Markdown: what the version holds, the dataset as of it (this version and the
     `earlier` versions it was deduplicated against, oldest first, as `Store.versions` and
-    `webtext.dataset.dataset_versions` order them), how it was made, and how to read it."""
+    `webtext.dataset.dataset_versions` order them), where the pages came from, how it was
+    filtered and made, and how to read it. `schema`: the Arrow schema the data files are
+    written with; the card gives the types a Parquet reader gets back."""
     lines = [
         f"# WebText rebuild, version {ref.version}",
         "",
@@ -44,6 +63,8 @@ def dataset_card(
         "extracted, filtered and deduplicated, as in GPT-2's WebText (Radford et al., 2019).",
         "",
         *_dataset_section(ref, counts, parameters, earlier),
+        *_source_section(lineage),
+        *_filters_section(lineage),
         "## Files",
         "",
         "- `data/part-*.parquet`: the documents this version adds (zstd Parquet), schema",
@@ -55,9 +76,13 @@ def dataset_card(
         "",
         "## Schema",
         "",
-        "| column | type and meaning |",
-        "|---|---|",
-        *(f"| `{name}` | {SCHEMA_DOC[name]} |" for name in columns),
+        "| column | type (as read from the Parquet files) | meaning |",
+        "|---|---|---|",
+        *(
+            f"| `{f.name}` | `{f.type}`{'' if f.nullable else ', not null'} |"
+            f" {COLUMN_MEANING.get(f.name, '')} |"
+            for f in stored_schema(schema)
+        ),
         "",
         "## Counts",
         "",
@@ -96,11 +121,73 @@ def dataset_card(
         "## Licence",
         "",
         "The texts belong to their authors and publishers; this collection is for research,",
-        "as WebText was. Pages are kept as their servers sent them and their robots.txt",
-        "allowed; honour removal requests by publishing a new version without the page.",
+        "as WebText was. Honour removal requests by publishing a new version without the",
+        "page.",
         "",
     ]
     return "\n".join(lines)
+
+
+def stored_schema(schema: pa.Schema) -> pa.Schema:
+    """`schema` as a Parquet reader gets it back (Parquet has no second-resolution
+    timestamps: `timestamp[s]` is stored and read as `timestamp[ms]`)."""
+    buffer = io.BytesIO()
+    pq.write_table(schema.empty_table(), buffer, compression="zstd")
+    buffer.seek(0)
+    return pq.read_schema(buffer).remove_metadata()
+
+
+def _source_section(lineage: Sequence[Manifest]) -> list[str]:
+    """Where the pages came from, as the fetch versions recorded it."""
+    sources = [m.parameters.get("source") or {} for m in lineage if m.stage == FETCH_STAGE]
+    lines = ["## Where the pages came from", ""]
+    if not sources:
+        return [*lines, "No fetch version in this version's lineage names its source.", ""]
+    archives = sorted(
+        {
+            a.get("path", str(a))
+            for s in sources
+            if s.get("kind") == "archive"
+            for a in s.get("archives", [])
+        }
+    )
+    agents = sorted({s.get("user_agent", "?") for s in sources if s.get("kind") == "live"})
+    if agents:
+        lines += [
+            f"- a live crawl by `{'`, `'.join(agents)}`, which obeys robots.txt (RFC 9309) for"
+            " that user agent and waits between requests to a host;",
+        ]
+    if archives:
+        lines += [
+            "- archive replay: pages read from existing WARC files, not fetched; robots.txt"
+            " was not consulted (whoever made the archive decided what to capture):",
+            *(f"  - `{path}`" for path in archives),
+        ]
+    return [*lines, ""]
+
+
+def _filters_section(lineage: Sequence[Manifest]) -> list[str]:
+    """The quality rules with their thresholds and how many pages each rejected."""
+    extracts = [m for m in lineage if m.stage == EXTRACT_STAGE]
+    if not extracts:
+        return []
+    quality = extracts[-1].parameters.get("quality", {})
+    lines = [
+        "## Quality filters",
+        "",
+        "Each page is rejected under the first rule it fails (scraping/quality.py);",
+        f"thresholds of `documents` version `{extracts[-1].version}`, pages rejected summed",
+        f"over the {len(extracts)} `documents` version{'s' if len(extracts) > 1 else ''} of the"
+        " lineage.",
+        "",
+        "| rule | threshold | pages rejected |",
+        "|---|---|---|",
+    ]
+    for reason, settings in RULE_SETTINGS.items():
+        threshold = ", ".join(f"{name} = {json.dumps(quality.get(name))}" for name in settings)
+        rejected = sum(m.stats.get("counts", {}).get(reason, 0) for m in extracts)
+        lines.append(f"| {reason} | {threshold} | {rejected:,} |")
+    return [*lines, ""]
 
 
 def _dataset_section(

@@ -61,6 +61,7 @@ PUBLISHED_COLUMNS = (
     "word_count",
     "language",
 )
+PUBLISHED_SCHEMA = pa.schema([DOCUMENTS_SCHEMA.field(name) for name in PUBLISHED_COLUMNS])
 CLUSTER_SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
@@ -222,7 +223,7 @@ def _publish(
         finally:
             new.close()
     lineage = [store.manifest(ref) for ref in _lineage(store, documents)]
-    card = dataset_card(out.ref, counts.as_dict(), parameters, lineage, PUBLISHED_COLUMNS, earlier)
+    card = dataset_card(out.ref, counts.as_dict(), parameters, lineage, PUBLISHED_SCHEMA, earlier)
     out.put("README.md", card.encode())
 
 
@@ -497,8 +498,7 @@ def _write_shards(
     publish: PublishSettings,
 ) -> None:
     """Stream the kept documents, part by part, into shards of `rows_per_shard` rows."""
-    columns = list(PUBLISHED_COLUMNS)
-    schema = pa.schema([DOCUMENTS_SCHEMA.field(name) for name in columns])
+    columns, schema = list(PUBLISHED_COLUMNS), PUBLISHED_SCHEMA
     shards = RollingParquetWriter(
         out, "data", schema, publish.rows_per_shard, publish.rows_per_row_group
     )
