@@ -493,14 +493,15 @@ def _is_date_line(text: str, words: list[str]) -> bool:
 
 
 def _remove(element: etree._Element) -> None:
+    """Remove a block, keeping the text that followed it (its tail) on a line of its own:
+    glued to the text before it, "Try the demo" + "Prototype" read "Try the demoPrototype"."""
     parent = element.getparent()
     if parent is None:
         return
     tail = element.tail
     if tail and tail.strip():
-        previous = element.getprevious()
-        if previous is not None:
-            previous.tail = (previous.tail or "") + tail
-        else:
-            parent.text = (parent.text or "") + tail
-    parent.remove(element)
+        line_break = etree.Element("lb")
+        line_break.tail = tail
+        parent.replace(element, line_break)
+    else:
+        parent.remove(element)

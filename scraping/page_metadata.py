@@ -22,6 +22,7 @@ _TITLE_META = (
     '//meta[@property="twitter:title"]/@content',
 )
 _MAX_TITLE = 1000
+_NOT_JSON_LD = '//script[not(@type="application/ld+json")]'
 _HEADING_GAP = 300  # a byline, a date, a standfirst between the h1 and the text
 
 
@@ -59,7 +60,13 @@ def article_heading(tree: HtmlElement, first_line: str) -> str | None:
 
 
 def page_date(tree: HtmlElement, url: str) -> str | None:
-    """The original publication date (ISO), htmldate's quick search; None if not found."""
+    """The original publication date (ISO), htmldate's quick search; None if not found.
+
+    Scripts other than JSON-LD are removed from `tree` first, in place (call it last): a
+    CMS's embedded state ("createdAt" of some record, a build time) is no publication date,
+    while JSON-LD's datePublished, meta tags, <time> and the URL are."""
+    for script in tree.xpath(_NOT_JSON_LD):
+        script.drop_tree()
     try:
         from htmldate import find_date
 

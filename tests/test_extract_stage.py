@@ -101,8 +101,8 @@ def test_documents_carry_text_and_reddit_metadata(tmp_path) -> None:
     assert story["title"] == "Story 2" and story["language"] == "en"
     assert story["karma"] == 5 and story["subreddits"] == ["news"] and story["post_ids"]
     assert story["domain"] == "news.example" and story["word_count"] > 300
-    assert [(r["url"], r["reason"]) for r in rejected] == [
-        ("http://news.example/tiny", "too_short")
+    assert [(r["url"], r["reason"], r["detail"]) for r in rejected] == [
+        ("http://news.example/tiny", "too_short", "3 words < 50")  # the audit says why
     ]
     counts = result.stats["counts"]
     assert counts["pages"] == 6 and counts["documents"] == 5 and counts["too_short"] == 1

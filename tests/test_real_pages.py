@@ -53,7 +53,7 @@ ENGLISH = [url for url in RECORDS if not url.startswith("http://0")]
 
 
 def test_the_fixture_holds_the_pages() -> None:
-    assert len(RECORDS) == 11 and len(ENGLISH) == 9
+    assert len(RECORDS) == 12 and len(ENGLISH) == 10
 
 
 @pytest.mark.parametrize("url", ENGLISH)
@@ -148,6 +148,12 @@ def test_call_to_action_lines_are_dropped() -> None:
     assert "Follow us on Twitter" not in s2
 
 
+def test_a_removed_block_does_not_glue_its_neighbours() -> None:
+    """allenai.org/reviz: 'Try the demoPrototype' where a dropped heading stood between."""
+    text = extracted("https://allenai.org/reviz").text
+    assert "demoPrototype" not in text and "prototypePrototype" not in text
+
+
 def test_spam_page_is_rejected_as_spam() -> None:
     """037426.cn: a porn-spam site with a hijacked English blurb, kept as English (1.0)."""
     found = verdict(extracted("http://037426.cn/"))
@@ -169,3 +175,11 @@ def _code_lines(url: str) -> set[str]:
     body, _ = RECORDS[url]
     tree = html.fromstring(body)
     return {line.rstrip() for pre in tree.iter("pre") for line in pre.text_content().splitlines()}
+
+
+def test_no_publication_date_from_a_cms_record_in_embedded_json() -> None:
+    """allenai.org/ (a home page) got `published` 2019-12-21 from a `createdAt` of its
+    embedded CMS state; a post keeps the date its page states."""
+    assert extracted("https://allenai.org/").date is None
+    post = extracted("https://maria-antoniak.github.io/2020/03/25/pip.html")
+    assert post.date == "2020-03-25"
