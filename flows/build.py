@@ -1,12 +1,13 @@
 """`build-webtext`: the whole pipeline, one sub-flow per stage, each reading and writing versions.
 
-    links -> fetch -> extract -> dedup (publish) -> tokenize -> train -> evaluate
+    links -> fetch -> extract -> dedup (publish) -> tokenize -> train -> evaluate [-> outputs]
 
 Every stage is cached by the store: its version id covers its inputs, parameters and code,
 so a stage whose version exists returns it at once (a rerun with the same inputs is a cache
 hit, shown as "reused"), and a killed stage resumes from what it had committed. Each stage
 has its own retries and timeout; a failure names the stage and the version it was reading.
-`until` stops early: the scheduled `scrape-dedup` deployment ends at dedup.
+`until` stops early: the scheduled `scrape-dedup` deployment ends at dedup. `outputs` (off
+by default) adds a last step: the model's output dataset and its detection baselines.
 
 The build's outcome is a table artifact, OUTCOME_ARTIFACT, republished after every stage: one
 row per planned stage, {stage, version, reused, state, error}. Programs (the demo) read it;
@@ -33,6 +34,7 @@ from flows.evaluate import evaluate_zero_shot_flow
 from flows.extract import extract_text_flow
 from flows.fetch import fetch_pages_flow
 from flows.links import collect_links_flow
+from flows.release import outputs_flow
 from flows.tokenize import tokenize_flow
 from flows.train import train_gpt2_flow
 from training.launch import (
@@ -70,6 +72,7 @@ POLICIES = {
     "tokenize": StagePolicy(retries=1, timeout_s=24 * HOUR),
     "train": StagePolicy(retries=1, timeout_s=30 * 24 * HOUR),
     "evaluate": StagePolicy(retries=1, timeout_s=48 * HOUR),
+    "outputs": StagePolicy(retries=1, timeout_s=48 * HOUR),
 }
 RETRY_DELAY_S = 60
 
@@ -96,6 +99,7 @@ def build_webtext(
     tokenize: dict[str, Any] | None = None,
     train: dict[str, Any] | None = None,
     evaluate: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
     train_deployment: str | None = "train-gpt2/default",
     until: str = "evaluate",
     store_url: str | None = None,
@@ -106,10 +110,14 @@ def build_webtext(
     those stages' flows (min_karma; connections, archives; min_words; skip_versions;
     gpt2_bpe_dir, vocab_size;
     model, max_steps, gpus_per_node; tasks, eval_data ...). `until` names the last stage.
+    `outputs`: None (the default) skips the output dataset; a dict of the `outputs` flow's
+    options ({} for its defaults) runs it after evaluate, when the build goes that far.
     """
     if until not in STAGES:
         raise ValueError(f"until={until!r}: not one of {', '.join(STAGES)}")
     stages = STAGES[: STAGES.index(until) + 1]
+    if outputs is not None and until == STAGES[-1]:
+        stages = (*stages, "outputs")
     store = open_store(store_url)
     store_url = store.root_url
     refs: dict[str, VersionRef] = {}
@@ -179,6 +187,14 @@ def build_webtext(
         decontaminate=_version(webtext),
         store_url=store_url,
         **(evaluate or {}),
+    )
+    run(
+        "outputs",
+        outputs_flow,
+        str(refs.get("train")),
+        model_version=_version(refs.get("train")),
+        store_url=store_url,
+        **(outputs or {}),
     )
     outcome.say_if_nothing_new()
     return refs

@@ -2,7 +2,7 @@
 
     webtext_app        the CLI and the demo (top floor)
     flows              Prefect flows over the stages
-    scraping, dedup, training, evaluation    the stages
+    scraping, dedup, training, evaluation, release    the stages
     webtext            settings, store, dataset readers, stage runtime (ground floor)
 
 A package imports only from the floors below it; the stages know nothing of Prefect.
@@ -20,7 +20,7 @@ from webtext.config import imported_modules
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-STAGES = ("scraping", "dedup", "training", "evaluation")
+STAGES = ("scraping", "dedup", "training", "evaluation", "release")
 FORBIDDEN: dict[str, frozenset[str]] = {
     "webtext": frozenset({*STAGES, "flows", "webtext_app", "prefect", "prefect_dask"}),
     **{stage: frozenset({"flows", "webtext_app", "prefect", "prefect_dask"}) for stage in STAGES},

@@ -167,7 +167,9 @@ def _stage_defaults():
     from flows.extract import extract_text_flow
     from flows.fetch import fetch_pages_flow
     from flows.links import collect_links_flow
+    from flows.release import outputs_flow
     from flows.tokenize import tokenize_flow
+    from release.outputs import OutputOptions
     from scraping.extract_stage import ExtractOptions
     from scraping.fetch_stage import FetchOptions
     from scraping.links import LinkOptions
@@ -177,6 +179,7 @@ def _stage_defaults():
     links, fetch, extract = LinkOptions(), FetchOptions(), ExtractOptions()
     dedup, tokenize = DedupOptions(), TokenizeOptions()
     scoring, sampling = EvalSettings(), SampleSettings()
+    outputs = OutputOptions()
     return [
         (
             "links",
@@ -250,11 +253,26 @@ def _stage_defaults():
                 **{name: getattr(sampling, name) for name in SampleSettings.__dataclass_fields__},
             },
         ),
+        (
+            "outputs",
+            cli.outputs,
+            outputs_flow,
+            {
+                **{
+                    name: getattr(outputs, name)
+                    for name in OutputOptions.__dataclass_fields__
+                    if name != "top_k"
+                },
+                "top_k": None,  # OutputOptions.from_user: the default pair
+            },
+        ),
     ]
 
 
 @pytest.mark.parametrize(
-    "index", range(6), ids=["links", "fetch", "extract", "dedup", "tokenize", "evaluate"]
+    "index",
+    range(7),
+    ids=["links", "fetch", "extract", "dedup", "tokenize", "evaluate", "outputs"],
 )
 def test_the_cli_and_the_flow_take_the_stage_defaults(index) -> None:
     _, command, flow, expected = _stage_defaults()[index]

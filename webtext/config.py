@@ -28,7 +28,7 @@ def open_store(url: str | None = None) -> Store:
 
 # Packages whose modules can make up a stage's code version. The CLI, the demo and the
 # flows are not among them: editing those rebuilds nothing.
-STAGE_PACKAGES = ("webtext", "scraping", "dedup", "training", "evaluation")
+STAGE_PACKAGES = ("webtext", "scraping", "dedup", "training", "evaluation", "release")
 
 
 @cache

@@ -696,6 +696,47 @@ def sample(
 
 
 @app.command()
+def outputs(
+    model: Annotated[str, typer.Option("--model", help="A model version id, or latest")] = LATEST,
+    train_samples: Annotated[int, typer.Option(help="Records per setting in train")] = 5_000,
+    valid_samples: Annotated[int, typer.Option(help="... in valid")] = 500,
+    test_samples: Annotated[int, typer.Option(help="... in test")] = 500,
+    max_length: Annotated[
+        int | None, typer.Option(help="Tokens per record at most [the model's context]")
+    ] = None,
+    top_k: Annotated[
+        list[int] | None,
+        typer.Option("--top-k", help="A sampling setting per value, 0: none [0 and 40]"),
+    ] = None,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples generated at once")] = 32,
+    detect_outputs: Annotated[
+        bool, typer.Option("--detect/--no-detect", help="Train and score the detectors")
+    ] = True,
+    batch_tokens: Annotated[int, typer.Option(help="Tokens scored per forward pass")] = 8192,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
+    store: StoreOption = None,
+) -> None:
+    """A model's output dataset (gpt-2-output-dataset JSONL: samples per sampling setting
+    beside held-out WebText, train/valid/test) and the baseline detectors' table."""
+    from release.detection import detect
+    from release.outputs import OutputOptions, publish_outputs
+    from webtext.markdown import markdown_table
+
+    options = OutputOptions.from_user(locals())
+    artifacts = open_store(store)
+    ref = artifacts.resolve("model", model)
+    with _progress("writing samples and documents", "records") as progress:
+        result = publish_outputs(artifacts, ref, options, device=device, progress=progress)
+    _report(artifacts, result, "output dataset")
+    if detect_outputs:
+        detection = detect(artifacts, result.ref, batch_tokens=batch_tokens, device=device)
+        print(markdown_table(detection.stats["table"]))
+        _report(artifacts, detection, "detection baselines")
+
+
+@app.command()
 def demo(
     workdir: Annotated[
         Path, typer.Option(help="Where the demo's inputs, Prefect home and training runs go")
