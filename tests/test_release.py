@@ -202,3 +202,19 @@ def test_the_flow_publishes_the_table_and_the_length_plot(random_model) -> None:
                         "Top-K 40": 96.79}  # fmt: skip
     assert table[-2]["model"] == f"{model} (TF-IDF)"
     assert artifacts["outputs-detection-by-length"].data.startswith("data:image/png;base64,")
+
+
+def test_webtext_outputs_prints_the_table(random_model) -> None:
+    from typer.testing import CliRunner
+
+    from webtext_app import cli
+
+    store, model, _ = random_model
+    args = ["outputs", "--model", model.version, "--store", store.root_url, "--max-length", "12"]
+    args += ["--train-samples", "5", "--valid-samples", "2", "--test-samples", "3"]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "| model | Temperature 1 | Top-K 40 |" in output
+    assert f"| {model} (TF-IDF) |" in output
+    assert "outputs version outputs/" in output and "detection version detection/" in output
