@@ -170,10 +170,30 @@ class GPT(nn.Module):
         takes no position and no token attends to it, so a row's states are those of its
         tokens alone; `forward` on the unpadded rows computes the same (tested to 1e-4).
         """
-        if real is None:
-            real = torch.ones_like(idx, dtype=torch.bool)
         start, end = cache.length, cache.length + idx.size(1)
         assert end <= cache.capacity, f"sequence {end} > cache capacity {cache.capacity}"
+        if real is None and idx.size(1) == 1:
+            # A decoding step: the new token is real and sees every real position so far,
+            # itself included; the mask is a view of the cache's, and nothing is built.
+            pos = cache.next_position[:, None]
+            cache.next_position = cache.next_position + 1  # a new tensor: `pos` stays
+            cache.real[:, start] = True
+            mask = cache.real[:, None, None, :end]
+        else:
+            pos, mask = self._prompt_positions_and_mask(cache, start, end, real, idx)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for block, layer in zip(self.transformer.h, cache.layers, strict=True):
+            x = block(x, layer, mask)
+        return self.transformer.ln_f(x)
+
+    @staticmethod
+    def _prompt_positions_and_mask(
+        cache: KVCache, start: int, end: int, real: torch.Tensor | None, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Position ids (B, T) and attention mask (B, 1, T, end) of tokens `start:end`, of
+        which `real` are not padding (default: all), recorded in `cache`."""
+        if real is None:
+            real = torch.ones_like(idx, dtype=torch.bool)
         # Position ids count a row's real tokens only (padding gets 0; nothing sees it).
         pos = (cache.next_position[:, None] + real.long().cumsum(1) - 1).clamp(min=0)
         cache.next_position += real.sum(1)
@@ -183,11 +203,7 @@ class GPT(nn.Module):
         # Causal and real keys; each position also sees itself, so a padding row has one key
         # (softmax over none would be NaN, and NaN values poison the rows that skip them).
         allowed = ((keys <= queries) & cache.real[:, None, :end]) | (keys == queries)
-        mask = allowed[:, None]  # (B, 1, T, end): the same for every head
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        for block, layer in zip(self.transformer.h, cache.layers, strict=True):
-            x = block(x, layer, mask)
-        return self.transformer.ln_f(x)
+        return pos, allowed[:, None]  # the mask is the same for every head
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters, counting the tied embedding once; `non_embedding` drops positions."""
