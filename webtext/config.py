@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from functools import cache
 from importlib.util import find_spec
@@ -76,11 +77,19 @@ def _source_of(name: str) -> Path | None:
     return Path(spec.origin) if spec and spec.origin else None
 
 
+# CPython 3.11 keeps the AST constructor's recursion depth in per-interpreter state, shared
+# by threads (see python/cpython#106905): two stages started at once in threads failed with
+# "SystemError: AST constructor recursion depth mismatch" computing their code versions.
+_PARSING = threading.Lock()
+
+
 def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
     """(line, module) for every absolute import in `path`, those inside functions and
     `import_module("...")` calls with a literal name included (`from a import b` names a
     and a.b, as b may be a module)."""
-    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+    with _PARSING:
+        tree = ast.parse(path.read_bytes(), str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from ((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
