@@ -6,6 +6,7 @@ written into a version."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -105,6 +106,16 @@ class DemoRuns:
     remote: Store
     local_refs: list[VersionRef]
     remote_refs: list[VersionRef]
+    remote_log: list[logging.LogRecord]  # every record the S3 run logged, DEBUG included
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +125,16 @@ def demo_runs(tmp_path_factory, s3_endpoint: str, demo_pages) -> DemoRuns:
     local = Store(str(tmp_path_factory.mktemp("local") / "store"))
     remote = Store(f"s3://{S3_BUCKET}/demo-{uuid.uuid4().hex[:12]}")
     local_refs = data_stages(local, dump, archives)
-    return DemoRuns(local, remote, local_refs, data_stages(remote, dump, archives))
+    root, collect = logging.getLogger(), Collect()
+    level = root.level
+    root.addHandler(collect)
+    root.setLevel(logging.DEBUG)
+    try:
+        remote_refs = data_stages(remote, dump, archives)
+    finally:
+        root.removeHandler(collect)
+        root.setLevel(level)
+    return DemoRuns(local, remote, local_refs, remote_refs, collect.records)
 
 
 def test_the_demo_data_stages_on_s3_make_the_versions_they_make_locally(
@@ -160,7 +180,7 @@ def test_a_dataset_pulled_from_s3_is_the_local_one(demo_runs: DemoRuns, tmp_path
     Store(str(tmp_path / "versions")).verify(tokens)
 
 
-def test_no_manifest_names_the_store_its_endpoint_or_credentials(
+def test_no_manifest_names_the_store_and_no_log_line_the_credentials(
     demo_runs: DemoRuns, s3_endpoint: str
 ) -> None:
     secrets = {
@@ -178,6 +198,15 @@ def test_no_manifest_names_the_store_its_endpoint_or_credentials(
         texts = [manifest, *(demo_runs.remote.read_verified(ref, name).decode() for name in card)]
         for text in texts:
             assert not [secret for secret in secrets if secret in text], (ref, text[:200])
+    # The log may name the store (errors must say where), never the secret key, and the
+    # key id only in botocore's own DEBUG lines (the request it signs).
+    key_id, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    lines = [(r.levelno, r.name, r.getMessage()) for r in demo_runs.remote_log]
+    assert any(name.startswith("scraping") for _, name, _ in lines)  # the stages' lines are here
+    assert not [line for line in lines if secret in line[2]]
+    named = [line for line in lines if key_id in line[2]]
+    assert not [(level, name) for level, name, _ in named if level > logging.DEBUG], named[:3]
+    assert not [name for _, name, _ in named if not name.startswith(("botocore", "aiobotocore"))]
 
 
 def test_two_writers_of_one_version_on_s3_publish_it_once(s3_store_url: str) -> None:
