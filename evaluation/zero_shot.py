@@ -248,10 +248,11 @@ def generate_answers(
 
 
 def prompt_ids(model: LanguageModel, item: Prompted, max_new_tokens: int) -> list[int]:
-    """The item's prompt as ids, fitting the window with `max_new_tokens` to spare: its
-    last tokens (lm-evaluation-harness's cut, so both tools read the same prompt), or, with
-    a `document` before it, the document's first tokens and the whole prompt."""
-    room = max(model.max_length - max_new_tokens, 1)
+    """The item's prompt as ids, fitting the window with `max_new_tokens` to spare (at
+    least half the window, as the generator keeps): its last tokens (lm-evaluation-harness's
+    cut, so both tools read the same prompt), or, with a `document` before it, the
+    document's first tokens and the whole prompt."""
+    room = max(model.max_length - max_new_tokens, model.max_length // 2)
     ids = model.encoder.encode(item.prompt)
     if not item.document:
         return ids[-room:]

@@ -13,7 +13,7 @@ from evaluation import text_metrics
 from evaluation.datasets import NQ_SHOTS, TASKS, TLDR, WMT_SHOTS, load_task
 from evaluation.paper import OTHER_TASKS, other_tasks_table
 from evaluation.stage import EvaluationPlan
-from evaluation.zero_shot import score_answers
+from evaluation.zero_shot import EvalSettings, evaluate_set, prompt_ids, score_answers
 
 COQA_FIXTURE = "coqa/coqa-dev-v1.0.one-story.json"
 
@@ -233,6 +233,50 @@ def test_cnn_dailymail_stories(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=f"cnn_dailymail: no .story files in {tmp_path}"):
         load_task("cnn_dailymail", tmp_path, tmp_path / "empty")
+
+
+def tiny_model(texts: list[str], block_size: int = 64):
+    """A random 2-layer GPT with a BPE trained on `texts`, as the generator takes it."""
+    import torch
+
+    from evaluation.models import LanguageModel
+    from training.bpe import encoder_from_tokenizer, train_tokenizer
+    from training.model import GPT, GPTConfig
+
+    encoder = encoder_from_tokenizer(train_tokenizer(texts, vocab_size=300).to_str())
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=block_size, vocab_size=320, n_layer=2, n_head=2, n_embd=32)
+    gpt = GPT(config).eval()
+    return LanguageModel.of_gpt("tiny", gpt, encoder, torch.device("cpu"))
+
+
+def test_summaries_are_sampled_cut_to_three_sentences_and_scored(tmp_path: Path) -> None:
+    folder = tmp_path / "stories"
+    folder.mkdir()
+    lead = "The council met on Tuesday. Residents said the new park would help families. "
+    for i in range(2):
+        write_story(
+            folder, f"s{i}", [lead * 20, f"Story {i} ends here."], [f"Park plan {i} approved"]
+        )
+    eval_set = load_task("cnn_dailymail", tmp_path, folder)
+    model = tiny_model([lead, "Park plan approved", "TL;DR:"], block_size=256)
+    # A long article loses its end, never "TL;DR:", and leaves room for the 100 tokens.
+    ids = prompt_ids(model, eval_set.items[0], 100)
+    assert (
+        len(ids) == model.max_length - 100 < len(model.encoder.encode(eval_set.items[0].document))
+    )
+    assert model.encoder.decode(ids).endswith(TLDR)
+    assert model.encoder.decode(ids).startswith("The council met on Tuesday.")
+
+    result = evaluate_set(model, eval_set, EvalSettings())
+    assert result["metric"] == "rouge" and result["items"] == 2
+    assert result["decoding"] == {"max_new_tokens": 100, "stop": (), "top_k": 2, "sentences": 3}
+    assert result["value"] == pytest.approx(
+        (result["rouge1"] + result["rouge2"] + result["rougeL"]) / 3
+    )
+    for answer in result["answers"].values():
+        assert answer == text_metrics.first_sentences(answer, 3)  # at most three sentences
+    assert evaluate_set(model, eval_set, EvalSettings())["answers"] == result["answers"]  # seeded
 
 
 def test_first_sentences_and_rouge() -> None:
