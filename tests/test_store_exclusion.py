@@ -240,10 +240,11 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_the_lock_of_a_killed_writer_is_taken_over_and_its_parts_kept(
-    tmp_path: Path, caplog
+    tmp_path: Path, caplog, request, where: str
 ) -> None:
-    root = str(tmp_path / "store")
+    root = str(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_store_url")
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, root],
         stdout=subprocess.PIPE,
@@ -251,12 +252,12 @@ def test_the_lock_of_a_killed_writer_is_taken_over_and_its_parts_kept(
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert holder.stdout.readline().strip() == "committed b"
-    lock = json.loads(next((tmp_path / "store" / "numbers").glob(".lock-*")).read_text())
+    store = Store(root, locking=QUICK)
+    lock = json.loads(store.fs.cat_file(store.fs.glob(f"{store.root}/numbers/.lock-*")[0]))
     assert lock["pid"] == holder.pid and lock["host"] == socket.gethostname()
     holder.send_signal(signal.SIGKILL)
     holder.wait()
 
-    store = Store(root, locking=QUICK)
     redone: list[str] = []
 
     def build(work: StageWrite) -> None:
