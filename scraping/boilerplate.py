@@ -254,7 +254,7 @@ def _pieces(node: etree._Element, parent: etree._Element, preceding: bool) -> It
 
 def only_links(text: str, page: PageContext) -> bool:
     """Whether every line of a text of short lines is, on the page, mostly links."""
-    lines = [line.strip().removeprefix("- ") for line in text.splitlines()]
+    lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
         return False

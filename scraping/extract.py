@@ -180,8 +180,10 @@ def _trafilatura_text(page: PageContext, settings: ExtractSettings) -> tuple[str
         # trafilatura's full cascade (readability and justext comparisons, recall retry)
         body = _trafilatura_body(tree, url, settings, fast=False)
         full_dumped = _is_dump(body)
-        rescued = clean_and_render(body, page, settings) if body is not None else ""
-        if not full_dumped and len(rescued) > len(text):
+        rescued = (
+            clean_and_render(body, page, settings) if body is not None and not full_dumped else ""
+        )
+        if len(rescued) > len(text):
             if settings.merge_rescue:
                 rescued = _merge(text, rescued, page)
             text, method = rescued, "trafilatura-rescue"
