@@ -1,10 +1,11 @@
 """Real pages that the pipeline once published badly (issue 16), each problem a test.
 
-The pages are real WARC records (tests/data/real-pages.warc.gz, provenance in
-tests/data/SOURCES.md), run through `extract_page` and the quality rules as the extract
-stage runs them. Each assertion names a property a reader of the dataset expects, not
-the text of a page: no menu lines, no source line wraps, no Markdown syntax, headings and
-code kept, spam rejected, Chinese words counted.
+The pages are real Common Crawl / wget WARC records, read in place from the shared test
+data (`$WEBTEXT_TEST_DATA/warc/`, provenance in its SOURCES.txt; never copied into the
+repository) and run through `extract_page` and the quality rules as the extract stage
+runs them. Each assertion names a property a reader of the dataset expects, not the text
+of a page: no menu lines, no source line wraps, no Markdown syntax, headings and code
+kept, spam rejected, Chinese words counted.
 """
 
 from __future__ import annotations
@@ -14,32 +15,96 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import _test_data_root, data_missing
 from warcio.archiveiterator import ArchiveIterator
 
 from scraping import quality
 from scraping.extract import ExtractedPage, extract_page
 from scraping.quality import QualityFilters
 
-FIXTURE = Path(__file__).parent / "data" / "real-pages.warc.gz"
 RULES = QualityFilters()
 
+# url -> (archive in warc/, WARC-Record-ID): a page that is captured more than once is
+# named by its record.
+PAGES = {
+    "http://037426.cn/": (
+        "cc-main-2020-34.resiliparse.warc.gz",
+        "<urn:uuid:29666a04-2c62-44ca-b0e5-83178f324260>",
+    ),
+    "http://0513mt.com/index.php/art/detail/id/8884.html": (
+        "cc-main-2020-34.resiliparse.warc.gz",
+        "<urn:uuid:dda783c9-b4da-466c-b336-d7f0c0dc4ad8>",
+    ),
+    "https://www.semanticscholar.org/research/research-team": (
+        "dolma-sample-0000.warc.gz",
+        "<urn:uuid:283E41D7-F686-4C3E-B7DA-E8D248A100C1>",
+    ),
+    "https://soldaini.net/lineage/": (
+        "dolma-sample-0000.warc.gz",
+        "<urn:uuid:4EEB300D-ACEE-4C16-B26A-CAA6DDCFAA5C>",
+    ),
+    "https://joe.cat/": (
+        "dolma-sample-0000.warc.gz",
+        "<urn:uuid:CA06BC4D-D071-4B11-A57B-5DE877ED358E>",
+    ),
+    "https://maria-antoniak.github.io/2023/07/04/notes-on-mastodon.html": (
+        "dolma-sample-0000.warc.gz",
+        "<urn:uuid:BD44DCDA-A6E8-4F18-95A0-8E564C8E8A39>",
+    ),
+    "https://maria-antoniak.github.io/2020/03/25/pip.html": (
+        "dolma-sample-0000.warc.gz",
+        "<urn:uuid:6443D6BC-07D9-4559-9D5A-E64D600E264D>",
+    ),
+    "https://dwadden.github.io/": (
+        "dolma-sample-0000.warc.gz",
+        "<urn:uuid:BD1C1938-6557-4C18-BDD6-4F4ED52F450B>",
+    ),
+    "https://homes.cs.washington.edu/~axz/": (
+        "dolma-sample-0000.warc.gz",
+        "<urn:uuid:993CB2D7-BC21-4635-A922-6962E287AD25>",
+    ),
+    "https://allenai.org/": (
+        "dolma-sample-0001.warc.gz",
+        "<urn:uuid:4E3DEF08-49CD-44B7-8211-7D93270996EE>",
+    ),
+    "https://allenai.org/reviz": (
+        "dolma-sample-0001.warc.gz",
+        "<urn:uuid:28B43542-8C58-4143-9121-92761B9C58BB>",
+    ),
+    "https://commoncrawl.org/": (
+        "dolma-sample-0001.warc.gz",
+        "<urn:uuid:C15F9306-316F-4858-8703-7DE188CE795F>",
+    ),
+}
+ENGLISH = [url for url in PAGES if not url.startswith("http://0")]
+_RECORDS: dict[str, tuple[bytes, str | None]] = {}
 
-def _records() -> dict[str, tuple[bytes, str | None]]:
+
+def _read_records(folder: Path) -> dict[str, tuple[bytes, str | None]]:
+    wanted = {record_id: url for url, (_, record_id) in PAGES.items()}
     pages = {}
-    with FIXTURE.open("rb") as stream:
-        for record in ArchiveIterator(stream):
-            if record.rec_type == "response":
-                url = record.rec_headers.get_header("WARC-Target-URI").strip("<>")
-                content_type = record.http_headers.get_header("Content-Type")
-                pages[url] = (record.content_stream().read(), content_type)
+    for archive in sorted({name for name, _ in PAGES.values()}):
+        with (folder / archive).open("rb") as stream:
+            for record in ArchiveIterator(stream):
+                url = wanted.get(record.rec_headers.get_header("WARC-Record-ID"))
+                if url is not None:
+                    content_type = record.http_headers.get_header("Content-Type")
+                    pages[url] = (record.content_stream().read(), content_type)
     return pages
 
 
-RECORDS = _records()
+def record(url: str) -> tuple[bytes, str | None]:
+    """The page's body and Content-Type, read once per session from the shared WARCs."""
+    if not _RECORDS:
+        folder = _test_data_root() / "warc"
+        if not folder.is_dir():
+            data_missing(f"real WARCs not found at {folder} (set WEBTEXT_TEST_DATA)")
+        _RECORDS.update(_read_records(folder))
+    return _RECORDS[url]
 
 
 def extracted(url: str) -> ExtractedPage:
-    body, content_type = RECORDS[url]
+    body, content_type = record(url)
     page = extract_page(body, url, content_type)
     assert page is not None, url
     return page
@@ -49,11 +114,10 @@ def verdict(page: ExtractedPage) -> quality.Verdict:
     return RULES.check(page.text, page.language, page.language_score, page.title)
 
 
-ENGLISH = [url for url in RECORDS if not url.startswith("http://0")]
-
-
-def test_the_fixture_holds_the_pages() -> None:
-    assert len(RECORDS) == 12 and len(ENGLISH) == 10
+def test_the_shared_archives_hold_every_page() -> None:
+    for url in PAGES:
+        record(url)
+    assert len(_RECORDS) == len(PAGES) == 12 and len(ENGLISH) == 10
 
 
 @pytest.mark.parametrize("url", ENGLISH)
@@ -172,7 +236,7 @@ def _code_lines(url: str) -> set[str]:
     """Lines of the page's <pre> blocks: verbatim, so indentation is theirs."""
     from lxml import html
 
-    body, _ = RECORDS[url]
+    body, _ = record(url)
     tree = html.fromstring(body)
     return {line.rstrip() for pre in tree.iter("pre") for line in pre.text_content().splitlines()}
 
