@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 from conftest import S3_BUCKET
+from test_cli_errors import one_line_naming, webtext
 from test_store_exclusion import QUICK, leftovers, race
 from warcio.archiveiterator import ArchiveIterator
 
@@ -28,7 +29,7 @@ from scraping.links import collect_links
 from training.token_shards import ShardSettings, TokenizeOptions, tokenize_dataset
 from webtext.dataset import pull_dataset
 from webtext.stage import PartResult, Stage, StageWrite, run_stage
-from webtext.store import Store, VersionLock, VersionRef
+from webtext.store import Store, StoreError, VersionLock, VersionRef
 from webtext_app.demo import DEMO_FETCH, demo_records, write_dump
 from webtext_app.demo_web import DemoWeb
 
@@ -304,3 +305,32 @@ def test_latest_is_replaced_by_one_put_and_always_names_a_whole_version(
         reading.join()
     assert problems == [] and len(seen) >= 2, (problems, seen)
     assert not [p for p in store.fs.ls(f"{store.root}/links") if ".tmp-" in p]
+
+
+def test_a_missing_bucket_is_one_clear_error_and_is_not_created(s3_endpoint: str) -> None:
+    """Before: s3fs's `makedirs` created the mistyped bucket and the version went there."""
+    store = Store("s3://no-such-bucket/webtext")
+    with (
+        pytest.raises(StoreError, match=r"no bucket 'no-such-bucket' for the store s3://"),
+        store.write("links", {}, "1.0") as out,
+    ):
+        out.put("a.txt", b"a", rows=1)
+    assert not s3fs.S3FileSystem().exists("no-such-bucket")
+
+
+def test_missing_credentials_are_one_line_at_the_command_line(
+    s3_store_url: str, monkeypatch, capsys, sample_dump: Path
+) -> None:
+    """Before: botocore's NoCredentialsError traceback, exit 1."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to ask
+    s3fs.S3FileSystem.clear_instance_cache()  # the cached client holds the credentials
+    try:
+        code, _, err = webtext(
+            monkeypatch, capsys, "links", str(sample_dump), "--store", s3_store_url
+        )
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert code == 2
+    one_line_naming(err, "Unable to locate credentials", "README: The store on S3")

@@ -552,6 +552,7 @@ class Store:
         """
         ref = self.ref_for(stage, parameters, code_version, parents)
         stage_dir = f"{self.root}/{stage}"
+        self._check_bucket()
         self.fs.makedirs(stage_dir, exist_ok=True)
         with VersionLock(self.fs, f"{stage_dir}/.lock-{ref.version}", ref, self.locking) as lock:
             existing = self.manifest(ref) if self.exists(ref) else None
@@ -574,6 +575,16 @@ class Store:
                 if (published or not resumable) and self.fs.exists(tmp_dir):
                     self.fs.rm(tmp_dir, recursive=True)
             self._set_latest(ref)
+
+    def _check_bucket(self) -> None:
+        """On an object store, the bucket (container) must exist: s3fs's `makedirs` would
+        create one of a mistyped name."""
+        bucket = self.root.split("/", 1)[0]
+        if not is_local(self.fs) and bucket and not self.fs.exists(bucket):
+            raise StoreError(
+                f"no bucket {bucket!r} for the store {self.root_url}: create it first "
+                "(the store does not create buckets)"
+            )
 
     def _publish(
         self,

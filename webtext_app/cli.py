@@ -880,9 +880,24 @@ def main() -> None:
         app()
     except (IntegrityError, RedditApiError) as exc:
         _fail(exc, 1)
+    except _credential_errors() as exc:
+        exc.add_note(
+            "the store's credentials come from the environment, ~/.aws or a role "
+            "(README: The store on S3, GCS or Azure)"
+        )
+        _fail(exc, 2)
     except (*_PATH_ERRORS, ValueError, StoreError, ArchiveLoadFailed) as exc:
         # ValueError covers bad arguments and bad input files (DumpError, ArchiveError...)
         _fail(exc, 2)
+
+
+def _credential_errors() -> tuple[type[Exception], ...]:
+    """botocore's errors for missing credentials, when it is installed (the s3 extra)."""
+    try:
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+    except ImportError:
+        return ()
+    return (NoCredentialsError, PartialCredentialsError)
 
 
 def _fail(exc: BaseException, code: int) -> None:
