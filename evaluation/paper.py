@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from webtext.markdown import markdown_table  # noqa: F401  (the table's layout, re-exported)
-
 # Columns of Table 3, in its order: (our task, its metric keys in our results by preference,
 # header). LAMBADA's accuracy twice: plain (the last word's tokens are the greedy ones) and
 # with the paper's stop-word filter (Table 3's figure; section 3.3 gives the plain one).

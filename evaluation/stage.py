@@ -42,12 +42,13 @@ from evaluation.models import (
     tokenizer_files,
     tokenizer_from_files,
 )
-from evaluation.paper import PAPER_SPLITS, markdown_table, other_tasks_table, paper_table
+from evaluation.paper import PAPER_SPLITS, other_tasks_table, paper_table
 from evaluation.sampling import SampleSettings
 from evaluation.scoring import WindowSettings
 from evaluation.zero_shot import EvalSettings, evaluate_set
 from training.model import hf_weight_files
 from webtext.config import eval_data_root
+from webtext.markdown import markdown_table
 from webtext.stage import PartResult, Stage, StageWrite, options_from, run_stage
 from webtext.store import LATEST, StageResult, Store, VersionRef
 

@@ -646,8 +646,8 @@ def evaluate(
     store: StoreOption = None,
 ) -> None:
     """Zero-shot evaluation as in the GPT-2 paper; results in an `evaluation` version."""
-    from evaluation.paper import markdown_table
     from evaluation.stage import EvaluationPlan, evaluate_model, overlap_version
+    from webtext.markdown import markdown_table
 
     plan = EvaluationPlan.from_user(locals())
     artifacts = open_store(store)
