@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # The memory one key range may take while sorted and grouped (the default of the stage).
-SPILL_BUDGET_BYTES = 64 * 2**20
+SPILL_BUDGET_BYTES = 16 * 2**20
 # A spilled row (key, position, a short string) as Arrow holds it, plus the sort's arrays.
 _ROW_BYTES = 64
 

@@ -172,7 +172,27 @@ class _NewDocuments:
         self.signatures.close()
 
 
-_EXACT = ("exact", 1.0)
+class _Kinds:
+    """How each document joined its cluster (5 bytes a document): an exact match, or near
+    with the first estimate that linked it (a later link does not change it)."""
+
+    NONE, EXACT, NEAR = 0, 1, 2
+
+    def __init__(self, size: int) -> None:
+        self.code = np.zeros(size, np.int8)
+        self.similarity = np.zeros(size, np.float32)
+
+    def exact(self, position: int) -> None:
+        self.code[position], self.similarity[position] = self.EXACT, 1.0
+
+    def near(self, position: int, similarity: float) -> None:
+        if self.code[position] == self.NONE:
+            self.code[position], self.similarity[position] = self.NEAR, similarity
+
+    def names(self, positions: np.ndarray) -> pa.Array:
+        return pa.array(np.where(self.code[positions] == self.EXACT, "exact", "near"), pa.string())
+
+
 # Candidate pairs whose signatures are compared at once (two rows of num_perm uint32 each).
 _PAIRS_PER_BATCH = 16_384
 
@@ -194,31 +214,28 @@ def _publish(
         new = _spill_new(store, documents, minhash, settings, Path(folder), spill_budget_bytes)
         try:
             union = UnionFind(new.count)
-            kinds: dict[int, tuple[str, float]] = {}
+            kinds = _Kinds(new.count)
             published_match: dict[int, tuple[str, str]] = {}  # position -> (version, doc id)
             _exact_pairs(new, union, kinds)
             for manifest in earlier:
                 _match_earlier(store, manifest, new, settings, kinds, published_match)
             _near_pairs(new, settings, union, kinds)
-            dropped, cluster_rows = _clusters(store, documents, new, union, kinds, published_match)
+            dropped, dropped_ids, clusters = _clusters(
+                store, documents, new, union, kinds, published_match
+            )
 
+            kind_counts = clusters["kind"].value_counts().to_pylist()
+            by_kind = {item["values"]: item["counts"] for item in kind_counts}
             counts = work.counts
             counts.add("documents_in", new.count)
-            counts.add("exact_duplicates", sum(1 for r in cluster_rows if r["kind"] == "exact"))
-            counts.add("near_duplicates", sum(1 for r in cluster_rows if r["kind"] == "near"))
-            counts.add(
-                "duplicates_of_earlier_versions",
-                sum(1 for r in cluster_rows if r["kept_in"] != "this"),
-            )
+            counts.add("exact_duplicates", by_kind.get("exact", 0))
+            counts.add("near_duplicates", by_kind.get("near", 0))
+            earlier_kept = pc.sum(pc.not_equal(clusters["kept_in"], "this")).as_py() or 0
+            counts.add("duplicates_of_earlier_versions", earlier_kept)
             counts.add("published", new.count - len(dropped))
             out = work.out
-            dropped_ids = pa.array([r["doc_id"] for r in cluster_rows], pa.string())
             _write_shards(store, documents, dropped_ids, out, publish)
-            put_table(
-                out,
-                "clusters/part-00000.parquet",
-                pa.Table.from_pylist(cluster_rows, CLUSTER_SCHEMA),
-            )
+            put_table(out, "clusters/part-00000.parquet", clusters)
             _write_index(store, minhash, new, dropped, out, settings)
         finally:
             new.close()
@@ -302,7 +319,7 @@ def _spill_new(
     return new
 
 
-def _exact_pairs(new: _NewDocuments, union: UnionFind, kinds: dict[int, tuple[str, float]]) -> None:
+def _exact_pairs(new: _NewDocuments, union: UnionFind, kinds: _Kinds) -> None:
     """Documents with equal text hashes join the first of them."""
     for table in new.hashes.sorted_ranges():
         groups = table.group_by("text_hash").aggregate([("position", "list")])
@@ -311,14 +328,14 @@ def _exact_pairs(new: _NewDocuments, union: UnionFind, kinds: dict[int, tuple[st
                 first = min(positions)
                 for position in positions:
                     union.union(first, position)
-                    kinds[position] = _EXACT
+                    kinds.exact(position)
 
 
 def _near_pairs(
     new: _NewDocuments,
     settings: MinHashSettings,
     union: UnionFind,
-    kinds: dict[int, tuple[str, float]],
+    kinds: _Kinds,
 ) -> None:
     """Pairs among the new documents that share a band key and pass the estimate, band by
     band, buckets in key order (the order decides which similarity a member records)."""
@@ -332,8 +349,8 @@ def _near_pairs(
                 for x, y, estimate in zip(a.tolist(), b.tolist(), similarity.tolist(), strict=True):
                     if estimate >= settings.threshold and union.find(x) != union.find(y):
                         union.union(x, y)
-                        kinds.setdefault(x, ("near", estimate))
-                        kinds.setdefault(y, ("near", estimate))
+                        kinds.near(x, estimate)
+                        kinds.near(y, estimate)
 
 
 def _bucket_pairs(keys: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -362,7 +379,7 @@ def _match_earlier(
     manifest: Manifest,
     new: _NewDocuments,
     settings: MinHashSettings,
-    kinds: dict[int, tuple[str, float]],
+    kinds: _Kinds,
     published_match: dict[int, tuple[str, str]],
 ) -> None:
     """Find new documents that an earlier version already published (or a twin of)."""
@@ -380,7 +397,7 @@ def _match_earlier(
         ):
             if digest in old_by_hash:
                 published_match.setdefault(position, (str(ref), old_by_hash[digest]))
-                kinds[position] = _EXACT
+                kinds.exact(position)
     # Near: band by band, the earlier keys equal to new ones, then their signatures.
     candidates: dict[str, set[int]] = defaultdict(set)
     for band, spill in enumerate(new.bands):
@@ -413,7 +430,7 @@ def _match_earlier(
         for position, estimate in zip(positions.tolist(), similarity.tolist(), strict=True):
             if estimate >= settings.threshold:
                 published_match.setdefault(position, (str(ref), old_doc))
-                kinds.setdefault(position, ("near", estimate))
+                kinds.near(position, estimate)
 
 
 def _clusters(
@@ -421,67 +438,90 @@ def _clusters(
     documents: VersionRef,
     new: _NewDocuments,
     union: UnionFind,
-    kinds: dict[int, tuple[str, float]],
+    kinds: _Kinds,
     published_match: dict[int, tuple[str, str]],
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """The survivor rule over every cluster: the positions dropped (ascending) and a row
-    per dropped document. A cluster holding a published document keeps that and drops
-    every new member; otherwise the highest karma, then earliest first seen, then
-    smallest doc id survives. Documents in no cluster never become objects."""
-    members = np.union1d(union.members(), np.array(sorted(published_match), np.int64))
+) -> tuple[np.ndarray, pa.Array, pa.Table]:
+    """The survivor rule over every cluster: the positions dropped (ascending), their doc
+    ids, and the clusters table, a row per dropped document (clusters by smallest member, members
+    ascending). A cluster holding a published document keeps that and drops every new
+    member; otherwise the highest karma, then earliest first seen, then smallest doc id
+    survives. Columns, not objects: documents in no cluster are never read."""
+    members = np.union1d(
+        union.members(), np.fromiter(published_match, np.int64, len(published_match))
+    )
+    roots = np.fromiter((union.find(p) for p in members.tolist()), np.int64, len(members))
+    order = np.argsort(roots, kind="stable")  # members are ascending: now by cluster too
+    members, roots = members[order], roots[order]
     fields = _member_fields(store, documents, new, members)
-    clusters: dict[int, list[int]] = defaultdict(list)
-    for position in members.tolist():
-        clusters[union.find(position)].append(position)
-    dropped: list[int] = []
-    rows: list[dict[str, Any]] = []
-    for cluster in clusters.values():
-        holder = next((published_match[i] for i in cluster if i in published_match), None)
-        best = None
-        if holder is not None:
-            kept_in, survivor_id = holder
-        else:
-            best = min(cluster, key=lambda i: (-fields[i][1], fields[i][2], fields[i][0]))
-            kept_in, survivor_id = "this", fields[best][0]
-        for i in cluster:
-            if i != best:
-                dropped.append(i)
-            if fields[i][0] != survivor_id:
-                kind, similarity = kinds.get(i, ("near", 0.0))
-                rows.append(
-                    {
-                        "doc_id": fields[i][0],
-                        "kept_doc_id": survivor_id,
-                        "kind": kind,
-                        "similarity": similarity,
-                        "kept_in": kept_in,
-                    }
-                )
-    return np.array(sorted(dropped), np.int64), rows
+    doc_ids = fields["doc_id"].combine_chunks()
+    # The best member of each cluster: sorted by (cluster, -karma, first seen, doc id).
+    ranked = pa.table(
+        {
+            "root": roots,
+            "karma": pc.negate(fields["karma"].fill_null(0)),
+            "first_seen": pc.cast(fields["first_seen"], pa.int64()).fill_null(2**62),
+            "doc_id": doc_ids,
+            "index": np.arange(len(members)),
+        }
+    ).sort_by(
+        [
+            ("root", "ascending"),
+            ("karma", "ascending"),
+            ("first_seen", "ascending"),
+            ("doc_id", "ascending"),
+        ]
+    )
+    ranked_roots = ranked["root"].to_numpy()
+    heads = (
+        np.flatnonzero(np.r_[True, ranked_roots[1:] != ranked_roots[:-1]])
+        if len(members)
+        else ranked_roots[:0]
+    )
+    cluster_roots = ranked_roots[heads]
+    best = ranked["index"].to_numpy()[heads]
+    survivor = doc_ids.take(pa.array(best)).to_pylist()
+    kept_in = ["this"] * len(cluster_roots)
+    # A cluster with a published document: the first such member's (by position) survives.
+    held = np.zeros(len(cluster_roots), bool)
+    for position in sorted(published_match):
+        cluster = int(np.searchsorted(cluster_roots, union.find(position)))
+        if not held[cluster]:
+            held[cluster] = True
+            kept_in[cluster], survivor[cluster] = published_match[position]
+    cluster_of = np.searchsorted(cluster_roots, roots)
+    is_survivor = (np.arange(len(members)) == best[cluster_of]) & ~held[cluster_of]
+    survivor_ids = pa.array(survivor, pa.string()).take(pa.array(cluster_of))
+    listed = pc.not_equal(doc_ids, survivor_ids)
+    table = pa.table(
+        {
+            "doc_id": doc_ids,
+            "kept_doc_id": survivor_ids,
+            "kind": kinds.names(members),
+            "similarity": kinds.similarity[members],
+            "kept_in": pa.array(kept_in, pa.string()).take(pa.array(cluster_of)),
+        },
+        schema=CLUSTER_SCHEMA,
+    ).filter(listed)
+    dropped = pa.array(~is_survivor)
+    return np.sort(members[~is_survivor]), doc_ids.filter(dropped), table
 
 
 def _member_fields(
     store: Store, documents: VersionRef, new: _NewDocuments, members: np.ndarray
-) -> dict[int, tuple[str, int, int]]:
-    """doc_id, karma (null: 0) and first seen (null: last) of each member position, read
+) -> pa.Table:
+    """doc_id, karma and first_seen of each position of `members` (in its order), read
     from the documents parts that hold one."""
-    fields: dict[int, tuple[str, int, int]] = {}
+    order = np.argsort(members, kind="stable")
+    ascending = members[order]
+    tables = [DOCUMENTS_SCHEMA.empty_table().select(["doc_id", "karma", "first_seen"])]
     for _, part, start, rows in new.parts:
-        inside = members[(members >= start) & (members < start + rows)]
-        if len(inside) == 0:
-            continue
-        with store.open_verified(documents, part) as handle:
-            table = pq.read_table(handle, columns=["doc_id", "karma", "first_seen"])
-        table = table.take(pa.array(inside - start))
-        karma = table["karma"].fill_null(0).to_pylist()
-        first_seen = pc.cast(table["first_seen"], pa.int64()).fill_null(2**62).to_pylist()
-        for position, values in zip(
-            inside.tolist(),
-            zip(table["doc_id"].to_pylist(), karma, first_seen, strict=True),
-            strict=True,
-        ):
-            fields[position] = values
-    return fields
+        inside = ascending[(ascending >= start) & (ascending < start + rows)]
+        if len(inside):
+            with store.open_verified(documents, part) as handle:
+                table = pq.read_table(handle, columns=["doc_id", "karma", "first_seen"])
+            tables.append(table.take(pa.array(inside - start)))
+    fields = pa.concat_tables(tables, promote_options="permissive")
+    return fields.take(pa.array(np.argsort(order, kind="stable")))
 
 
 def _matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
