@@ -13,6 +13,7 @@ int64 per document: 8 bytes a document is all that grows with the corpus.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,29 +115,33 @@ class KeySpill:
 
 
 class SignatureFile:
-    """The documents' MinHash signatures in one flat file, rows fetched on demand."""
+    """The documents' MinHash signatures in one flat file, rows read back on demand.
+
+    Rows are read with `pread`, not through a memory map: the kernel maps pages around
+    each faulting one, so random rows of a mapped file fill the process' memory with most
+    of the file (512 MB at a million documents)."""
 
     def __init__(self, path: Path, width: int) -> None:
         self.path = path
         self.width = width
         self.rows = 0
-        self._handle: Any = path.open("wb")
+        self._handle: Any = path.open("w+b")
 
     def append(self, matrix: np.ndarray) -> None:
-        self._handle.write(np.ascontiguousarray(matrix, dtype=np.uint32).tobytes())
+        self._handle.write(np.ascontiguousarray(matrix, dtype=np.uint32).data)
         self.rows += len(matrix)
 
     def take(self, positions: np.ndarray) -> np.ndarray:
-        """Rows at `positions` (a copy). The file is mapped for this call only, so the
-        pages read do not stay in the process' memory."""
+        """Rows at `positions` (each distinct row read once)."""
         self._handle.flush()
-        if len(positions) == 0 or self.rows == 0:
-            return np.empty((0, self.width), np.uint32)
-        mapped = np.memmap(self.path, np.uint32, "r", shape=(self.rows, self.width))
-        try:
-            return np.array(mapped[positions])
-        finally:
-            del mapped
+        unique, inverse = np.unique(positions, return_inverse=True)
+        rows = np.empty((len(unique), self.width), np.uint32)
+        size = self.width * rows.itemsize
+        descriptor = self._handle.fileno()
+        for index, position in enumerate(unique.tolist()):
+            if os.preadv(descriptor, [rows[index].data], position * size) != size:
+                raise OSError(f"{self.path}: row {position} is beyond its {self.rows} rows")
+        return rows[inverse.reshape(-1)]
 
     def close(self) -> None:
         self._handle.close()

@@ -282,3 +282,41 @@ def test_clusters_are_those_of_every_pair_compared(tmp_path) -> None:
     assert {r["doc_id"]: r["kept_doc_id"] for r in found} == expected
     assert len(expected) > 40  # the fixture has near duplicates worth the name
     assert set(published(store, result.ref)) == set(by_id) - set(expected)
+
+
+def test_key_ranges_read_back_are_the_rows_sorted_and_rows_come_back_by_position(
+    tmp_path,
+) -> None:
+    import numpy as np
+
+    from dedup.clustering import KeySpill, SignatureFile, UnionFind, key_ranges
+
+    assert key_ranges(1_000, 64 * 1_000) == 1 and key_ranges(1_000, 64 * 100) == 16
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 2**64, 5_000, dtype=np.uint64)
+    keys[::7] = keys[0]  # a big bucket, spread over the parts added
+    schema = pa.schema([("key", pa.uint64()), ("position", pa.int64())])
+    spill = KeySpill(tmp_path / "spill", schema, ranges=8)
+    for start in range(0, len(keys), 1_000):
+        chunk = keys[start : start + 1_000]
+        spill.add(pa.table({"key": chunk, "position": np.arange(start, start + len(chunk))}))
+    read = pa.concat_tables(spill.sorted_ranges())
+    order = np.argsort(keys, kind="stable")
+    assert read["key"].to_numpy().tolist() == keys[order].tolist()
+    assert read["position"].to_numpy().tolist() == order.tolist()  # ties in the order added
+
+    matrix = rng.integers(0, 2**32, (50, 16), dtype=np.uint32)
+    signatures = SignatureFile(tmp_path / "sigs.u32", 16)
+    signatures.append(matrix[:20])
+    signatures.append(matrix[20:])
+    positions = np.array([49, 3, 3, 0, 20])
+    assert (signatures.take(positions) == matrix[positions]).all()
+    with pytest.raises(OSError, match="row 50 is beyond its 50 rows"):
+        signatures.take(np.array([50]))
+    signatures.close()
+
+    union = UnionFind(10)
+    union.union(7, 3)
+    union.union(3, 9)
+    union.union(1, 2)
+    assert union.find(9) == 3 and union.members().tolist() == [1, 2, 3, 7, 9]
