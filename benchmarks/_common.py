@@ -49,3 +49,16 @@ def parse(
         return args
     parser.set_defaults(**defaults)
     return parser.parse_args(argv)
+
+
+def vm_hwm_bytes() -> int:
+    """This process' peak resident memory (Linux's VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current resident memory, so a later read is one step's peak."""
+    Path("/proc/self/clear_refs").write_text("5")

@@ -27,21 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import parse  # noqa: E402
+from benchmarks._common import parse, reset_peak_rss, vm_hwm_bytes  # noqa: E402
 
 WEBTEXT_DOCUMENTS = 8_000_000
 MACHINE_GIB = 24
-
-
-def _vm_hwm_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
-
-
-def _reset_hwm() -> None:
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
 
 
 def _corpus(count: int) -> list[str]:
@@ -89,11 +78,11 @@ def _measure(count: int, queue) -> None:
                     pq.write_table(table, handle)
             documents = out.ref
         del rows
-        _reset_hwm()
-        before = _vm_hwm_bytes()
+        reset_peak_rss()
+        before = vm_hwm_bytes()
         minhash = compute_minhash(store, documents)
         result = deduplicate(store, documents, minhash.ref)
-        peak = _vm_hwm_bytes() - before
+        peak = vm_hwm_bytes() - before
         written = sum(
             f.size for ref in (minhash.ref, result.ref) for f in store.manifest(ref).files
         )

@@ -38,7 +38,9 @@ from webtext.store import Store  # noqa: E402
 from webtext_app.demo_web import DemoWeb, site_urls  # noqa: E402
 
 
-def _serve(latency: float, hosts: int, ready, stop, cpu) -> None:
+def serve(latency: float, hosts: int, ready, stop, cpu) -> None:
+    """Serve the demo web (in a child process): its base URLs into `ready`, then, once
+    `stop` is set, its CPU seconds into `cpu`."""
     with DemoWeb(latency=latency, addresses=hosts) as web:
         ready.put(web.base_urls)
         stop.wait()
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
     context = multiprocessing.get_context("spawn")
     ready, stop, cpu = context.Queue(), context.Event(), context.Queue()
-    server = context.Process(target=_serve, args=(args.latency, args.hosts, ready, stop, cpu))
+    server = context.Process(target=serve, args=(args.latency, args.hosts, ready, stop, cpu))
     server.start()
     try:
         bases = ready.get(timeout=60)

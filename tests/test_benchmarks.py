@@ -32,6 +32,7 @@ NEEDS_DATA = {
     "generate.py": ["gpt2-bpe/encoder.json", "eval/lambada"],
     "extraction.py": ["extraction/article-benchmark/ground-truth.json"],
     "links.py": ["reddit/pushshift/test_submissions.ndjson"],
+    "scale.py": ["gpt2-bpe/encoder.json"],
 }
 
 # The figure each one compares with its baseline (dedup_scale and train have none: they

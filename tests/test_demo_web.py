@@ -24,11 +24,13 @@ from webtext_app.demo import demo_records, write_demo_dump
 from webtext_app.demo_web import (
     BOMB_BYTES,
     BOMB_PREFIX,
+    GEN_NEAR_DUPLICATE_EVERY,
     HUGE_BYTES,
     MIRRORED_TOPICS,
     REDIRECT_TARGET,
     TOPICS,
     DemoWeb,
+    gen_urls,
     site_urls,
 )
 
@@ -95,6 +97,29 @@ def test_mirrors_share_the_article_text_but_not_the_page(web) -> None:
         assert difflib.SequenceMatcher(None, a.split(), b.split()).ratio() > 0.9
         assert text_of(original) != text_of(mirror)
         assert b"DevMirror" in mirror and b"DevMirror" not in original
+
+
+def test_generated_pages_are_distinct_but_every_tenth_is_a_near_duplicate(web) -> None:
+    """The scale benchmark's pages: each its own text, except the known share of mirror
+    copies, which the dedup stage's MinHash must see as near duplicates."""
+    from dedup.minhash import MinHashSettings, signatures
+    from scraping.extract import extract_page
+
+    urls = gen_urls([web.base_url], 20)
+    assert len(set(urls)) == 20 and urls[9].endswith("/gen/9.html")
+    texts = []
+    for url in urls:
+        status, _, body = get(web, url.removeprefix(web.base_url))
+        assert status == 200 and b"cookie" in body.lower()
+        texts.append(extract_page(body, url, "text/html; charset=utf-8").text)
+    assert len(set(texts)) == 20
+    matrix = signatures(texts, MinHashSettings())
+    similarity = (matrix[:, None, :] == matrix[None, :, :]).mean(axis=2)
+    threshold = MinHashSettings().threshold
+    copies = {(n - 1, n) for n in range(20) if n % GEN_NEAR_DUPLICATE_EVERY == 9}
+    near = {(a, b) for a in range(20) for b in range(a + 1, 20) if similarity[a, b] >= threshold}
+    assert near == copies == {(8, 9), (18, 19)}
+    assert get(web, "/gen/x.html")[0] == 404
 
 
 def test_library_pages_hold_module_docstrings(web) -> None:

@@ -20,6 +20,9 @@ Pages (all `text/html; charset=utf-8`):
 | `/mirror/docs/<topic>.html`      | every other topic again: other site, two words changed |
 | `/lib/<module>.html`             | a standard-library module's docstrings                 |
 | `/private/docs/<topic>.html`     | every 8th topic, disallowed by robots.txt              |
+| `/gen/<n>.html`                  | page n of an unbounded site for scale runs: six        |
+|                                  | paragraphs drawn from every topic by n; every tenth    |
+|                                  | page a mirror's copy of the one before (`gen_urls`)    |
 
 Fault endpoints (each path is stable):
 
@@ -122,6 +125,16 @@ def site_urls(base_url: str) -> dict[str, list[str]]:
     }
 
 
+# Of the generated pages, every this-many-th is a near duplicate of the page before it.
+GEN_NEAR_DUPLICATE_EVERY = 10
+_GEN_PARAGRAPHS = 6
+
+
+def gen_urls(base_urls: list[str], count: int) -> list[str]:
+    """The generated pages 0..count-1, spread over the hosts `base_urls` in turn."""
+    return [f"{base_urls[n % len(base_urls)].rstrip('/')}/gen/{n}.html" for n in range(count)]
+
+
 class Hits(Counter[str]):
     """Request paths served (query strings dropped). The server thread counts; `copy()`
     gives a consistent view to iterate while it serves."""
@@ -218,6 +231,7 @@ class DemoWeb:
             article = functools.partial(_article, kind)
             app.router.add_get(f"{prefix}/docs/{{name}}.html", _page_handler(article))
         app.router.add_get("/lib/{name}.html", _page_handler(_library_page))
+        app.router.add_get(r"/gen/{name:\d{1,9}}.html", _page_handler(_generated_page))
         app.router.add_get(r"/status/{code:[45]\d\d}", _status)
         app.router.add_get("/flaky/{code:429|500}/{name}", self._flaky)
         app.router.add_get(r"/slow/{seconds:\d+(?:\.\d+)?}", _slow)
@@ -443,6 +457,39 @@ def _library_page(name: str) -> bytes | None:
         published=_FIRST_DATE + timedelta(days=11 * index + 2),
         related=[(f"/lib/{m}.html", f"The {m} module") for m in neighbours],
         section="Library",
+    ).encode()
+
+
+@functools.cache
+def _paragraph_pool() -> tuple[str, ...]:
+    """Every prose paragraph of 30 words or more in the topics: what pages are drawn from."""
+    return tuple(
+        text
+        for name in TOPICS
+        for tag, text in _topic(name)[1]
+        if tag == "p" and len(text.split()) >= 30
+    )
+
+
+def _generated_page(name: str) -> bytes:
+    """Page `name` (a number) of the generated site: its own draw of paragraphs, or, for
+    every tenth, the draw of the page before it reworded on the mirror site."""
+    number = int(name)
+    copy = number % GEN_NEAR_DUPLICATE_EVERY == GEN_NEAR_DUPLICATE_EVERY - 1
+    source = number - 1 if copy else number
+    rng = random.Random(source)
+    pool = _paragraph_pool()
+    blocks: list[Block] = [("p", pool[i]) for i in rng.sample(range(len(pool)), _GEN_PARAGRAPHS)]
+    topic = TOPICS[source % len(TOPICS)]
+    kind = "mirror" if copy else "docs"
+    return _render(
+        _SITES[kind],
+        key=f"gen/{number}",
+        title=f"{_topic(topic)[0]}, note {source}",
+        blocks=_reword(blocks) if copy else blocks,
+        author=_AUTHORS[source % len(_AUTHORS)],
+        published=_FIRST_DATE + timedelta(days=source % 2000),
+        related=[(f"/gen/{source + i}.html", f"Note {source + i}") for i in range(1, 4)],
     ).encode()
 
 
