@@ -143,6 +143,12 @@ def _measured(work: Callable[[], dict], queue: Any) -> None:
     before = vm_hwm_bytes()
     done = work()
     wall = time.perf_counter() - started
+    # A pool a stage keeps for reuse (training.bpe's Encoder) would keep this process from
+    # exiting, its idle workers waiting for work: they are ended, and reaped, so that
+    # their CPU seconds count.
+    for worker in multiprocessing.active_children():
+        worker.terminate()
+        worker.join()
     workers_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done.update(
         wall_s=wall,
