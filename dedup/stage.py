@@ -193,6 +193,8 @@ class _Kinds:
         return pa.array(np.where(self.code[positions] == self.EXACT, "exact", "near"), pa.string())
 
 
+# MinHash rows read at once (a batch of 128 uint32 and 16 uint64 each: 1.2 KB a row).
+_ROWS_PER_BATCH = 16_384
 # Candidate pairs whose signatures are compared at once (two rows of num_perm uint32 each).
 _PAIRS_PER_BATCH = 16_384
 
@@ -294,29 +296,33 @@ def _spill_new(
     try:
         for entry in entries:
             part = entry.path.replace("minhash/", "documents/", 1)
+            start = new.count
             with store.open_verified(minhash, entry) as handle:
-                rows = pq.read_table(handle)
-            if document_rows.get(part, -1) not in (None, rows.num_rows):
-                raise mismatch
-            position = pa.array(np.arange(new.count, new.count + rows.num_rows), pa.int64())
-            digests = rows["text_hash"].combine_chunks()
-            prefixes = "".join(digest[:16] for digest in digests.to_pylist())
-            hash_keys = np.frombuffer(bytes.fromhex(prefixes), ">u8").astype(np.uint64)
-            new.hashes.add(pa.table({"key": hash_keys, "position": position, "text_hash": digests}))
-            bands = _matrix(rows["bands"], settings.bands)
-            for band, spill in enumerate(new.bands):
-                spill.add(
-                    pa.table(
-                        {"key": bands[:, band], "position": position, "doc_id": rows["doc_id"]}
-                    )
-                )
-            new.signatures.append(_matrix(rows["signature"], settings.num_perm))
-            new.parts.append((entry.path, part, new.count, rows.num_rows))
-            new.count += rows.num_rows
+                reader = pq.ParquetFile(handle)
+                if document_rows.get(part, -1) not in (None, reader.metadata.num_rows):
+                    raise mismatch
+                # Batches, not the part at once: memory is a batch's, whatever the part's size.
+                for batch in reader.iter_batches(_ROWS_PER_BATCH):
+                    _spill_batch(new, pa.Table.from_batches([batch]), settings)
+            new.parts.append((entry.path, part, start, new.count - start))
     except BaseException:
         new.close()
         raise
     return new
+
+
+def _spill_batch(new: _NewDocuments, rows: pa.Table, settings: MinHashSettings) -> None:
+    """One batch of MinHash rows into the spills and the signature file."""
+    position = pa.array(np.arange(new.count, new.count + rows.num_rows), pa.int64())
+    digests = rows["text_hash"].combine_chunks()
+    prefixes = "".join(digest[:16] for digest in digests.to_pylist())
+    hash_keys = np.frombuffer(bytes.fromhex(prefixes), ">u8").astype(np.uint64)
+    new.hashes.add(pa.table({"key": hash_keys, "position": position, "text_hash": digests}))
+    bands = _matrix(rows["bands"], settings.bands)
+    for band, spill in enumerate(new.bands):
+        spill.add(pa.table({"key": bands[:, band], "position": position, "doc_id": rows["doc_id"]}))
+    new.signatures.append(_matrix(rows["signature"], settings.num_perm))
+    new.count += rows.num_rows
 
 
 def _exact_pairs(new: _NewDocuments, union: UnionFind, kinds: _Kinds) -> None:
@@ -565,12 +571,17 @@ def _write_index(
         _ParquetStream(out, "index/hashes.parquet", _HASHES_SCHEMA) as hashes,
         _ParquetStream(out, "index/signatures.parquet", _signatures_schema(settings)) as sigs,
     ):
-        for part, _, start, rows in new.parts:
+        for part, _, start, _ in new.parts:
             with store.open_verified(minhash, part) as handle:
-                table = pq.read_table(handle, columns=["doc_id", "text_hash", "signature"])
-            kept = pa.array(~np.isin(np.arange(start, start + rows), dropped))
-            hashes.write(table.select(["doc_id", "text_hash"]).filter(kept))
-            sigs.write(table.select(["doc_id", "signature"]).filter(kept))
+                batches = pq.ParquetFile(handle).iter_batches(
+                    _ROWS_PER_BATCH, columns=["doc_id", "text_hash", "signature"]
+                )
+                for batch in batches:
+                    table = pa.Table.from_batches([batch])
+                    kept = pa.array(~np.isin(np.arange(start, start + len(table)), dropped))
+                    hashes.write(table.select(["doc_id", "text_hash"]).filter(kept))
+                    sigs.write(table.select(["doc_id", "signature"]).filter(kept))
+                    start += len(table)
     for band, spill in enumerate(new.bands):
         with _ParquetStream(out, f"index/band-{band:03d}.parquet", _BAND_SCHEMA) as keys:
             for table in spill.sorted_ranges():
