@@ -35,6 +35,7 @@ from flows.extract import extract_text_flow
 from flows.fetch import fetch_pages_flow
 from flows.links import collect_links_flow
 from flows.release import outputs_flow
+from flows.runner import parts_map
 from flows.tokenize import tokenize_flow
 from flows.train import train_gpt2_flow
 from training.launch import (
@@ -103,6 +104,7 @@ def build_webtext(
     train_deployment: str | None = "train-gpt2/default",
     until: str = "evaluate",
     store_url: str | None = None,
+    task_runner: str = "threads",
 ) -> dict[str, VersionRef]:
     """Build every stage's next version from Reddit dumps and/or API listings.
 
@@ -112,12 +114,15 @@ def build_webtext(
     model, max_steps, gpus_per_node; tasks, eval_data ...). `until` names the last stage.
     `outputs`: None (the default) skips the output dataset; a dict of the `outputs` flow's
     options ({} for its defaults) runs it after evaluate, when the build goes that far.
+    `task_runner` is where the stages that work in parts run them (`flows.runner`:
+    threads, dask for a local cluster, dask://host:8786 for an existing one, ray).
     """
     if until not in STAGES:
         raise ValueError(f"until={until!r}: not one of {', '.join(STAGES)}")
     stages = STAGES[: STAGES.index(until) + 1]
     if outputs is not None and until == STAGES[-1]:
         stages = (*stages, "outputs")
+    parts_map(task_runner)  # a bad name fails here, before any stage
     store = open_store(store_url)
     store_url = store.root_url
     refs: dict[str, VersionRef] = {}
@@ -156,6 +161,7 @@ def build_webtext(
         str(fetches),
         fetches_version=_version(fetches),
         store_url=store_url,
+        task_runner=task_runner,
         **(extract or {}),
     )
     webtext = run(
@@ -164,6 +170,7 @@ def build_webtext(
         str(documents),
         documents_version=_version(documents),
         store_url=store_url,
+        task_runner=task_runner,
         **(dedup or {}),
     )
     tokens = run(

@@ -1,7 +1,7 @@
 """`dedup`: a `documents` version to a published `webtext` version.
 
-The MinHash signatures are computed one documents part per task, so they spread over
-whatever task runner the flow runs with (`flows.runner`).
+The MinHash signatures are computed one documents part per task, on the task runner the
+`task_runner` parameter names (`flows.runner`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from prefect import flow
 
 from dedup.stage import DedupOptions, PublishSettings, publish_dataset
 from flows.artifacts import ProgressReporter, publish_version
-from flows.runner import task_runner_map
+from flows.runner import parts_map
 from webtext.config import open_store
 from webtext.store import VersionRef
 
@@ -21,10 +21,12 @@ def dedup_flow(
     rows_per_shard: int = 100_000,
     skip_versions: list[str] | None = None,
     store_url: str | None = None,
+    task_runner: str = "threads",
 ) -> VersionRef:
     """Deduplicate a documents version against itself and every published version, and
     publish what is left as a new `webtext` version. A corrupt earlier version stops the
-    run unless its id is in `skip_versions`."""
+    run unless its id is in `skip_versions`. The signatures of each documents part are a
+    task on `task_runner` (threads, dask, dask://host:8786, ray)."""
     store = open_store(store_url)
     documents = store.resolve("documents", documents_version)
     options = DedupOptions(
@@ -32,6 +34,7 @@ def dedup_flow(
         skip_versions=tuple(skip_versions or ()),
     )
     with ProgressReporter(f"Parts of {documents} signed") as progress:
-        result = publish_dataset(store, documents, options, map=task_runner_map, progress=progress)
+        parts = parts_map(task_runner)
+        result = publish_dataset(store, documents, options, map=parts, progress=progress)
     publish_version(store, result.ref, result.stats["counts"], result.reused, "Deduplication")
     return result.ref

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import resource
 from collections import Counter, deque
@@ -26,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from scraping.urls import url_host
 from scraping.warc_replay import WarcFile
 from webtext.parquet import put_table
 from webtext.stage import (
-    NoProgress,
+    Map,
     PartResult,
     Progress,
     Stage,
@@ -123,15 +125,17 @@ def extract_documents(
     fetches: VersionRef,
     options: ExtractOptions | None = None,
     *,
+    map: Map = map,
     progress: Progress | None = None,
 ) -> StageResult:
     """Extract and filter every fetched page of `fetches` into a new `documents` version
     (with `options.all_fetches`, every page of every earlier fetches version too).
 
-    `progress` counts pages.
+    One task per fetches part on `map` (the builtin, a process pool, a Prefect task
+    runner); each part's pages run in a pool of `options.workers` processes. `progress`
+    counts pages, as parts finish.
     """
     options = options or ExtractOptions()
-    progress = progress or NoProgress()
     sources = [store.manifest(fetches)]
     if options.all_fetches:
         sources += [store.manifest(p) for p in sources[0].parents if p.stage == "fetches"]
@@ -146,25 +150,19 @@ def extract_documents(
     def build(work: StageWrite) -> None:
         pending = work.pending(sorted(parts))
         tables = {name: parts[name].rows(store) for name in pending}
-        progress.start(sum(t.num_rows for t in tables.values()))
-        if not pending:
-            return
-        reddit: dict[str, dict[str, Any]] = {}
+        # Each part's task gets its pages and their links rows, read here in one pass over
+        # each links version (not once per part).
+        inputs: dict[str, _PartInput] = {}
         for links in {parts[name].links for name in pending}:
-            wanted = [tables[name] for name in pending if parts[name].links == links]
-            reddit.update(_reddit_metadata(store, links, wanted))
-        processes = options.workers or os.cpu_count() or 1
-        # 4 pages in flight per worker keep every worker busy while results come back.
-        extraction = _Extraction(store, options, reddit, 4 * processes, progress)
-        with ProcessPool(
-            max_workers=processes,
-            max_tasks=500,  # recycle workers: lxml and friends keep memory
-            initializer=_limit_memory,
-            initargs=(options.page_memory_mb << 20,),
-        ) as pool:
-            for name in pending:
-                result = extraction.shard(pool, work.out, name, parts[name], tables[name])
-                work.commit(name, result)
+            mine = [name for name in pending if parts[name].links == links]
+            reddit = _reddit_metadata(store, links, [tables[name] for name in mine])
+            for name in mine:
+                urls = tables[name]["url"].to_pylist()
+                rows = {url: reddit[url] for url in urls if url in reddit}
+                inputs[name] = _PartInput(parts[name], tables[name], rows)
+        task = partial(extract_part, store.root_url, work.out.tmp_dir, options)
+        pages = {name: table.num_rows for name, table in tables.items()}
+        work.run_parts(pending, task, map, progress, inputs=inputs, weights=pages)
 
     return run_stage(
         store,
@@ -199,6 +197,41 @@ class _FetchPart:
         with store.open_verified(self.fetches.ref, self.path) as handle:
             table = pq.read_table(handle)
         return table.filter(pc.is_null(table["error"]))
+
+
+@dataclass(frozen=True)
+class _PartInput:
+    """What one part's task needs besides the settings: its fetch rows and links rows."""
+
+    part: _FetchPart
+    rows: pa.Table  # the part's fetched pages
+    reddit: dict[str, dict[str, Any]]  # the links rows of its URLs, by URL
+
+
+def extract_part(
+    store_url: str, staging_dir: str, options: ExtractOptions, item: tuple[str, _PartInput]
+) -> PartResult:
+    """Extract one fetches part into the staging folder: a plain function of plain
+    arguments, so any executor runs it on any worker that sees the store. Its pages run in
+    a pool of `options.workers` processes of its own, for the page time and memory limits."""
+    name, given = item
+    if multiprocessing.current_process().daemon:
+        raise RuntimeError(
+            f"extracting {name}: this worker is a daemonic process, which may not start the "
+            "page pool; run Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+        )
+    store = Store(store_url)
+    out = VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, "staging"))
+    processes = options.workers or os.cpu_count() or 1
+    # 4 pages in flight per worker keep every worker busy while results come back.
+    extraction = _Extraction(store, options, given.reddit, 4 * processes)
+    with ProcessPool(
+        max_workers=processes,
+        max_tasks=500,  # recycle workers: lxml and friends keep memory
+        initializer=_limit_memory,
+        initargs=(options.page_memory_mb << 20,),
+    ) as pool:
+        return extraction.shard(pool, out, name, given.part, given.rows)
 
 
 def _limit_memory(extra: int) -> None:
@@ -240,7 +273,7 @@ def _process_page(
 
 
 class _Extraction:
-    """Runs the shards of one stage run through the worker pool."""
+    """Runs one part's pages through the worker pool."""
 
     def __init__(
         self,
@@ -248,13 +281,11 @@ class _Extraction:
         options: ExtractOptions,
         reddit: dict[str, dict[str, Any]],
         window: int,
-        progress: Progress,
     ) -> None:
         self.store = store
         self.options = options
         self.reddit = reddit
         self.window = window
-        self.progress = progress
         self._warcs: dict[str, WarcFile] = {}
         self._verified = ExitStack()  # the verified copies of the current shard's WARCs
 
@@ -291,7 +322,6 @@ class _Extraction:
                         "text_sample": (outcome.get("text") or "")[:_AUDIT_CHARS],
                     }
                 )
-            self.progress.advance(1)
         documents_name, rejected_name = _outputs(name)
         put_table(out, rejected_name, pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA))
         put_table(out, documents_name, pa.Table.from_pylist(documents, schema=DOCUMENTS_SCHEMA))

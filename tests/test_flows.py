@@ -191,7 +191,7 @@ def test_dedup_on_a_dask_cluster_gives_the_single_process_output(tmp_path) -> No
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from prefect_dask import DaskTaskRunner
+    from distributed import LocalCluster
 
     from flows.dedup import dedup_flow
     from scraping.extract_stage import DOCUMENTS_SCHEMA
@@ -218,11 +218,11 @@ def test_dedup_on_a_dask_cluster_gives_the_single_process_output(tmp_path) -> No
                 table = pa.Table.from_pylist(rows[part::2], schema=DOCUMENTS_SCHEMA)
                 with out.open(f"documents/part-{part:05d}.parquet", rows=table.num_rows) as f:
                     pq.write_table(table, f)
-        flow = dedup_flow
         if runner == "dask":
-            cluster = {"n_workers": 2, "threads_per_worker": 1, "processes": True}
-            flow = dedup_flow.with_options(task_runner=DaskTaskRunner(cluster_kwargs=cluster))
-        ref = flow(store_url=store.root_url)
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+                ref = dedup_flow(store_url=store.root_url, task_runner=cluster.scheduler_address)
+        else:
+            ref = dedup_flow(store_url=store.root_url)
         manifest = store.manifest(ref)
         # Every file but the card, which names its inputs' creation times.
         files = {f.path: f.sha256 for f in manifest.files if f.path != "README.md"}

@@ -175,19 +175,26 @@ class StageWrite:
     def run_parts(
         self,
         parts: Sequence[str],
-        work: Callable[[str], PartResult],
+        work: Callable[[Any], PartResult],
         map: Map = map,
         progress: Progress | None = None,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        weights: Mapping[str, int] | None = None,
     ) -> None:
         """Run `work` over the parts not yet committed, on `map`'s executor, committing
-        each part as its result comes back. `work` writes into `self.out.tmp_dir` and must
-        pickle when `map` runs it in other processes."""
+        each part as its result comes back (in order, so a killed run keeps every part
+        committed before it). `work` gets the part's name, or `(name, inputs[name])` when
+        `inputs` hands each part its own data (sent to that part's task only). It writes
+        into `self.out.tmp_dir` and must pickle when `map` runs it in other processes.
+        Progress counts parts, or each part's `weights` (pages, rows)."""
         todo = self.pending(parts)
         progress = progress or NoProgress()
-        progress.start(len(todo))
-        for part, result in zip(todo, map(work, todo), strict=True):
+        progress.start(sum(weights[part] for part in todo) if weights else len(todo))
+        items = todo if inputs is None else [(part, inputs[part]) for part in todo]
+        for part, result in zip(todo, map(work, items), strict=True):
             self.commit(part, result)
-            progress.advance(1)
+            progress.advance(weights[part] if weights else 1)
 
     def _marker(self, part: str) -> str:
         return f"{self.out.tmp_dir}/{_MARKERS}/{part.replace('/', '__')}.json"
