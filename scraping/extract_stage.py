@@ -17,6 +17,7 @@ killed run resumes where it stopped, as the fetch stage does.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import multiprocessing
@@ -162,7 +163,10 @@ def extract_documents(
                 inputs[name] = _PartInput(parts[name], tables[name], rows)
         task = partial(extract_part, store.root_url, work.out.tmp_dir, options)
         pages = {name: table.num_rows for name, table in tables.items()}
-        work.run_parts(pending, task, map, progress, inputs=inputs, weights=pages)
+        try:
+            work.run_parts(pending, task, map, progress, inputs=inputs, weights=pages)
+        finally:
+            _close_page_pools()  # those the parts started in this process
 
     return run_stage(
         store,
@@ -225,13 +229,45 @@ def extract_part(
     processes = options.workers or os.cpu_count() or 1
     # 4 pages in flight per worker keep every worker busy while results come back.
     extraction = _Extraction(store, options, given.reddit, 4 * processes)
-    with ProcessPool(
-        max_workers=processes,
-        max_tasks=500,  # recycle workers: lxml and friends keep memory
-        initializer=_limit_memory,
-        initargs=(options.page_memory_mb << 20,),
-    ) as pool:
-        return extraction.shard(pool, out, name, given.part, given.rows)
+    pool = _page_pool(processes, options.page_memory_mb << 20)
+    return extraction.shard(pool, out, name, given.part, given.rows)
+
+
+# This process's page pools, by (processes, memory limit): started by its first part and
+# kept for the next ones, so a part does not pay the workers' start (a Dask worker runs
+# many parts); the stage's caller closes its own at the end (`_close_page_pools`), other
+# processes' close when they exit.
+_PAGE_POOLS: dict[tuple[int, int], ProcessPool] = {}
+# A page of prose: extracting it once before the workers fork loads the extractor's lazy
+# parts (the language model, htmldate) in the parent, so every worker starts warm.
+_WARM_UP_PAGE = (
+    "<html><head><title>Warm up</title></head><body><article><p>"
+    + "The quick brown fox jumps over the lazy dog near the quiet river bank. " * 8
+    + "</p></article></body></html>"
+).encode()
+
+
+def _page_pool(processes: int, memory_bytes: int) -> ProcessPool:
+    key = (processes, memory_bytes)
+    pool = _PAGE_POOLS.get(key)
+    if pool is None or not pool.active:
+        if not _PAGE_POOLS:
+            atexit.register(_close_page_pools)
+        extract_page(_WARM_UP_PAGE, "http://warm.up/", "text/html", ExtractSettings())
+        pool = _PAGE_POOLS[key] = ProcessPool(
+            max_workers=processes,
+            max_tasks=500,  # recycle workers: lxml and friends keep memory
+            initializer=_limit_memory,
+            initargs=(memory_bytes,),
+        )
+    return pool
+
+
+def _close_page_pools() -> None:
+    while _PAGE_POOLS:
+        _, pool = _PAGE_POOLS.popitem()
+        pool.stop()
+        pool.join()
 
 
 def _limit_memory(extra: int) -> None:

@@ -1,0 +1,244 @@
+"""Stage parts on Dask: 2 workers against 1, on extraction and MinHash signatures.
+
+    python benchmarks/dask_speedup.py [--parts 8] [--pages-per-part 24]
+                                      [--docs-per-part 3000] [--seed 0] [--quick]
+
+Inputs, made once: a `links` version and a `fetches` version of `parts` x
+`pages-per-part` article pages (real prose: random paragraphs of CPython's reference and
+docstrings, 300-1000 words, in page boilerplate), fetched by the real fetch stage from an
+in-memory page source; and a `documents` version of `parts` x `docs-per-part` documents of
+the same kind for MinHash.
+
+Runs: each stage runs the same parts on a `distributed.LocalCluster` of 1 single-threaded
+worker process (the baseline), then of 2, each into a fresh copy of the inputs' store, so
+both do all the work. Parts go to the cluster through `Client.map` (the `Map` the flows
+hand the stage through Prefect's DaskTaskRunner, less Prefect's per-task bookkeeping);
+extraction runs each part's pages in a pool of one process (`workers=1`), so a Dask
+worker is one busy process. Each cluster is warmed up (every worker imports the stage)
+before the stage is timed; the time is the stage call's wall time. Both runs must
+publish the same version id and file hashes, or the script fails.
+
+Human lines go to stderr, among them `ratio <stage> 2 workers / 1 worker = X`; the last
+line on stdout is one JSON object with each stage's times and ratio, the cores and the
+load average before and after (other work on the machine bounds what 2 workers can
+gain). `--quick`: 2 parts of 3 pages and 2 of 200 documents, the same code path (CI runs
+it so that the script cannot rot; its figures are not measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks._common import parse  # noqa: E402
+from benchmarks.dedup import make_document, paragraphs  # noqa: E402
+from dedup.signatures import compute_minhash  # noqa: E402
+from flows.runner import let_dask_workers_start_processes  # noqa: E402
+from scraping.extract_stage import ExtractOptions, extract_documents  # noqa: E402
+from scraping.fetch_stage import FetchOptions, fetch_pages  # noqa: E402
+from scraping.page_source import FetchResult  # noqa: E402
+from webtext.store import Store, VersionRef  # noqa: E402
+from webtext.tables import DOCUMENTS_SCHEMA  # noqa: E402
+
+PAGE = (
+    "<html><head><title>{title}</title></head><body><nav>Home | News | About</nav>"
+    "<article><h1>{title}</h1>{body}</article><footer>Copyright 2017</footer></body></html>"
+)
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class MemorySource:
+    """A page source serving fixed pages from memory (no network in the timing)."""
+
+    def __init__(self, pages: dict[str, bytes]) -> None:
+        self.pages = pages
+
+    async def __aenter__(self) -> MemorySource:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def parameters(self) -> dict[str, Any]:
+        return {"kind": "memory", "pages": len(self.pages)}
+
+    async def fetch(self, url: str) -> FetchResult:
+        content_type = "text/html; charset=utf-8"
+        return FetchResult(
+            url=url,
+            final_url=url,
+            status=200,
+            headers=[("Content-Type", content_type)],
+            body=self.pages[url],
+            content_type=content_type,
+            attempts=1,
+        )
+
+
+def make_inputs(root: Path, args: argparse.Namespace) -> tuple[VersionRef, VersionRef]:
+    """The fetches version extraction reads and the documents version MinHash reads."""
+    rng = random.Random(args.seed)
+    pool = paragraphs()
+    store = Store(str(root))
+    pages = {}
+    for i in range(args.parts * args.pages_per_part):
+        text = make_document(pool, rng)
+        body = "".join(f"<p>{html.escape(p)}</p>" for p in text.split("\n\n"))
+        page = PAGE.format(title=f"Page {i}", body=body)
+        pages[f"http://site{i % 7}.example/{i}"] = page.encode()
+    urls = sorted(pages)
+    seen = pa.array([1_500_000_000] * len(urls), pa.timestamp("s", tz="UTC"))
+    links_table = pa.table(
+        {
+            "url": urls,
+            "domain": [u.split("/")[2] for u in urls],
+            "karma": [3] * len(urls),
+            "submissions": [1] * len(urls),
+            "subreddits": [["news"]] * len(urls),
+            "post_ids": [[f"p{i}"] for i in range(len(urls))],
+            "first_seen": seen,
+            "last_seen": seen,
+        }
+    )
+    parameters = {"benchmark": "dask_speedup", "urls": len(urls)}
+    with (
+        store.write("links", parameters, "bench") as out,
+        out.open("links/part-00000.parquet", rows=len(urls)) as handle,
+    ):
+        pq.write_table(links_table, handle)
+    options = FetchOptions(shard_size=args.pages_per_part)
+    fetches = fetch_pages(store, out.ref, options, source=MemorySource(pages)).ref
+
+    first_seen = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
+    with store.write("documents", {"benchmark": "dask_speedup"}, "bench") as out:
+        for part in range(args.parts):
+            rows = [
+                {
+                    "doc_id": f"{part:04d}-{i:06d}",
+                    "url": f"http://docs.example/{part}/{i}",
+                    "text": make_document(pool, rng),
+                    "karma": 3,
+                    "first_seen": first_seen,
+                    "language": "en",
+                    "word_count": 0,
+                }
+                for i in range(args.docs_per_part)
+            ]
+            table = pa.Table.from_pylist(rows, schema=DOCUMENTS_SCHEMA)
+            with out.open(f"documents/part-{part:05d}.parquet", rows=table.num_rows) as handle:
+                pq.write_table(table, handle)
+    return fetches, out.ref
+
+
+def dask_map(client: Any) -> Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any]]:
+    """The stage runtime's `Map` on a Dask client: every part submitted, results in order."""
+
+    def run(work: Callable[[Any], Any], parts: Iterable[Any]) -> Iterator[Any]:
+        futures = client.map(work, list(parts), pure=False)
+        return (future.result() for future in futures)
+
+    return run
+
+
+def _warm_up(client: Any) -> None:
+    """Every worker imports what the stages run, so the timing starts from warm workers."""
+
+    def load() -> int:
+        import dedup.signatures  # noqa: F401
+        import scraping.extract_stage  # noqa: F401
+
+        return os.getpid()
+
+    client.run(load)
+
+
+def timed_runs(
+    base: Path, run: Callable[[Store, Callable[..., Any]], VersionRef]
+) -> dict[int, tuple[float, dict[str, str]]]:
+    """Seconds and published files of `run` on 1, then 2, Dask workers."""
+    from distributed import Client, LocalCluster
+
+    results = {}
+    for workers in (1, 2):
+        root = Path(tempfile.mkdtemp(prefix=f"dask-{workers}-", dir=base))
+        shutil.rmtree(root)
+        shutil.copytree(base / "inputs", root)
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
+            Client(cluster) as client,
+        ):
+            _warm_up(client)
+            store = Store(str(root))
+            started = time.perf_counter()
+            ref = run(store, dask_map(client))
+            seconds = time.perf_counter() - started
+        files = {f.path: f.sha256 for f in store.manifest(ref).files}
+        results[workers] = (seconds, {"version": str(ref), **files})
+    if results[1][1] != results[2][1]:
+        raise SystemExit("1 and 2 workers published different bytes")
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", type=int, default=8)
+    parser.add_argument("--pages-per-part", type=int, default=24)
+    parser.add_argument("--docs-per-part", type=int, default=3_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true")
+    quick = {"parts": 2, "pages_per_part": 3, "docs_per_part": 200}
+    args = parse(parser, argv, quick=quick)
+    let_dask_workers_start_processes()  # the page pool runs inside a worker
+    load_before = os.getloadavg()
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="dask-speedup-") as folder:
+        base = Path(folder)
+        fetches, documents = make_inputs(base / "inputs", args)
+        stages = {
+            "extract": lambda store, parts: (
+                extract_documents(store, fetches, ExtractOptions(workers=1), map=parts).ref
+            ),
+            "minhash": lambda store, parts: compute_minhash(store, documents, map=parts).ref,
+        }
+        for name, run in stages.items():
+            results = timed_runs(base, run)
+            one, two = results[1][0], results[2][0]
+            ratio = one / two
+            _log(f"{name}: 1 worker {one:.2f} s, 2 workers {two:.2f} s")
+            _log(f"ratio {name} 2 workers / 1 worker = {ratio:.2f}")
+            report[name] = {"one_worker_s": one, "two_workers_s": two, "ratio": ratio}
+    report.update(
+        parts=args.parts,
+        pages=args.parts * args.pages_per_part,
+        documents=args.parts * args.docs_per_part,
+        cores=os.cpu_count(),
+        load_average_before=load_before[0],
+        load_average_after=os.getloadavg()[0],
+        baseline="1 Dask worker",
+        quick=args.quick,
+    )
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
