@@ -31,7 +31,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 SCHEMA_FILE = Path(__file__).resolve().parent / "compose-spec" / "compose-spec.json"
 # Test-only values for the variables the file requires.
-TEST_ENV = {"POSTGRES_PASSWORD": "test-only-password"}
+TEST_ENV = {
+    "POSTGRES_PASSWORD": "test-only-password",
+    "MINIO_ROOT_USER": "test-only-user",
+    "MINIO_ROOT_PASSWORD": "test-only-minio-password",
+}
 
 
 # --- interpolation, as Compose does it (values only, no nesting) ---------------------------
@@ -439,3 +443,32 @@ def test_interpolation_matches_compose_rules() -> None:
     for text in ("${EMPTY:?e}", "${UNSET?e}", "${SET", "$ x", "${A:-${B}}"):
         with pytest.raises(InterpolationError):
             interpolate(text, env)
+
+
+def test_dask_workers_reach_the_scheduler_and_the_store(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The flows' task_runner=dask://dask-scheduler:8786 reaches the scheduler, its workers
+    write where the pipeline worker commits, and may start the page pool."""
+    scheduler = argv(services["dask-scheduler"], services)
+    assert scheduler[:2] == ["dask", "scheduler"] and "8786" in scheduler
+    worker = services["dask-worker"]
+    assert "tcp://dask-scheduler:8786" in argv(worker, services)
+    env = environment(worker)
+    assert env["DASK_DISTRIBUTED__WORKER__DAEMON"] == "False"
+    (pipeline,) = [name for name, pool in workers(services).items() if pool == "webtext-cpu"]
+    assert env["WEBTEXT_STORE"] == environment(services[pipeline])["WEBTEXT_STORE"]
+    store = env["WEBTEXT_STORE"]
+    assert mounts(worker)[store] == mounts(services[pipeline])[store]
+    assert env["PREFECT_API_URL"] == environment(services[pipeline])["PREFECT_API_URL"]
+
+
+def test_the_s3_credentials_are_minios_for_every_store_user(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    minio = environment(services["minio"])
+    for name in ("pipeline", "dask-worker", "trainer", "bucket"):
+        env = environment(services[name])
+        assert env["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"], name
+        assert env["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"], name
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000", name
