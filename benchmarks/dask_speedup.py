@@ -10,8 +10,8 @@ in-memory page source; and a `documents` version of `parts` x `docs-per-part` do
 the same kind for MinHash.
 
 Runs: each stage runs the same parts on a `distributed.LocalCluster` of 1 single-threaded
-worker process (the baseline), then of 2, each into a fresh copy of the inputs' store, so
-both do all the work. Parts go to the cluster through `Client.map` (the `Map` the flows
+worker process (the baseline), then of 2, each run into a fresh copy of the inputs' store,
+so both do all the work. Parts go to the cluster through `Client.map` (the `Map` the flows
 hand the stage through Prefect's DaskTaskRunner, less Prefect's per-task bookkeeping);
 extraction runs each part's pages in a pool of one process (`workers=1`), so a Dask
 worker is one busy process. Each cluster is warmed up (every worker imports the stage)
@@ -19,7 +19,8 @@ before the stage is timed; the time is the stage call's wall time. Both runs mus
 publish the same version id and file hashes, or the script fails.
 
 Human lines go to stderr, among them `ratio <stage> 2 workers / 1 worker = X`; the last
-line on stdout is one JSON object with each stage's times and ratio, the cores and the
+line on stdout is one JSON object with each stage's times and ratio (`ratio`: the lower
+of the two, what the goal of >= 1.7 asks of both), the cores and the
 load average before and after (other work on the machine bounds what 2 workers can
 gain). `--quick`: 2 parts of 3 pages and 2 of 200 documents, the same code path (CI runs
 it so that the script cannot rot; its figures are not measurements).
@@ -173,30 +174,32 @@ def _warm_up(client: Any) -> None:
 
 
 def timed_runs(
-    base: Path, run: Callable[[Store, Callable[..., Any]], VersionRef]
-) -> dict[int, tuple[float, dict[str, str]]]:
-    """Seconds and published files of `run` on 1, then 2, Dask workers."""
+    base: Path, stages: dict[str, Callable[[Store, Callable[..., Any]], VersionRef]]
+) -> dict[str, dict[int, float]]:
+    """Seconds of each stage on 1, then 2, Dask workers (one cluster for every stage)."""
     from distributed import Client, LocalCluster
 
-    results = {}
+    seconds: dict[str, dict[int, float]] = {name: {} for name in stages}
+    published: dict[str, dict[int, dict[str, str]]] = {name: {} for name in stages}
     for workers in (1, 2):
-        root = Path(tempfile.mkdtemp(prefix=f"dask-{workers}-", dir=base))
-        shutil.rmtree(root)
-        shutil.copytree(base / "inputs", root)
         with (
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
             Client(cluster) as client,
         ):
             _warm_up(client)
-            store = Store(str(root))
-            started = time.perf_counter()
-            ref = run(store, dask_map(client))
-            seconds = time.perf_counter() - started
-        files = {f.path: f.sha256 for f in store.manifest(ref).files}
-        results[workers] = (seconds, {"version": str(ref), **files})
-    if results[1][1] != results[2][1]:
-        raise SystemExit("1 and 2 workers published different bytes")
-    return results
+            for name, run in stages.items():
+                root = base / f"{name}-{workers}"
+                shutil.copytree(base / "inputs", root)  # a fresh store: all the work again
+                store = Store(str(root))
+                started = time.perf_counter()
+                ref = run(store, dask_map(client))
+                seconds[name][workers] = time.perf_counter() - started
+                files = {f.path: f.sha256 for f in store.manifest(ref).files}
+                published[name][workers] = {"version": str(ref), **files}
+    for name, runs in published.items():
+        if runs[1] != runs[2]:
+            raise SystemExit(f"{name}: 1 and 2 workers published different bytes")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,14 +223,13 @@ def main(argv: list[str] | None = None) -> None:
             ),
             "minhash": lambda store, parts: compute_minhash(store, documents, map=parts).ref,
         }
-        for name, run in stages.items():
-            results = timed_runs(base, run)
-            one, two = results[1][0], results[2][0]
-            ratio = one / two
+        for name, runs in timed_runs(base, stages).items():
+            one, two = runs[1], runs[2]
             _log(f"{name}: 1 worker {one:.2f} s, 2 workers {two:.2f} s")
-            _log(f"ratio {name} 2 workers / 1 worker = {ratio:.2f}")
-            report[name] = {"one_worker_s": one, "two_workers_s": two, "ratio": ratio}
+            _log(f"ratio {name} 2 workers / 1 worker = {one / two:.2f}")
+            report[name] = {"one_worker_s": one, "two_workers_s": two, "ratio": one / two}
     report.update(
+        ratio=min(report[name]["ratio"] for name in ("extract", "minhash")),  # the goal's
         parts=args.parts,
         pages=args.parts * args.pages_per_part,
         documents=args.parts * args.docs_per_part,

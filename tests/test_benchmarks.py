@@ -39,6 +39,7 @@ NEEDS_DATA = {
 # compare with the machine's memory and the device's peak FLOPs).
 RATIO_KEY = {
     "bpe_encode.py": "ratio",
+    "dask_speedup.py": "ratio",
     "dedup.py": "ratio",
     "evaluate.py": "ratio",
     "extraction.py": "speed_ratio",
