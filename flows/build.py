@@ -179,6 +179,7 @@ def build_webtext(
         str(webtext),
         webtext_version=_version(webtext),
         store_url=store_url,
+        task_runner=task_runner,
         **(tokenize or {}),
     )
     if "train" in stages:

@@ -3,7 +3,8 @@
 Every flow whose stage works in parts takes a `task_runner` parameter naming where its
 parts run (`TASK_RUNNERS`):
 
-- `threads` (the default): Prefect's thread pool, in the flow's process;
+- `threads` (the default): Prefect's thread pool in the flow's process, a part per core
+  at a time;
 - `dask`: a local Dask cluster started for the run, one single-threaded worker process
   per core;
 - `dask://host:8786` (or `tcp://host:8786`): an existing Dask scheduler (docker compose's
@@ -48,7 +49,9 @@ def let_dask_workers_start_processes() -> None:
 def task_runner(spec: str) -> TaskRunner:
     """The task runner `spec` names (one of TASK_RUNNERS); a clear error otherwise."""
     if spec == "threads":
-        return ThreadPoolTaskRunner()
+        # A few parts at a time: each spreads its own work over processes (extraction's
+        # page pool, the encoder's), and every part in flight holds its rows in memory.
+        return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1)
     if spec == "dask" or spec.startswith(("dask://", "tcp://")):
         from prefect_dask import DaskTaskRunner
 

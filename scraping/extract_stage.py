@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -238,6 +239,7 @@ def extract_part(
 # many parts); the stage's caller closes its own at the end (`_close_page_pools`), other
 # processes' close when they exit.
 _PAGE_POOLS: dict[tuple[int, int], ProcessPool] = {}
+_PAGE_POOLS_LOCK = threading.Lock()
 # A page of prose: extracting it once before the workers fork loads the extractor's lazy
 # parts (the language model, htmldate) in the parent, so every worker starts warm.
 _WARM_UP_PAGE = (
@@ -248,6 +250,11 @@ _WARM_UP_PAGE = (
 
 
 def _page_pool(processes: int, memory_bytes: int) -> ProcessPool:
+    with _PAGE_POOLS_LOCK:  # parts run in threads (Prefect's default runner) share it
+        return _started_page_pool(processes, memory_bytes)
+
+
+def _started_page_pool(processes: int, memory_bytes: int) -> ProcessPool:
     key = (processes, memory_bytes)
     pool = _PAGE_POOLS.get(key)
     if pool is None or not pool.active:

@@ -101,7 +101,7 @@ def test_an_interrupted_encoding_resumes_at_the_unfinished_part(tmp_path, monkey
         if done:
             raise RuntimeError("killed")
         result = original(*args, **kwargs)
-        done.append(args[1])
+        done.append(args[-1][0])  # the part's key
         return result
 
     monkeypatch.setattr(token_shards, "_encode_part", fail_after_first)
@@ -110,7 +110,7 @@ def test_an_interrupted_encoding_resumes_at_the_unfinished_part(tmp_path, monkey
     encoded: list = []
 
     def record(*args, **kwargs):
-        encoded.append(args[1])
+        encoded.append(args[-1][0])
         return original(*args, **kwargs)
 
     monkeypatch.setattr(token_shards, "_encode_part", record)

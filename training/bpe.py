@@ -12,6 +12,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -87,6 +88,7 @@ class Encoder:
         self._eot_set = {EOT}
         self._pool: ProcessPoolExecutor | None = None
         self._pool_workers = 0
+        self._pool_lock = threading.Lock()  # parts encoded in threads share the pool
 
     def __getstate__(self) -> tuple[str, dict[bytes, int], int]:
         return self.name, self._encoding._mergeable_ranks, self.eot_id
@@ -134,6 +136,10 @@ class Encoder:
 
     def _processes(self, workers: int) -> ProcessPoolExecutor:
         """This encoder's worker processes, started once (spawned: safe with threads about)."""
+        with self._pool_lock:
+            return self._started_pool(workers)
+
+    def _started_pool(self, workers: int) -> ProcessPoolExecutor:
         if self._pool is None or self._pool_workers != workers:
             if self._pool is not None:
                 self._pool.shutdown()

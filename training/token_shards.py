@@ -25,6 +25,7 @@ import string
 import struct
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from training.bpe import Encoder
 from training.tokenizer_stage import STAGE as TOKENIZER_STAGE
 from training.tokenizer_stage import gpt2_tokenizer_version, load_encoder, train_tokenizer_version
 from webtext.dataset import DatasetPart, dataset_parts
-from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
+from webtext.stage import Map, PartResult, Progress, Stage, StageWrite, run_stage
 from webtext.store import StageResult, Store, VersionRef, VersionWriter
 
 STAGE = Stage("tokens", __name__)
@@ -149,14 +150,15 @@ def encode_version(
     tokenizer: VersionRef | None = None,
     settings: ShardSettings | None = None,
     *,
+    map: Map = map,
     progress: Progress | None = None,
 ) -> StageResult:
-    """Encode every published document of `webtext` into train/val token shards.
+    """Encode every published document of `webtext` into train/val token shards, one
+    task per dataset part on `map` (the builtin, or a Prefect task runner in the flow).
 
-    `progress` counts documents.
+    `progress` counts documents, as parts finish.
     """
     settings = settings or ShardSettings()
-    progress = progress or NoProgress()
     if encoder.vocab_size > 2**16:
         raise ValueError(f"vocabulary of {encoder.vocab_size} ids does not fit in uint16")
     parameters = {
@@ -167,10 +169,9 @@ def encode_version(
 
     def build(work: StageWrite) -> None:
         parts = {_part_key(part): part for part in dataset_parts(store, webtext)}
-        todo = work.pending(list(parts))
-        progress.start(sum(parts[key].rows or 0 for key in todo))
-        for key in todo:
-            work.commit(key, _encode_part(store, parts[key], encoder, settings, work, progress))
+        task = partial(_encode_part, store.root_url, work.out.tmp_dir, encoder, settings)
+        rows = {key: part.rows or 0 for key, part in parts.items()}
+        work.run_parts(list(parts), task, map, progress, inputs=parts, weights=rows)
         work.counts.add("parts", len(parts))
 
     inputs = (webtext, tokenizer) if tokenizer else (webtext,)
@@ -195,13 +196,17 @@ def _shard_name(part: DatasetPart, split: str) -> str:
 
 
 def _encode_part(
-    store: Store,
-    part: DatasetPart,
+    store_url: str,
+    staging_dir: str,
     encoder: Encoder,
     settings: ShardSettings,
-    work: StageWrite,
-    progress: Progress,
+    item: tuple[str, DatasetPart],
 ) -> PartResult:
+    """Encode one dataset part into the staging folder: plain arguments, so any executor
+    runs it on any worker that sees the store."""
+    _, part = item
+    store = Store(store_url)
+    out = VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, "staging"))
     eot = np.array([encoder.eot_id], dtype=np.uint16)
     counts = dict.fromkeys(SPLITS, 0)
     names = {split: _shard_name(part, split) for split in SPLITS}
@@ -231,10 +236,9 @@ def _encode_part(
                     spool[split].write(array.tobytes())
                     spool[split].write(eot.tobytes())
                     counts[split] += len(array) + 1
-                progress.advance(len(texts))
         for split in SPLITS:
             spool[split].close()
-            _publish_shard(work.out, names[split], Path(scratch) / split, encoder, counts[split])
+            _publish_shard(out, names[split], Path(scratch) / split, encoder, counts[split])
     part_counts = {f"{split}_tokens": counts[split] for split in SPLITS}
     if settings.prefix_template is not None:
         part_counts["documents_without_prefix"] = unconditioned
@@ -284,6 +288,7 @@ def tokenize_dataset(
     webtext: VersionRef,
     options: TokenizeOptions | None = None,
     *,
+    map: Map = map,
     progress: Progress | None = None,
 ) -> tuple[StageResult, StageResult]:
     """The stage package's entry: the vocabulary (trained on `webtext`, GPT-2's, or the
@@ -303,6 +308,6 @@ def tokenize_dataset(
         )
     encoder = load_encoder(store, vocabulary.ref)
     tokens = encode_version(
-        store, webtext, encoder, vocabulary.ref, options.shards, progress=progress
+        store, webtext, encoder, vocabulary.ref, options.shards, map=map, progress=progress
     )
     return vocabulary, tokens
