@@ -1,7 +1,7 @@
 """Stage parts on Dask: 2 workers against 1, on extraction and MinHash signatures.
 
-    python benchmarks/dask_speedup.py [--parts 8] [--pages-per-part 24]
-                                      [--docs-per-part 3000] [--seed 0] [--quick]
+    python benchmarks/dask_speedup.py [--parts 8] [--pages-per-part 24] [--docs-per-part 3000]
+                                      [--spin 5000000] [--seed 0] [--quick]
 
 Inputs, made once: a `links` version and a `fetches` version of `parts` x
 `pages-per-part` article pages (real prose: random paragraphs of CPython's reference and
@@ -20,7 +20,9 @@ publish the same version id and file hashes, or the script fails.
 
 Human lines go to stderr, among them `ratio <stage> 2 workers / 1 worker = X`; the last
 line on stdout is one JSON object with each stage's times and ratio (`ratio`: the lower
-of the two, what the goal of >= 1.7 asks of both), the cores and the
+of the two, what the goal of >= 1.7 asks of both), the control's (8 tasks of a pure-CPU
+Python loop on the same clusters: the most 2 workers can gain on this machine now, about
+2 on 2 idle cores), the cores and the
 load average before and after (other work on the machine bounds what 2 workers can
 gain). `--quick`: 2 parts of 3 pages and 2 of 200 documents, the same code path (CI runs
 it so that the script cannot rot; its figures are not measurements).
@@ -173,13 +175,31 @@ def _warm_up(client: Any) -> None:
     client.run(load)
 
 
+def spin(n: int) -> int:
+    """Pure CPU work, no I/O and no memory traffic: the control."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def control_seconds(client: Any, tasks: int, n: int) -> float:
+    """Wall time of `tasks` spin tasks on the cluster: what the machine grants its workers."""
+    started = time.perf_counter()
+    client.gather(client.map(spin, [n] * tasks, pure=False))
+    return time.perf_counter() - started
+
+
 def timed_runs(
-    base: Path, stages: dict[str, Callable[[Store, Callable[..., Any]], VersionRef]]
+    base: Path,
+    stages: dict[str, Callable[[Store, Callable[..., Any]], VersionRef]],
+    spin_n: int,
 ) -> dict[str, dict[int, float]]:
-    """Seconds of each stage on 1, then 2, Dask workers (one cluster for every stage)."""
+    """Seconds of each stage, and of the control, on 1, then 2, Dask workers (one cluster
+    for all)."""
     from distributed import Client, LocalCluster
 
-    seconds: dict[str, dict[int, float]] = {name: {} for name in stages}
+    seconds: dict[str, dict[int, float]] = {name: {} for name in [*stages, "control"]}
     published: dict[str, dict[int, dict[str, str]]] = {name: {} for name in stages}
     for workers in (1, 2):
         with (
@@ -187,6 +207,7 @@ def timed_runs(
             Client(cluster) as client,
         ):
             _warm_up(client)
+            seconds["control"][workers] = control_seconds(client, 8, spin_n)
             for name, run in stages.items():
                 root = base / f"{name}-{workers}"
                 shutil.copytree(base / "inputs", root)  # a fresh store: all the work again
@@ -207,9 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", type=int, default=8)
     parser.add_argument("--pages-per-part", type=int, default=24)
     parser.add_argument("--docs-per-part", type=int, default=3_000)
+    parser.add_argument("--spin", type=int, default=5_000_000, help="control loop length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
-    quick = {"parts": 2, "pages_per_part": 3, "docs_per_part": 200}
+    quick = {"parts": 2, "pages_per_part": 3, "docs_per_part": 200, "spin": 100_000}
     args = parse(parser, argv, quick=quick)
     let_dask_workers_start_processes()  # the page pool runs inside a worker
     load_before = os.getloadavg()
@@ -223,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
             ),
             "minhash": lambda store, parts: compute_minhash(store, documents, map=parts).ref,
         }
-        for name, runs in timed_runs(base, stages).items():
+        for name, runs in timed_runs(base, stages, args.spin).items():
             one, two = runs[1], runs[2]
             _log(f"{name}: 1 worker {one:.2f} s, 2 workers {two:.2f} s")
             _log(f"ratio {name} 2 workers / 1 worker = {one / two:.2f}")
