@@ -225,7 +225,7 @@ def test_clusters_spilled_in_many_key_ranges_are_the_same_bytes(tmp_path) -> Non
     same files as one range held at once, for a first and an incremental version."""
     rows = near_duplicate_corpus(300, seed=7)
     results = []
-    for budget in (2**30, 600):
+    for budget in (2**30, 2_400):
         store = Store(str(tmp_path / f"store-{budget}"))
         versions = []
         for name, part in (("one", rows[:220]), ("two", rows[220:])):
@@ -249,7 +249,7 @@ def test_clusters_are_those_of_every_pair_compared(tmp_path) -> None:
     rows = near_duplicate_corpus(160, seed=11)
     documents = documents_in_parts(store, rows, "ref", part_rows=50)
     minhash = compute_minhash(store, documents)
-    result = deduplicate(store, documents, minhash.ref, spill_budget_bytes=600)
+    result = deduplicate(store, documents, minhash.ref, spill_budget_bytes=2_400)
 
     table = pq.read_table(store.url(minhash.ref, "minhash")).to_pylist()
     threshold = MinHashSettings().threshold
@@ -291,7 +291,7 @@ def test_key_ranges_read_back_are_the_rows_sorted_and_rows_come_back_by_position
 
     from dedup.clustering import KeySpill, SignatureFile, UnionFind, key_ranges
 
-    assert key_ranges(1_000, 64 * 1_000) == 1 and key_ranges(1_000, 64 * 100) == 16
+    assert key_ranges(1_000, 256 * 1_000) == 1 and key_ranges(1_000, 256 * 100) == 16
     rng = np.random.default_rng(3)
     keys = rng.integers(0, 2**64, 5_000, dtype=np.uint64)
     keys[::7] = keys[0]  # a big bucket, spread over the parts added
