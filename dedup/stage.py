@@ -328,13 +328,19 @@ def _spill_batch(new: _NewDocuments, rows: pa.Table, settings: MinHashSettings) 
 def _exact_pairs(new: _NewDocuments, union: UnionFind, kinds: _Kinds) -> None:
     """Documents with equal text hashes join the first of them."""
     for table in new.hashes.sorted_ranges():
-        groups = table.group_by("text_hash").aggregate([("position", "list")])
-        for positions in groups["position_list"].to_pylist():
-            if len(positions) > 1:
-                first = min(positions)
-                for position in positions:
-                    union.union(first, position)
-                    kinds.exact(position)
+        table = table.sort_by([("text_hash", "ascending"), ("position", "ascending")])
+        digests = table["text_hash"].combine_chunks()
+        repeats = pc.equal(digests[1:], digests[:-1]).to_numpy(zero_copy_only=False)
+        if not repeats.any():  # nearly always: no Python work for the range
+            continue
+        positions = table["position"].to_numpy()
+        firsts = np.flatnonzero(np.r_[True, ~repeats])  # where each digest's run starts
+        first_of = firsts[np.searchsorted(firsts, np.arange(len(positions)), "right") - 1]
+        for row in np.flatnonzero(np.r_[False, repeats]).tolist():
+            first = int(positions[first_of[row]])
+            union.union(first, int(positions[row]))
+            kinds.exact(first)
+            kinds.exact(int(positions[row]))
 
 
 def _near_pairs(
