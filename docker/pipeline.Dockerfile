@@ -17,8 +17,11 @@ COPY scraping ./scraping
 COPY dedup ./dedup
 COPY training ./training
 COPY evaluation ./evaluation
+COPY release ./release
 # PyPI's Linux torch wheels bundle CUDA; this worker never trains, so take the CPU build.
 # The s3 extra: the store and its inputs on S3 or an S3-compatible service (MinIO).
+# (DL3013: ".[s3]" is this project, copied above; its dependencies are pinned in pyproject.)
+# hadolint ignore=DL3013
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[s3]" \
     && useradd --create-home --uid 10001 webtext \
     && mkdir -p /data/artifacts && chown webtext /data/artifacts

@@ -40,6 +40,7 @@ COPY scraping ./scraping
 COPY dedup ./dedup
 COPY training ./training
 COPY evaluation ./evaluation
+COPY release ./release
 # torch==2.13.0 is already satisfied by the CUDA build, so pip keeps it.
 RUN pip install . \
     && useradd --create-home --uid 10001 webtext \

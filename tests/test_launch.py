@@ -462,8 +462,21 @@ def test_watch_training_repeats_the_runs_state_and_progress() -> None:
     with get_client(sync_client=True) as client:
         run = client.create_flow_run(stand_in, state=Scheduled())  # as run_deployment's
 
+        lines: list[str] = []
+        shown = threading.Condition()
+
+        def show(line: str) -> None:
+            with shown:
+                lines.append(line)
+                shown.notify_all()
+
+        def after_shown(text: str) -> None:
+            """The trainer's next step waits for the watcher to show this one (no timing)."""
+            with shown:
+                assert shown.wait_for(lambda: any(text in line for line in lines), 30), lines
+
         def train_elsewhere() -> None:
-            time.sleep(0.3)
+            after_shown("Scheduled")
             client.set_flow_run_state(run.id, Running(), force=True)
             artifact = client.create_artifact(
                 ArtifactCreate(
@@ -474,17 +487,17 @@ def test_watch_training_repeats_the_runs_state_and_progress() -> None:
                     flow_run_id=run.id,
                 )
             )
-            time.sleep(0.5)
+            after_shown("step 10/100")
             update = ArtifactUpdate(data=50.0, description="step 50/100  loss 3.0000  ETA 50s")
             client.update_artifact(artifact.id, update)
-            time.sleep(0.5)
+            after_shown("step 50/100")
+            time.sleep(0.3)  # more polls of the same progress: it is still shown once
             client.set_flow_run_state(run.id, Completed(), force=True)
 
         thread = threading.Thread(target=train_elsewhere)
         thread.start()
-        lines: list[str] = []
         try:
-            ended = watch_training(run, lines.append, timeout_s=60, poll_s=0.1, log_every_s=0.1)
+            ended = watch_training(run, show, timeout_s=60, poll_s=0.1, log_every_s=0.1)
         finally:
             thread.join()
     assert ended.state.is_completed()
