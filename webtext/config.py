@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Iterator
 from functools import cache
-from importlib.util import find_spec
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 from webtext import __version__
@@ -68,13 +68,21 @@ def module_sources(module: str) -> set[Path]:
 
 
 def _source_of(name: str) -> Path | None:
-    if name.split(".", 1)[0] not in STAGE_PACKAGES:
+    """The file of module `name`, found without importing anything: `find_spec` imports a
+    dotted name's parents, and `from training.model import GPT` names `training.model.GPT`,
+    so it imported torch (3 s for one stage's code version)."""
+    parts = name.split(".")
+    if parts[0] not in STAGE_PACKAGES:
         return None
-    try:
-        spec = find_spec(name)
-    except ModuleNotFoundError:
-        return None
-    return Path(spec.origin) if spec and spec.origin else None
+    spec = None
+    for part in parts:
+        if spec is not None and spec.submodule_search_locations is None:
+            return None  # a name inside a module (a function, a class), not a module
+        search = None if spec is None else list(spec.submodule_search_locations)
+        spec = PathFinder.find_spec(part, search)
+        if spec is None:
+            return None
+    return Path(spec.origin) if spec.origin else None
 
 
 # CPython 3.11 keeps the AST constructor's recursion depth in per-interpreter state, shared
