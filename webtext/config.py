@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from functools import cache
 from importlib.machinery import PathFinder
+from importlib.util import find_spec
 from pathlib import Path
 
 from webtext import __version__
@@ -74,15 +75,12 @@ def _source_of(name: str) -> Path | None:
     parts = name.split(".")
     if parts[0] not in STAGE_PACKAGES:
         return None
-    spec = None
-    for part in parts:
-        if spec is not None and spec.submodule_search_locations is None:
+    spec = find_spec(parts[0])  # a top-level name: found by every finder, imports nothing
+    for part in parts[1:]:
+        if spec is None or spec.submodule_search_locations is None:
             return None  # a name inside a module (a function, a class), not a module
-        search = None if spec is None else list(spec.submodule_search_locations)
-        spec = PathFinder.find_spec(part, search)
-        if spec is None:
-            return None
-    return Path(spec.origin) if spec.origin else None
+        spec = PathFinder.find_spec(part, list(spec.submodule_search_locations))
+    return Path(spec.origin) if spec and spec.origin else None
 
 
 # CPython 3.11 keeps the AST constructor's recursion depth in per-interpreter state, shared
