@@ -189,34 +189,45 @@ def test_two_fetch_runs_of_the_same_links_publish_readable_pointers(tmp_path: Pa
 def test_two_extract_runs_at_once_give_one_version(tmp_path: Path) -> None:
     """Reproduces issue 14: the loser of an extract race exited with a raw
     `[Errno 2] .../.staging-.../part-00000.parquet` and left staging behind."""
-    store = Store(str(tmp_path / "store"), locking=QUICK)
     pages = {f"http://news.example/story-{i}": article(f"Story {i}", 8) for i in range(6)}
-    fetches = fetched(store, pages, shard_size=2)
-    first, second = race(
-        lambda: extract_documents(store, fetches, ExtractOptions(workers=1)),
-        lambda: extract_documents(store, fetches, ExtractOptions(workers=1)),
-    )
-    assert not isinstance(first, Exception) and not isinstance(second, Exception), (first, second)
-    assert first.ref == second.ref and first.stats == second.stats
-    assert first.stats["counts"]["documents"] == 6
-    store.verify(first.ref)
-    assert leftovers(store, "documents") == []
+    for attempt in range(RACES):
+        store = Store(str(tmp_path / f"store-{attempt}"), locking=QUICK)
+        fetches = fetched(store, pages, shard_size=2)
+
+        def run(store: Store = store, fetches: VersionRef = fetches) -> object:
+            return extract_documents(store, fetches, ExtractOptions(workers=1))
+
+        first, second = race(run, run)
+        assert not isinstance(first, Exception) and not isinstance(second, Exception), (
+            first,
+            second,
+        )
+        assert first.ref == second.ref and first.stats == second.stats
+        assert first.stats["counts"]["documents"] == 6
+        store.verify(first.ref)
+        assert leftovers(store, "documents") == []
 
 
 def test_two_dedup_runs_at_once_give_one_version(tmp_path: Path) -> None:
     """Issue 14: as extract, the loser of a dedup race (the minhash stage's shared
     staging, then the webtext version) failed; now both return one version."""
-    store = Store(str(tmp_path / "store"), locking=QUICK)
     pages = {f"http://news.example/story-{i}": article(f"Story {i}", 8 + i) for i in range(6)}
-    documents = extract_documents(store, fetched(store, pages), ExtractOptions(workers=1))
-    first, second = race(
-        lambda: publish_dataset(store, documents.ref), lambda: publish_dataset(store, documents.ref)
-    )
-    assert not isinstance(first, Exception) and not isinstance(second, Exception), (first, second)
-    assert first.ref == second.ref and first.stats == second.stats
-    assert sorted([first.reused, second.reused]) == [False, True]
-    store.verify(first.ref)
-    assert leftovers(store, "minhash") == [] and leftovers(store, "webtext") == []
+    for attempt in range(RACES):
+        store = Store(str(tmp_path / f"store-{attempt}"), locking=QUICK)
+        documents = extract_documents(store, fetched(store, pages), ExtractOptions(workers=1))
+
+        def run(store: Store = store, documents: VersionRef = documents.ref) -> object:
+            return publish_dataset(store, documents)
+
+        first, second = race(run, run)
+        assert not isinstance(first, Exception) and not isinstance(second, Exception), (
+            first,
+            second,
+        )
+        assert first.ref == second.ref and first.stats == second.stats
+        assert sorted([first.reused, second.reused]) == [False, True]
+        store.verify(first.ref)
+        assert leftovers(store, "minhash") == [] and leftovers(store, "webtext") == []
 
 
 HOLDER = textwrap.dedent(
