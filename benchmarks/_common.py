@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,3 +65,16 @@ def vm_hwm_bytes() -> int:
 def reset_peak_rss() -> None:
     """Reset VmHWM to the current resident memory, so a later read is one step's peak."""
     Path("/proc/self/clear_refs").write_text("5")
+
+
+def timed(run: Callable[[], T], device: str = "cpu") -> tuple[T, float]:
+    """`run()` and its wall time; on CUDA, once the kernels it queued have finished."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    value = run()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return value, time.perf_counter() - start

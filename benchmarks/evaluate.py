@@ -28,7 +28,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 
-from benchmarks._common import parse, test_data_root  # noqa: E402
+from benchmarks._common import parse, test_data_root, timed  # noqa: E402
 from evaluation.datasets import load_task  # noqa: E402
 from evaluation.models import LanguageModel, load_tokenizer, pick_device  # noqa: E402
 from evaluation.scoring import WindowSettings, perplexity, rolling_requests  # noqa: E402
@@ -140,18 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     texts = [d.text for d in documents]
     windows = WindowSettings(args.context, args.stride)
 
-    def timed(run):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        value = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return value, time.perf_counter() - start
-
     perplexity(model, texts[:1], [1], windows, args.batch_tokens)  # warm-up, not timed
     ours, ours_s = timed(
-        lambda: perplexity(model, texts, [d.units for d in documents], windows, args.batch_tokens)
+        lambda: perplexity(model, texts, [d.units for d in documents], windows, args.batch_tokens),
+        device.type,
     )
     result = {
         "model": args.checkpoint or f"random {args.model}",
@@ -174,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         with tempfile.TemporaryDirectory() as folder:
             export_hf(gpt, gpt.config, folder, None, encoder.eot_id, encoder.vocab_size)
             hf_model = GPT2LMHeadModel.from_pretrained(folder).to(device).eval()
-        nll, baseline_s = timed(lambda: baseline_nll(hf_model, requests, device))
+        nll, baseline_s = timed(lambda: baseline_nll(hf_model, requests, device), device.type)
         result.update(
             baseline="hf-stride-loop",
             baseline_seconds=round(baseline_s, 3),

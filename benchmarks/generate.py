@@ -27,8 +27,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the repository's packages, installed or not
 
-from benchmarks._common import parse, test_data_root  # noqa: E402
+from benchmarks._common import parse, test_data_root, timed  # noqa: E402
 from evaluation.datasets import load_task  # noqa: E402
 from evaluation.generation import generate_ids  # noqa: E402
 from evaluation.models import (  # noqa: E402
@@ -140,15 +138,6 @@ def main(argv: list[str] | None = None) -> dict:
     )
     settings = SampleSettings(max_new_tokens=args.max_new_tokens, temperature=0)
 
-    def timed(run: Callable[[], list[list[int]]]) -> tuple[list[list[int]], float]:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        value = run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return value, time.perf_counter() - start
-
     def ours_run() -> list[list[int]]:
         found = generate_ids(model, ordered, settings, batch_size=args.batch_size)
         return [generation.ids for generation in found]
@@ -170,9 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Alternating runs, the fastest of each: a busy machine slows whichever runs then.
     ours_times, baseline_times = [], []
     for _ in range(args.repeats):
-        ours, seconds = timed(ours_run)
+        ours, seconds = timed(ours_run, device.type)
         ours_times.append(seconds)
-        theirs, seconds = timed(baseline_run)
+        theirs, seconds = timed(baseline_run, device.type)
         baseline_times.append(seconds)
     ours_s, baseline_s = min(ours_times), min(baseline_times)
     identical = ours == theirs
