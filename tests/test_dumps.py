@@ -187,7 +187,7 @@ def test_invalid_utf8_inside_a_field_is_a_bad_line(tmp_path, raw_lines) -> None:
         (str(path), 2, MALFORMED_LINE),
         (str(path), 4, MALFORMED_LINE),
     ]
-    assert "utf-8" in errors[0].error
+    assert "utf-8" in errors[0].error.lower()  # msgspec words it by version
 
 
 def test_a_newline_free_stream_is_skipped_in_bounded_memory(tmp_path, raw_lines) -> None:
