@@ -113,3 +113,10 @@ def test_the_stage_names_are_the_stage_packages_stages() -> None:
                 ):
                     declared.add(node.args[0].value)
     assert declared == set(STAGE_NAMES)
+
+
+def test_verify_with_nothing_to_verify_says_so(tmp_path, monkeypatch, capsys) -> None:
+    """A mistyped --store must not read as "every version verified"."""
+    store = str(tmp_path / "no-such-store")
+    code, out, _ = webtext(monkeypatch, capsys, "verify", "--store", store)
+    assert code == 0 and out.strip() == f"no versions to verify in {store}"

@@ -326,8 +326,8 @@ def pull(
     ] = False,
     store: StoreOption = None,
 ) -> None:
-    """Copy the published dataset as of a version into DEST/data/*.parquet (or another
-    stage's version into DEST/<stage>/<version>), verifying every sha256."""
+    """Copy the published dataset as of a version into DEST/data (its Parquet parts), or
+    another stage's version into DEST/<stage>/<version>, verifying every sha256."""
     from webtext.dataset import pull_dataset
 
     artifacts = open_store(store)
@@ -393,8 +393,11 @@ def verify(
     """Check versions against their manifests: each file there with its size, and with
     --deep its sha256. One line per version; exit 1 if any fails."""
     artifacts = open_store(store)
+    refs = _versions_to_verify(artifacts, target)
+    if not refs:  # an empty answer would read as "all verified" (a mistyped --store, say)
+        print(f"no versions to verify in {artifacts.root}{f' for {target}' if target else ''}")
     failed = 0
-    for ref in _versions_to_verify(artifacts, target):
+    for ref in refs:
         try:
             manifest = artifacts.verify(ref, deep=deep)
         except StoreError as exc:
