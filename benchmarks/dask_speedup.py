@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -57,6 +56,7 @@ from flows.runner import let_dask_workers_start_processes  # noqa: E402
 from scraping.extract_stage import ExtractOptions, extract_documents  # noqa: E402
 from scraping.fetch_stage import FetchOptions, fetch_pages  # noqa: E402
 from scraping.page_source import FetchResult  # noqa: E402
+from webtext.parquet import put_table  # noqa: E402
 from webtext.store import Store, VersionRef  # noqa: E402
 from webtext.tables import DOCUMENTS_SCHEMA  # noqa: E402
 
@@ -124,11 +124,8 @@ def make_inputs(root: Path, args: argparse.Namespace) -> tuple[VersionRef, Versi
         }
     )
     parameters = {"benchmark": "dask_speedup", "urls": len(urls)}
-    with (
-        store.write("links", parameters, "bench") as out,
-        out.open("links/part-00000.parquet", rows=len(urls)) as handle,
-    ):
-        pq.write_table(links_table, handle)
+    with store.write("links", parameters, "bench") as out:
+        put_table(out, "links/part-00000.parquet", links_table)
     options = FetchOptions(shard_size=args.pages_per_part)
     fetches = fetch_pages(store, out.ref, options, source=MemorySource(pages)).ref
 
@@ -148,8 +145,7 @@ def make_inputs(root: Path, args: argparse.Namespace) -> tuple[VersionRef, Versi
                 for i in range(args.docs_per_part)
             ]
             table = pa.Table.from_pylist(rows, schema=DOCUMENTS_SCHEMA)
-            with out.open(f"documents/part-{part:05d}.parquet", rows=table.num_rows) as handle:
-                pq.write_table(table, handle)
+            put_table(out, f"documents/part-{part:05d}.parquet", table)
     return fetches, out.ref
 
 

@@ -224,11 +224,11 @@ def _synthetic_child(count: int, queue: Any) -> None:
     """Dedup alone over `count` synthetic MinHash rows (documents with short texts)."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from dedup.minhash import MinHashSettings, band_keys
     from dedup.signatures import minhash_schema
     from dedup.stage import deduplicate
+    from webtext.parquet import put_table
     from webtext.store import Store
     from webtext.tables import DOCUMENTS_SCHEMA
 
@@ -255,10 +255,7 @@ def _synthetic_child(count: int, queue: Any) -> None:
                     [given.get(f.name, pa.nulls(rows, f.type)) for f in DOCUMENTS_SCHEMA],
                     schema=DOCUMENTS_SCHEMA,
                 )
-                with out.open(
-                    f"documents/part-{start // SYNTHETIC_PART_ROWS:05d}.parquet", rows=rows
-                ) as handle:
-                    pq.write_table(table, handle)
+                put_table(out, f"documents/part-{start // SYNTHETIC_PART_ROWS:05d}.parquet", table)
             documents = out.ref
         schema = minhash_schema(settings)
         with store.write("minhash", {"synthetic": count}, "bench", parents=(documents,)) as out:
@@ -286,10 +283,7 @@ def _synthetic_child(count: int, queue: Any) -> None:
                     },
                     schema=schema,
                 )
-                with out.open(
-                    f"minhash/part-{start // SYNTHETIC_PART_ROWS:05d}.parquet", rows=rows
-                ) as handle:
-                    pq.write_table(table, handle)
+                put_table(out, f"minhash/part-{start // SYNTHETIC_PART_ROWS:05d}.parquet", table)
             minhash = out.ref
 
         def work() -> dict:
