@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,9 @@ def make_inputs(root: Path, args: argparse.Namespace) -> tuple[VersionRef, Versi
     with store.write("links", parameters, "bench") as out:
         put_table(out, "links/part-00000.parquet", links_table)
     options = FetchOptions(shard_size=args.pages_per_part)
-    fetches = fetch_pages(store, out.ref, options, source=MemorySource(pages)).ref
+    fetches = fetch_pages(
+        store, out.ref, options, open_page_source=partial(MemorySource, pages)
+    ).ref
 
     first_seen = dt.datetime(2017, 1, 1, tzinfo=dt.UTC)
     with store.write("documents", {"benchmark": "dask_speedup"}, "bench") as out:

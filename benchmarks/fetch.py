@@ -73,8 +73,7 @@ def ours(urls: list[str], connections: int, profile: bool) -> tuple[float, float
             with out.open("links/part-00000.parquet", rows=len(urls)) as handle:
                 pq.write_table(pa.table({"url": urls}), handle)
             links = out.ref
-        # The stage's options as the CLI and the flows pass them; the source opened here,
-        # outside the timing, as before.
+        # The stage's options as the CLI and the flows pass them.
         options = FetchOptions(
             connections=connections,
             per_host_connections=max(1, connections // len({u.split("/")[2] for u in urls})),
@@ -82,13 +81,12 @@ def ours(urls: list[str], connections: int, profile: bool) -> tuple[float, float
             allow_loopback=True,
             shard_size=1000,
         )
-        source = options.open_source()
         profiler = cProfile.Profile() if profile else None
         cpu_before = _cpu_seconds()
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        result = fetch_pages(store, links, options, source=source)
+        result = fetch_pages(store, links, options)
         if profiler:
             profiler.disable()
         elapsed = time.perf_counter() - started

@@ -145,6 +145,7 @@ def build_webtext(
         listings=listings,
         incremental=incremental,
         store_url=store_url,
+        task_runner=task_runner,
         **(links or {}),
     )
     fetches = run(
@@ -153,6 +154,7 @@ def build_webtext(
         str(link_ref),
         links_version=_version(link_ref),
         store_url=store_url,
+        task_runner=task_runner,
         **(fetch or {}),
     )
     documents = run(

@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.artifacts import ProgressReporter, publish_version
+from flows.runner import parts_map
 from flows.secrets import reddit_credentials
 from scraping.links import LinkOptions, collect_links
 from scraping.reddit_api import ListingSpec
@@ -22,6 +23,7 @@ def collect_links_task(
     options: LinkOptions,
     api_url: str | None,
     incremental: bool,
+    task_runner: str,
 ) -> StageResult:
     specs = [ListingSpec.parse(text) for text in listings]
     with ProgressReporter("Dump bytes read") as progress:
@@ -33,6 +35,9 @@ def collect_links_task(
             credentials=reddit_credentials() if specs else None,
             api_url=api_url,
             previous=store.latest("links") if incremental else None,
+            # Filtering is Python-bound: on "threads" the GIL would serialise the dumps, so
+            # they go to `workers` processes instead.
+            map=None if task_runner == "threads" else parts_map(task_runner),
             progress=progress,
         )
 
@@ -55,16 +60,21 @@ def collect_links_flow(
     partitions: int = 16,
     api_url: str | None = None,
     store_url: str | None = None,
+    task_runner: str = "threads",
 ) -> VersionRef:
     """Collect outbound links with at least `min_karma` from dumps and/or API listings.
 
     Listings look like `r/askreddit/top/all`; Reddit credentials come from REDDIT_*
     environment variables or the Secret blocks named in `flows.secrets`. Dates are ISO
-    (UTC); a blocklist is a file path readable by the worker, one entry a line.
+    (UTC); a blocklist is a file path readable by the worker, one entry a line. Each dump
+    is a task on `task_runner` (`flows.runner`; "threads": `workers` processes here), so
+    the dumps' paths or URLs must be readable by every worker.
     """
     options = LinkOptions.from_user(locals())
     store = open_store(store_url)
-    result = collect_links_task(store, dumps or [], listings or [], options, api_url, incremental)
+    result = collect_links_task(
+        store, dumps or [], listings or [], options, api_url, incremental, task_runner
+    )
     stats = result.stats
     logger = get_run_logger()
     for line in stats.get("line_errors", []):

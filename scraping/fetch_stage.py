@@ -10,23 +10,30 @@ again. The versions whose rows are retried are named in the parameters (`retryin
 a run that retries is a new version, and a run with nothing to retry finds the version
 it made before.
 
-Work is cut into shards of `shard_size` URLs, fetched concurrently by `concurrency`
-workers pulling from one queue in shard order. A shard is committed through the stage
-runtime (`webtext.stage`) when its last URL finishes: a killed run, rerun, finds the
-committed shards and fetches only the rest; a half-written shard's WARC files are never
-registered, so they are dropped at publishing, and the shard is fetched again.
+Work is cut into shards of about `shard_size` URLs, each host in one shard
+(`host_shards`), so politeness per host holds however many workers fetch. Each shard is a
+task on the stage's `map` with its own page source and event loop, `in_flight` URLs at a
+time, writing rows and WARC records in its URLs' order: its bytes do not depend on which
+answer came first, nor on where it ran. A shard is committed through the stage runtime
+(`webtext.stage`) when its task returns: a killed run, rerun, finds the committed shards
+and fetches only the rest; a half-written shard's WARC files are never registered, so they
+are dropped at publishing, and the shard is fetched again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +48,7 @@ from scraping.page_source import FetchResult, PageSource
 from scraping.warc_replay import ArchiveSource
 from scraping.warc_writer import RotatingWarcWriter
 from webtext.parquet import put_table
-from webtext.stage import NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
+from webtext.stage import Map, NoProgress, PartResult, Progress, Stage, StageWrite, run_stage
 from webtext.store import FileEntry, Manifest, StageResult, Store, VersionRef, VersionWriter
 
 STAGE = Stage("fetches", __name__)
@@ -68,19 +75,17 @@ FETCHES_SCHEMA = pa.schema(
 )
 
 
-@dataclass
-class _Shard:
-    """One shard in flight: its WARC writer and the rows of its finished URLs."""
+class _ShardWriter:
+    """One shard being written: its WARC files and the rows of its URLs, in order."""
 
-    index: int
-    expected: int
-    warc: RotatingWarcWriter
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def part(self) -> str:
-        return _part_name(self.index)
+    def __init__(self, out: VersionWriter, index: int, warc_file_bytes: int) -> None:
+        self.out = out
+        self.part = _part_name(index)
+        # Record ids drawn from the version id and the file name: the same shard of the same
+        # version gets the same bytes wherever and however often it runs.
+        self.warc = RotatingWarcWriter(out, _warc_prefix(index), warc_file_bytes, out.ref.version)
+        self.rows: list[dict[str, Any]] = []
+        self.counts: Counter[str] = Counter()
 
     def add(self, result: FetchResult, fetch_runs: int) -> None:
         location: tuple[str | None, int | None, int | None] = (None, None, None)
@@ -112,14 +117,14 @@ class _Shard:
             }
         )
 
-    def finish(self, out: VersionWriter) -> PartResult:
+    def finish(self) -> PartResult:
         self.warc.close()
         table = pa.Table.from_pylist(self.rows, schema=FETCHES_SCHEMA)
-        put_table(out, self.part, table)
+        put_table(self.out, self.part, table)
         files: dict[str, int | None] = {self.part: len(self.rows)}
         for name in self.warc.files:
             files[name] = sum(row["warc_file"] == name for row in self.rows)
-        return PartResult(files, self.counts)
+        return PartResult(files, dict(self.counts))
 
 
 def _part_name(index: int) -> str:
@@ -152,7 +157,8 @@ class FetchOptions:
     # would mostly meet the same outage; the nightly run retries).
     retry_transient_after: float = 3600.0
     warc_file_bytes: int = 2**30
-    # URLs in flight; None: 4 per connection live (the source caps connections itself, so
+    shards_at_once: int = 4  # by this process's threads, unless a task runner runs them
+    # URLs in flight per shard; None: 4 per connection live (the source caps connections itself, so
     # more URLs than connections keep each busy while some wait on their host), 16 replaying.
     in_flight: int | None = None
 
@@ -182,26 +188,29 @@ def fetch_pages(
     links: VersionRef,
     options: FetchOptions | None = None,
     *,
-    source: PageSource | None = None,
+    open_page_source: Callable[[], PageSource] | None = None,
+    map: Map | None = None,
     progress: Progress | None = None,
 ) -> StageResult:
     """Fetch the URLs of `links` that no earlier version settled into a new version.
 
-    The page source is the one `options` name, unless `source` is given. Its
-    `parameters()` (live settings, or the archives replayed) go into the version id with
-    the stage's own settings and the earlier versions whose transient failures are
-    retried. `progress` counts URLs.
+    Each shard is a task on `map` (a Prefect task runner's in the flows; by default
+    `options.shards_at_once` threads of this process), fetching from a page source of its
+    own: `open_page_source()` (it must pickle for other processes), by default the one
+    `options` names. The source's `parameters()` (live settings, or the archives replayed)
+    go into the version id with the stage's own settings and the earlier versions whose
+    transient failures are retried. `progress` counts URLs, as shards finish.
     """
     options = options or FetchOptions()
-    source = source or options.open_source()
+    open_page_source = open_page_source or options.open_source
+    source = open_page_source()  # here for its parameters and the archives' counts
     replaying = isinstance(source, ArchiveSource)
     progress = progress or NoProgress()
-    shard_size, in_flight = options.shard_size, options.urls_in_flight()
     earlier = store.versions(STAGE.name)
     plan = _plan(store, earlier, _link_urls(store, links), options)
     parameters = {
         "source": source.parameters(),
-        "shard_size": shard_size,
+        "shard_size": options.shard_size,
         "warc_file_bytes": options.warc_file_bytes,
         # What is retried decides the output, so it is in the id; the retry settings are
         # not: with nothing (new) to retry they make the same version.
@@ -209,30 +218,23 @@ def fetch_pages(
     }
 
     def build(work: StageWrite) -> None:
-        # Spread hosts over the queue, so workers are not all waiting on one host's limits.
-        order = sorted(plan.todo, key=lambda url: (zlib.crc32(url.encode()), url))
-        shards = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
+        if isinstance(source, ArchiveSource):  # what the archives held, which were unusable
+            work.counts.update(asyncio.run(_archive_counts(source)))
+        shards = host_shards(plan.todo, options.shard_size)
         names = [_part_name(i) for i in range(len(shards))]
-        pending = set(work.pending(names))
-        indices = [i for i, name in enumerate(names) if name in pending]
-        progress.start(sum(len(shards[i]) for i in indices))
-        if indices:
-            asyncio.run(
-                _fetch_shards(
-                    shards,
-                    indices,
-                    plan.earlier_runs,
-                    source,
-                    work,
-                    in_flight,
-                    options.warc_file_bytes,
-                    progress,
-                )
-            )
+        inputs = {
+            name: _ShardInput(i, urls, [plan.earlier_runs.get(url, 0) + 1 for url in urls])
+            for i, (name, urls) in enumerate(zip(names, shards, strict=True))
+        }
+        settings = _ShardSettings(
+            open_page_source, options.urls_in_flight(), options.warc_file_bytes
+        )
+        task = partial(fetch_shard, store.root_url, work.out.tmp_dir, work.ref.version, settings)
+        sizes = {name: len(urls) for name, urls in zip(names, shards, strict=True)}
+        run_on = map or _thread_map(options.shards_at_once)
+        work.run_parts(names, task, run_on, progress, inputs=inputs, weights=sizes)
         for name, count in plan.counts.items():
             work.counts.add(name, count)
-        if isinstance(source, ArchiveSource):  # what the archives held, which were unusable
-            work.counts.update(source.counts())
         work.stats["retry"] = {
             "max_fetch_runs": options.max_fetch_runs,
             "retry_transient_after": options.retry_transient_after,
@@ -252,6 +254,42 @@ def fetch_pages(
         resumable=True,
         nothing_new=lambda: not plan.todo,  # every URL was settled before
     )
+
+
+def host_shards(urls: Sequence[str], shard_size: int) -> list[list[str]]:
+    """`urls` cut into about len/shard_size shards with each host in exactly one shard,
+    so a host's politeness limits hold however many workers fetch shards at once.
+
+    Hosts go, largest first, to the shard with the fewest URLs so far (a host with more
+    than `shard_size` URLs makes a bigger shard). Inside a shard, URLs are in crc32 order:
+    hosts interleave, so its connections are not all waiting on one host's turn.
+    """
+    by_host: dict[str, list[str]] = {}
+    for url in urls:
+        by_host.setdefault(urlsplit(url).hostname or "", []).append(url)
+    count = -(-len(urls) // shard_size)
+    sizes = [(0, i) for i in range(count)]  # a heap of (URLs so far, shard)
+    shards: list[list[str]] = [[] for _ in range(count)]
+    for host in sorted(by_host, key=lambda h: (-len(by_host[h]), zlib.crc32(h.encode()), h)):
+        size, index = heapq.heappop(sizes)
+        shards[index].extend(by_host[host])
+        heapq.heappush(sizes, (size + len(by_host[host]), index))
+    return [sorted(shard, key=lambda url: (zlib.crc32(url.encode()), url)) for shard in shards]
+
+
+def _thread_map(threads: int) -> Map:
+    """A `Map` over a pool of `threads`: each shard runs its own event loop in its thread."""
+
+    def run(work: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch") as pool:
+            yield from pool.map(work, items)
+
+    return run
+
+
+async def _archive_counts(source: ArchiveSource) -> dict[str, int]:
+    async with source:  # builds the index, kept for this process's shards
+        return source.counts()
 
 
 def _link_urls(store: Store, links: VersionRef) -> pa.ChunkedArray:
@@ -345,44 +383,91 @@ def _outcomes(
     }
 
 
-async def _fetch_shards(
-    shards: list[list[str]],
-    pending: list[int],
-    earlier_runs: dict[str, int],
-    source: PageSource,
-    work: StageWrite,
-    in_flight: int,
-    warc_file_bytes: int,
-    progress: Progress,
-) -> None:
-    """Fetch the pending shards' URLs, at most `in_flight` at once, committing each shard
-    when its last URL is done. The source enforces its own connection limits."""
-    window = asyncio.Semaphore(in_flight)
-    open_shards: dict[int, _Shard] = {}
+@dataclass(frozen=True)
+class _ShardSettings:
+    """What every shard's task needs: plain data and a picklable source opener."""
 
-    async def fetch_one(index: int, url: str) -> None:
-        try:
-            result = await source.fetch(url)
-        except Exception as exc:  # a source bug must not sink hours of fetching
-            log.exception("page source failed on %s", url)
-            result = FetchResult(url=url, error=errors.PROTOCOL_ERROR, error_detail=repr(exc))
-        finally:
-            window.release()
-        shard = open_shards.get(index)
-        if shard is None:
-            writer = RotatingWarcWriter(work.out, _warc_prefix(index), warc_file_bytes)
-            shard = open_shards[index] = _Shard(index, len(shards[index]), writer)
-        shard.add(result, earlier_runs.get(url, 0) + 1)
-        progress.advance(1)
-        if len(shard.rows) == shard.expected:
-            work.commit(shard.part, shard.finish(work.out))
-            del open_shards[index]
+    open_page_source: Callable[[], PageSource]
+    in_flight: int
+    warc_file_bytes: int
 
-    async with source, asyncio.TaskGroup() as tasks:
-        for index in pending:
-            for url in shards[index]:
+
+@dataclass(frozen=True)
+class _ShardInput:
+    """One shard: its index, its URLs (in fetch order) and each URL's `fetch_runs`."""
+
+    index: int
+    urls: list[str]
+    fetch_runs: list[int]
+
+
+def fetch_shard(
+    store_url: str,
+    staging_dir: str,
+    version: str,
+    settings: _ShardSettings,
+    item: tuple[str, _ShardInput],
+) -> PartResult:
+    """Fetch one shard into the staging folder: a plain function of plain arguments, so any
+    executor runs it on any worker that sees the store."""
+    _, shard = item
+    store = Store(store_url)
+    out = VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, version))
+    writer = _ShardWriter(out, shard.index, settings.warc_file_bytes)
+    runs = iter(shard.fetch_runs)
+    source = settings.open_page_source()
+    in_order = _InOrder(lambda result: writer.add(result, next(runs)))
+    asyncio.run(in_order.fetch(source, shard.urls, settings.in_flight))
+    return writer.finish()
+
+
+class _InOrder:
+    """Fetches URLs concurrently and hands the results on in the URLs' order, so a shard's
+    rows and WARC records do not depend on which answer came first.
+
+    Results that arrive before an earlier URL's wait here; past `max_held_bytes` of them
+    no new URL starts until the earliest one is done."""
+
+    def __init__(self, take: Callable[[FetchResult], None], max_held_bytes: int = 256 << 20):
+        self.take = take
+        self.max_held_bytes = max_held_bytes
+        self._held: dict[int, FetchResult] = {}
+        self._held_bytes = 0
+        self._next = 0
+        self._room = asyncio.Event()
+
+    async def fetch(self, source: PageSource, urls: Sequence[str], in_flight: int) -> None:
+        window = asyncio.Semaphore(in_flight)
+        self._room.set()
+
+        async def fetch_one(position: int, url: str) -> None:
+            try:
+                result = await source.fetch(url)
+            except Exception as exc:  # a source bug must not sink hours of fetching
+                log.exception("page source failed on %s", url)
+                result = FetchResult(url=url, error=errors.PROTOCOL_ERROR, error_detail=repr(exc))
+            finally:
+                window.release()
+            self._arrived(position, result)
+
+        async with source, asyncio.TaskGroup() as tasks:
+            for position, url in enumerate(urls):
+                await self._room.wait()
                 await window.acquire()
-                tasks.create_task(fetch_one(index, url))
+                tasks.create_task(fetch_one(position, url))
+
+    def _arrived(self, position: int, result: FetchResult) -> None:
+        self._held[position] = result
+        self._held_bytes += len(result.body)
+        while self._next in self._held:
+            done = self._held.pop(self._next)
+            self._held_bytes -= len(done.body)
+            self.take(done)
+            self._next += 1
+        if self._held_bytes > self.max_held_bytes:
+            self._room.clear()
+        else:
+            self._room.set()
 
 
 def open_source(

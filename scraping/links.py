@@ -19,21 +19,23 @@ as a page upvoted once to 3 does. Submissions below the bar are kept in the vers
 
 from __future__ import annotations
 
+import builtins
+import json
 import logging
-import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
 
 from scraping import link_filters as rules
 from scraping.dumps import (
@@ -54,8 +56,17 @@ from scraping.reddit_api import (
     iter_listing_submissions,
 )
 from webtext.parquet import RollingParquetWriter
-from webtext.stage import NoProgress, Progress, Stage, StageWrite, options_from, run_stage
-from webtext.store import StageResult, Store, VersionRef, input_fingerprint
+from webtext.stage import (
+    Map,
+    NoProgress,
+    PartResult,
+    Progress,
+    Stage,
+    StageWrite,
+    options_from,
+    run_stage,
+)
+from webtext.store import StageResult, Store, VersionRef, input_fingerprint, put_atomic
 
 STAGE = Stage("links", __name__)
 log = logging.getLogger(__name__)
@@ -84,6 +95,8 @@ LINKS_SCHEMA = pa.schema(
     ]
 )
 MAX_REPORTED_LINE_ERRORS = 100
+_SPILL = "spill"  # in the version's staging folder, never published
+_STATS = "stats.json"  # a dump's spill folder: what its filter counted and skipped
 API_SOURCE = "reddit-api"  # malformed API items are listed as reddit-api:<n>
 _SPILL_BATCH = 16_384
 
@@ -117,6 +130,18 @@ class SourceStats:
         self.failed_files.append(str(error))
         log.error("stopped reading a dump early, keeping what came before: %s", error)
 
+    def as_json(self) -> dict[str, Any]:
+        """What a dump's part hands back (a listing's failures never come from a part)."""
+        return {
+            "counts": dict(self.counts),
+            "line_errors": self.line_errors,
+            "failed_files": self.failed_files,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SourceStats:
+        return cls(Counter(data["counts"]), data["line_errors"], data["failed_files"])
+
     def merge(self, other: SourceStats) -> None:
         self.counts.update(other.counts)
         room = MAX_REPORTED_LINE_ERRORS - len(self.line_errors)
@@ -126,14 +151,17 @@ class SourceStats:
 
 
 class _Spill:
-    """Survivors of the filter, partitioned by URL hash into Parquet files under a folder."""
+    """Survivors of one source's filter, partitioned by URL hash: `<folder>/part-NNNNN.parquet`
+    on `fs` (the version's staging folder, which every worker sees)."""
 
-    def __init__(self, folder: Path, partitions: int, tag: str) -> None:
+    def __init__(self, fs: AbstractFileSystem, folder: str, partitions: int) -> None:
+        if fs.exists(folder):  # a killed try's half, written again whole
+            fs.rm(folder, recursive=True)
+        self.fs = fs
         self.folder = folder
         self.partitions = partitions
-        self.tag = tag
         self._rows: list[list[Submission]] = [[] for _ in range(partitions)]
-        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._writers: dict[int, tuple[Any, pq.ParquetWriter]] = {}
 
     def add(self, submission: Submission) -> None:
         part = zlib.crc32(submission.url.encode()) % self.partitions
@@ -148,19 +176,23 @@ class _Spill:
             return
         columns = {name: [getattr(r, name) for r in rows] for name in SUBMISSIONS_SCHEMA.names}
         table = pa.table(columns, schema=SUBMISSIONS_SCHEMA)
-        writer = self._writers.get(part)
-        if writer is None:
-            path = self.folder / f"part-{part:05d}" / f"{self.tag}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = self._writers[part] = pq.ParquetWriter(path, SUBMISSIONS_SCHEMA)
-        writer.write_table(table)
+        if part not in self._writers:
+            self.fs.makedirs(self.folder, exist_ok=True)
+            handle = self.fs.open(f"{self.folder}/{_spill_name(part)}", "wb")
+            self._writers[part] = (handle, pq.ParquetWriter(handle, SUBMISSIONS_SCHEMA))
+        self._writers[part][1].write_table(table)
         rows.clear()
 
     def close(self) -> None:
         for part in range(self.partitions):
             self._flush(part)
-        for writer in self._writers.values():
+        for handle, writer in self._writers.values():
             writer.close()
+            handle.close()
+
+
+def _spill_name(part: int) -> str:
+    return f"part-{part:05d}.parquet"
 
 
 def _filter_into(
@@ -194,17 +226,11 @@ def _malformed(record: RedditRecord) -> str:
 
 
 def _filter_dump(
-    path: str,
-    filters: LinkFilters,
-    spill_dir: Path,
-    partitions: int,
-    tag: str,
-    on_bytes: Callable[[int], None] | None = None,
+    path: str, filters: LinkFilters, spill: _Spill, on_bytes: Callable[[int], None] | None = None
 ) -> SourceStats:
     """Filter one dump into the spill; a truncated or corrupt stream keeps what came
     before it."""
     stats = SourceStats()
-    spill = _Spill(spill_dir, partitions, tag)
     try:
         records = read_submissions(path, stats.line_error, on_bytes)
         _filter_into(records, path, SubmissionFilter(filters), spill, stats)
@@ -213,6 +239,24 @@ def _filter_dump(
     finally:
         spill.close()
     return stats
+
+
+def filter_dump_part(
+    store_url: str,
+    spill_dir: str,
+    filters: LinkFilters,
+    partitions: int,
+    item: tuple[str, str],
+) -> PartResult:
+    """Filter one dump (`item`: its spill folder's name, its path) into
+    `<spill_dir>/<name>/`, with what it counted and skipped in `stats.json` there: a plain
+    function of plain arguments, so any executor runs it on any worker that sees the store
+    and the dump."""
+    name, path = item
+    fs = Store(store_url).fs
+    stats = _filter_dump(path, filters, _Spill(fs, f"{spill_dir}/{name}", partitions))
+    put_atomic(fs, f"{spill_dir}/{name}/{_STATS}", json.dumps(stats.as_json()).encode())
+    return PartResult({})
 
 
 def _api_records(
@@ -257,9 +301,16 @@ def _previous_records(store: Store, ref: VersionRef) -> Iterator[tuple[int, Redd
                     )
 
 
-def _aggregate(part_dir: Path, min_karma: int) -> tuple[pa.Table, pa.Table, Counter[str]]:
-    """(links kept, distinct submissions, counts) for one URL partition."""
-    table = pq.read_table(part_dir, schema=SUBMISSIONS_SCHEMA)
+def _aggregate(
+    fs: AbstractFileSystem, paths: list[str], min_karma: int
+) -> tuple[pa.Table, pa.Table, Counter[str]]:
+    """(links kept, distinct submissions, counts) for one URL partition: its spill files,
+    one per source, in `paths`' order."""
+    tables = []
+    for path in paths:
+        with fs.open(path, "rb") as handle:
+            tables.append(pq.read_table(handle, schema=SUBMISSIONS_SCHEMA))
+    table = pa.concat_tables(tables) if tables else SUBMISSIONS_SCHEMA.empty_table()
     counts: Counter[str] = Counter()
     # A post seen more than once (two dumps, dump and API, the previous version) counts
     # once, with the highest score it was seen with. Ordered aggregation needs one thread.
@@ -317,7 +368,7 @@ class LinkOptions:
     filters: LinkFilters = field(default_factory=LinkFilters)
     partitions: int = 16  # URL hash partitions: memory ~ input / partitions
     rows_per_file: int = 1_000_000
-    workers: int = 2  # processes filtering dumps in parallel
+    workers: int = 2  # processes filtering dumps in parallel, when no `map` is given
 
     @classmethod
     def from_user(cls, parameters: Mapping[str, Any]) -> LinkOptions:
@@ -346,13 +397,16 @@ def collect_links(
     credentials: RedditCredentials | None = None,
     api_url: str | None = None,
     previous: VersionRef | None = None,
+    map: Map | None = None,
     progress: Progress | None = None,
 ) -> StageResult:
     """Build (or reuse) the `links` version for these sources and settings.
 
     `previous` merges the submissions of an earlier `links` version, for incremental runs
     over new dumps. Listings need `credentials`; `api_url` points PRAW at another host.
-    `progress` counts the dumps' compressed bytes.
+    Each dump is a task on `map` (a Prefect task runner's in the flows; by default
+    `options.workers` processes here): every worker must read the dumps' paths or URLs.
+    `progress` counts the dumps' compressed bytes, as dumps finish.
     """
     options = options or LinkOptions()
     progress = progress or NoProgress()
@@ -381,30 +435,46 @@ def collect_links(
     def build(work: StageWrite) -> None:
         for path in dumps:
             _refuse_comment_dump(path)
-        progress.start(sum(dump_size(path) for path in dumps))
-        with tempfile.TemporaryDirectory(prefix="webtext-links-") as scratch:
-            stats = _filter_sources(
-                Path(scratch),
-                store,
-                dumps,
-                listings,
-                options,
-                credentials,
-                api_url,
-                previous,
-                progress,
-            )
-            links = RollingParquetWriter(work.out, "links", LINKS_SCHEMA, options.rows_per_file)
-            posts = RollingParquetWriter(
-                work.out, "submissions", SUBMISSIONS_SCHEMA, options.rows_per_file
-            )
-            for part_dir in sorted(Path(scratch).glob("part-*")):
-                kept, distinct, counts = _aggregate(part_dir, options.filters.min_karma)
-                links.write(kept)
-                posts.write(distinct)
-                stats.counts.update(counts)
-            links.close()
-            posts.close()
+        spill_dir = f"{work.out.tmp_dir}/{_SPILL}"
+        stats = _filter_dumps(store, work, dumps, spill_dir, options, map, progress)
+        fs = work.out.fs
+        if listings:
+            api_stats = SourceStats()
+            spill = _Spill(fs, f"{spill_dir}/api", options.partitions)
+            records = _api_records(credentials, listings, api_url, api_stats)
+            _filter_into(records, API_SOURCE, SubmissionFilter(options.filters), spill, api_stats)
+            spill.close()
+            nothing_read = not (dumps or previous or api_stats.counts["api_submissions"])
+            if api_stats.failed_listings and nothing_read:  # no version to keep anything in
+                raise RedditApiError("; ".join(builtins.map(str, api_stats.failed_listings)))
+            stats.merge(api_stats)
+        if previous is not None:
+            # Re-filtered, so a rule tightened since (a longer blocklist) applies to all.
+            spill = _Spill(fs, f"{spill_dir}/previous", options.partitions)
+            kept = SourceStats()
+            records = _previous_records(store, previous)
+            check = SubmissionFilter(options.filters)
+            _filter_into(records, f"{previous} submissions", check, spill, kept)
+            spill.close()
+            stats.counts["previous_submissions"] = kept.counts["records"]
+            stats.counts["previous_dropped"] = kept.counts["records"] - kept.counts["passed"]
+        spilled: dict[str, list[str]] = {}
+        for path in sorted(fs.find(spill_dir)):  # sources in name order: api, dump-*, previous
+            spilled.setdefault(path.rsplit("/", 1)[1], []).append(path)
+        links = RollingParquetWriter(work.out, "links", LINKS_SCHEMA, options.rows_per_file)
+        posts = RollingParquetWriter(
+            work.out, "submissions", SUBMISSIONS_SCHEMA, options.rows_per_file
+        )
+        for part in range(options.partitions):
+            paths = spilled.get(_spill_name(part), [])
+            kept_links, distinct, counts = _aggregate(fs, paths, options.filters.min_karma)
+            links.write(kept_links)
+            posts.write(distinct)
+            stats.counts.update(counts)
+        links.close()
+        posts.close()
+        if fs.exists(spill_dir):
+            fs.rm(spill_dir, recursive=True)
         stats.counts["links"] = links.rows
         work.counts.update(_ordered_counts(stats.counts))
         work.stats["line_errors"] = stats.line_errors
@@ -415,56 +485,37 @@ def collect_links(
 
     parameters = {"sources": sources, **options.parameters()}
     inputs = (previous,) if previous else ()
-    return run_stage(store, STAGE, inputs, parameters, build)
+    # Resumable: a killed run keeps the dumps it had filtered (the spill is not published).
+    return run_stage(store, STAGE, inputs, parameters, build, resumable=True)
 
 
-def _filter_sources(
-    spill_dir: Path,
+def _filter_dumps(
     store: Store,
+    work: StageWrite,
     dumps: list[str],
-    listings: list[ListingSpec],
+    spill_dir: str,
     options: LinkOptions,
-    credentials: RedditCredentials | None,
-    api_url: str | None,
-    previous: VersionRef | None,
+    map: Map | None,
     progress: Progress,
 ) -> SourceStats:
-    """Filter every source into URL-hash partitions under `spill_dir`."""
-    stats = SourceStats()
-    filters, partitions = options.filters, options.partitions
-    if options.workers > 1 and len(dumps) > 1:
+    """Filter every dump into `<spill_dir>/dump-NNNNN/`, a part each on `map` (by default
+    `options.workers` processes of this machine); what they counted, merged in dump order."""
+    names = [f"dump-{i:05d}" for i in range(len(dumps))]
+    task = partial(filter_dump_part, store.root_url, spill_dir, options.filters, options.partitions)
+    sizes = {name: dump_size(path) for name, path in zip(names, dumps, strict=True)}
+    inputs = dict(zip(names, dumps, strict=True))
+    if map is not None:
+        work.run_parts(names, task, map, progress, inputs=inputs, weights=sizes)
+    elif options.workers > 1 and len(dumps) > 1:
         with ProcessPoolExecutor(max_workers=options.workers) as pool:
-            jobs = [
-                pool.submit(_filter_dump, p, filters, spill_dir, partitions, f"dump{i}")
-                for i, p in enumerate(dumps)
-            ]
-            for path, job in zip(dumps, jobs, strict=True):
-                stats.merge(job.result())
-                progress.advance(dump_size(path))
+            work.run_parts(names, task, pool.map, progress, inputs=inputs, weights=sizes)
     else:
-        for i, path in enumerate(dumps):
-            stats.merge(
-                _filter_dump(path, filters, spill_dir, partitions, f"dump{i}", progress.advance)
-            )
-    if listings:
-        spill = _Spill(spill_dir, partitions, "api")
-        api_stats = SourceStats()
-        records = _api_records(credentials, listings, api_url, api_stats)
-        _filter_into(records, API_SOURCE, SubmissionFilter(filters), spill, api_stats)
-        spill.close()
-        nothing_read = not (dumps or previous or api_stats.counts["api_submissions"])
-        if api_stats.failed_listings and nothing_read:  # no version to keep anything in
-            raise RedditApiError("; ".join(map(str, api_stats.failed_listings)))
-        stats.merge(api_stats)
-    if previous is not None:
-        # Re-filtered, so a rule tightened since (a longer blocklist) applies to all.
-        spill = _Spill(spill_dir, partitions, "previous")
-        kept = SourceStats()
-        records = _previous_records(store, previous)
-        _filter_into(records, f"{previous} submissions", SubmissionFilter(filters), spill, kept)
-        spill.close()
-        stats.counts["previous_submissions"] = kept.counts["records"]
-        stats.counts["previous_dropped"] = kept.counts["records"] - kept.counts["passed"]
+        work.run_parts(names, task, builtins.map, progress, inputs=inputs, weights=sizes)
+    stats = SourceStats()
+    for name in names:
+        stats.merge(
+            SourceStats.from_json(json.loads(work.out.fs.cat_file(f"{spill_dir}/{name}/{_STATS}")))
+        )
     return stats
 
 

@@ -86,7 +86,7 @@ class FetchResult:
     truncated: bool = False
     content_type: str | None = None
     attempts: int = 0
-    fetched_at: datetime = field(default_factory=utc_now)
+    fetched_at: datetime | None = field(default_factory=utc_now)
     error: str | None = None
     error_detail: str | None = None
     ip_address: str | None = None

@@ -198,6 +198,14 @@ class _Revisit(NamedTuple):
     digest: str | None
 
 
+# This process's archive indexes, by the archives' paths and sizes: every shard of a fetch
+# stage opens its own source, and the index of the same archives is built once per process.
+_INDEXES: dict[
+    tuple[tuple[str, int], ...], tuple[dict[str, _Capture], Counter[str], list[str]]
+] = {}
+_INDEXES_KEPT = 2
+
+
 class ArchiveSource:
     """`PageSource` over WARC files. Use as `async with ArchiveSource(paths) as source`.
 
@@ -225,12 +233,29 @@ class ArchiveSource:
         self._index: dict[str, _Capture] | None = None
 
     async def __aenter__(self) -> ArchiveSource:
-        self._index = await asyncio.to_thread(self._build_index)
+        built = _INDEXES.get(key := self._index_key())
+        if built is None:
+            index = await asyncio.to_thread(self._build_index)
+            built = _INDEXES[key] = (index, Counter(self.stats), list(self.failures))
+            while len(_INDEXES) > _INDEXES_KEPT:
+                del _INDEXES[next(iter(_INDEXES))]
+        self._index, stats, failures = built
+        self.stats, self.failures = Counter(stats), list(failures)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         for archive in self._files:
             archive.close()
+
+    def _index_key(self) -> tuple[tuple[str, int], ...]:
+        key = []
+        for path in self.paths:
+            fs, fs_path = fsspec.url_to_fs(path)
+            try:
+                key.append((path, fs.size(fs_path)))
+            except OSError as exc:
+                raise ArchiveError(f"cannot read archive {path}: {exc}") from exc
+        return tuple(key)
 
     def counts(self) -> dict[str, int]:
         """The index build's counts under `COUNT_NAMES`, for the fetch stage's manifest."""
@@ -253,7 +278,8 @@ class ArchiveSource:
     async def fetch(self, url: str) -> FetchResult:
         """Replay one page, following redirects inside the archive; never raises for a
         bad URL or a bad capture."""
-        result = FetchResult(url=url, attempts=1)
+        # Replayed, a page's time is its capture's; a URL with no capture has none.
+        result = FetchResult(url=url, attempts=1, fetched_at=None)
         try:
             await self._follow(url, result)
         except FetchFailure as failure:

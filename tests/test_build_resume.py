@@ -397,14 +397,14 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
-def _stage_started(stage: str, store_dir: Path, runs: Path, scratch: Path) -> bool:
-    """Whether `stage` is visibly working: its scratch or staging folders, its checkpoints."""
+def _stage_started(stage: str, store_dir: Path, runs: Path) -> bool:
+    """Whether `stage` is visibly working: its staging folders, its checkpoints."""
 
     def found(pattern: str, root: Path = store_dir) -> bool:
         return next(root.glob(pattern), None) is not None
 
-    if stage == "links":  # filtering and aggregating in a scratch folder, then the write
-        return found("webtext-links-*", scratch) or found("links/.tmp-*")
+    if stage == "links":  # filtering into its staged spill, aggregating, the write
+        return found("links/.staging-*")
     if stage == "fetch":  # pages written into the staged version's WARC
         return found("fetches/.staging-*/warc/*.warc.gz")
     if stage == "extract":
@@ -472,7 +472,7 @@ def _kill_during(stage: str, child: ChildBuild, store: Store, store_dir: Path, r
     deadline = time.monotonic() + CHILD_TIMEOUT_S
     asked = 0.0
     with get_client(sync_client=True) as client:
-        while not _stage_started(stage, store_dir, runs, child.scratch):
+        while not _stage_started(stage, store_dir, runs):
             if stage in SHORT_STAGES and time.monotonic() - asked > 0.03:
                 asked = time.monotonic()
                 if any(
@@ -485,7 +485,7 @@ def _kill_during(stage: str, child: ChildBuild, store: Store, store_dir: Path, r
                 pytest.fail(f"{stage} not seen working in {CHILD_TIMEOUT_S} s:\n{child.output()}")
             time.sleep(0.005)  # a file check is cheap: poll fast, so short stages are caught
         _freeze(child.process)  # nothing finishes from here on
-        while not _stage_started(stage, store_dir, runs, child.scratch):  # a short stage
+        while not _stage_started(stage, store_dir, runs):  # a short stage
             assert store.versions(OUTPUTS[stage]) == [], f"{stage} finished before it was seen"
             os.killpg(child.process.pid, signal.SIGCONT)
             time.sleep(SLICE_S)
@@ -516,7 +516,7 @@ def test_a_kill_in_every_stage_then_a_rerun_loses_and_doubles_nothing(
     stages reused or finished by it), then a build that completes; compared with an
     uninterrupted build of the same inputs in another store.
 
-    Kill points: links while filtering in its scratch folder; fetch with pages in the
+    Kill points: links while filtering into its staged spill; fetch with pages in the
     staged WARC; extract with its version staged; dedup with signatures staged or done;
     tokenize with the vocabulary written or being written; training a few steps past a
     checkpoint; evaluation with one set scored. Training is the demo's, shortened to

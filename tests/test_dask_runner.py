@@ -10,8 +10,11 @@ import time
 
 import pytest
 from test_extract_stage import article, fetched
+from test_fetch_stage import links_version
 
 from scraping.extract_stage import ExtractOptions, extract_documents
+from scraping.fetch_stage import FetchOptions, fetch_pages
+from scraping.links import LinkOptions, collect_links
 from webtext.store import Store
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -74,3 +77,60 @@ def test_a_worker_killed_during_extract_leaves_the_bytes_of_a_one_process_run(tm
     assert published_files(Store(str(dask)), ref) == published_files(Store(str(one)), expected.ref)
     counts = Store(str(dask)).manifest(ref).stats["counts"]
     assert counts["pages"] == len(pages) and counts["documents"] == len(pages)
+
+
+def test_fetch_shards_on_dask_write_the_bytes_of_a_threaded_run(tmp_path) -> None:
+    from distributed import LocalCluster
+
+    from flows.fetch import fetch_pages_flow
+
+    # Pages to replay: fetched once from a static source into WARC files.
+    pages = {f"http://k{i % 5}.example/{i}": article(f"K{i}", paragraphs=3) for i in range(20)}
+    capture = Store(str(tmp_path / "capture"))
+    captured = fetched(capture, pages)
+    archives = [
+        capture.url(captured, f.path)
+        for f in capture.manifest(captured).files
+        if f.path.startswith("warc/")
+    ]
+    urls = [*sorted(pages), "http://k9.example/not-captured"]
+    threaded, dask = Store(str(tmp_path / "threads")), Store(str(tmp_path / "dask"))
+    options = FetchOptions(archives=tuple(archives), shard_size=4)
+    expected = fetch_pages(threaded, links_version(threaded, urls), options)
+    links = links_version(dask, urls)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+        ref = fetch_pages_flow(
+            links_version=links.version,
+            archives=archives,
+            shard_size=4,
+            store_url=str(dask.root),
+            task_runner=cluster.scheduler_address,
+        )
+    assert ref == expected.ref
+    assert published_files(dask, ref) == published_files(threaded, expected.ref)
+    counts = dask.manifest(ref).stats["counts"]
+    assert counts["fetched"] == len(pages) and counts["not_in_archive"] == 1
+    assert counts["archive_urls"] == len(pages)  # the index counted once, not per shard
+
+
+def test_dumps_filtered_on_dask_give_the_links_of_a_one_process_run(tmp_path, sample_dump) -> None:
+    from distributed import LocalCluster
+
+    from flows.links import collect_links_flow
+
+    lines = sample_dump.read_text().splitlines()
+    dumps = []
+    for n in range(3):  # three dumps, a third of the real sample each, one with a bad line
+        dump = tmp_path / f"RS_{n}.ndjson"
+        dump.write_text("\n".join([*lines[n::3], *(['{"id": "cut'] if n == 1 else [])]))
+        dumps.append(str(dump))
+    one, dask = Store(str(tmp_path / "one")), Store(str(tmp_path / "dask"))
+    expected = collect_links(one, dumps, options=LinkOptions(workers=1))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+        ref = collect_links_flow(
+            dumps=dumps, store_url=str(dask.root), task_runner=cluster.scheduler_address
+        )
+    assert ref == expected.ref
+    assert published_files(dask, ref) == published_files(one, expected.ref)
+    assert dask.manifest(ref).stats["counts"] == expected.stats["counts"]
+    assert len(dask.manifest(ref).stats["line_errors"]) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import time
+from functools import partial
 from pydoc_data.topics import topics
 
 import pyarrow as pa
@@ -77,7 +78,10 @@ def fetched(store: Store, pages: dict[str, bytes], shard_size: int = 4) -> Versi
             pq.write_table(links_table, handle)
         links = out.ref
     return fetch_pages(
-        store, links, FetchOptions(shard_size=shard_size), source=StaticSource(pages)
+        store,
+        links,
+        FetchOptions(shard_size=shard_size),
+        open_page_source=partial(StaticSource, pages),
     ).ref
 
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
+from test_extract_stage import StaticSource, article
 from warcio.archiveiterator import ArchiveIterator
 
 from scraping import page_source as errors
-from scraping.fetch_stage import FetchOptions, fetch_pages, open_source
+from scraping.fetch_stage import FetchOptions, _InOrder, fetch_pages, host_shards, open_source
+from scraping.page_source import FetchResult
 from scraping.warc_replay import ArchiveError
 from webtext.store import Store, VersionRef
 from webtext_app.demo_web import DemoWeb, site_urls
@@ -56,7 +63,7 @@ def fetch(store: Store, links: VersionRef, shard_size: int = 8, retry_after=3600
         in_flight=4 * settings["connections"],
         retry_transient_after=retry_after,
     )
-    return fetch_pages(store, links, options, source=open_source([], **settings))
+    return fetch_pages(store, links, options, open_page_source=partial(open_source, [], **settings))
 
 
 def rows(store: Store, ref: VersionRef) -> list[dict]:
@@ -167,9 +174,9 @@ from scraping.fetch_stage import FetchOptions, fetch_pages, open_source
 from scraping.warc_replay import ArchiveError
 from webtext.store import Store, VersionRef
 store = Store(sys.argv[1])
-source = open_source([], **{options})
+source = lambda: open_source([], **{options})
 options = FetchOptions(shard_size=4, in_flight=4 * {options}["connections"])
-fetch_pages(store, VersionRef("links", sys.argv[2]), options, source=source)
+fetch_pages(store, VersionRef("links", sys.argv[2]), options, open_page_source=source)
 """
 
 
@@ -245,3 +252,77 @@ def test_transient_failures_are_retried_by_later_runs_up_to_the_limit(tmp_path, 
     assert fourth.reused and fourth.ref == first.ref
     requests = [web.hits[path] - before for path, before in zip(paths, hits_before, strict=True)]
     assert requests == [2, 3, 1, 1]  # flaky, down, gone, page
+
+
+def test_shards_hold_each_host_whole_and_come_out_balanced() -> None:
+    urls = [f"http://big.example/{i}" for i in range(25)]
+    urls += [f"http://h{h}.example/{i}" for h in range(30) for i in range(3)]
+    shards = host_shards(urls, 20)
+    assert len(shards) == 6  # 115 URLs, 20 a shard
+    assert sorted(url for shard in shards for url in shard) == sorted(urls)
+    hosts = [{urlsplit(url).hostname for url in shard} for shard in shards]
+    assert sum(len(h) for h in hosts) == len(set().union(*hosts)) == 31  # each host once
+    assert sorted(len(shard) for shard in shards) == [18, 18, 18, 18, 18, 25]
+    assert host_shards(urls[::-1], 20) == shards  # the links' order does not matter
+
+
+class ShuffledSource(StaticSource):
+    """Answers after a random delay, so pages arrive in no fixed order; dated as a
+    capture is, so two runs fetch the same results."""
+
+    async def fetch(self, url: str) -> FetchResult:
+        await asyncio.sleep(random.uniform(0, 0.005))
+        result = await super().fetch(url)
+        result.fetched_at = datetime(2019, 2, 14, tzinfo=UTC)
+        return result
+
+
+def test_a_version_has_the_same_bytes_whatever_order_its_pages_arrive_in(tmp_path) -> None:
+    """Before: rows and WARC records were written as answers came, with random record ids
+    and a warcinfo dated at writing: no two runs had the same bytes."""
+    pages = {f"http://h{i % 5}.example/{i}": article(f"Story {i}", 3) for i in range(40)}
+    published = []
+    for in_flight, threads in ((1, 1), (16, 4)):
+        store = Store(str(tmp_path / f"in-flight-{in_flight}"))
+        options = FetchOptions(
+            shard_size=10, in_flight=in_flight, shards_at_once=threads, warc_file_bytes=8_000
+        )
+        links = links_version(store, sorted(pages))
+        ref = fetch_pages(
+            store, links, options, open_page_source=partial(ShuffledSource, pages)
+        ).ref
+        published.append({f.path: f.sha256 for f in store.manifest(ref).files})
+        for row in rows(store, ref):  # every pointer reads back its page
+            with store.fs.open(store.url(ref, row["warc_file"]), "rb") as handle:
+                handle.seek(row["warc_offset"])
+                assert (
+                    next(iter(ArchiveIterator(handle))).content_stream().read() == pages[row["url"]]
+                )
+    assert published[0] == published[1]
+    assert sum(name.startswith("warc/") for name in published[0]) > 4  # files rotated
+
+
+def test_pages_that_arrive_early_wait_within_a_byte_budget() -> None:
+    """The earliest URL answers last; past the budget no new URL starts before it."""
+    events: list[str] = []
+
+    class Slow:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc_info):
+            return None
+
+        async def fetch(self, url: str) -> FetchResult:
+            events.append(f"start {url}")
+            await asyncio.sleep(0.05 if url == "u0" else 0)
+            events.append(f"done {url}")
+            return FetchResult(url=url, status=200, body=b"x" * 100)
+
+    taken: list[str] = []
+    in_order = _InOrder(lambda result: taken.append(result.url), max_held_bytes=250)
+    asyncio.run(in_order.fetch(Slow(), [f"u{i}" for i in range(10)], in_flight=8))
+    assert taken == [f"u{i}" for i in range(10)]
+    # u1-u7 start with u0; three of them held (300 bytes) close the budget: u8 had passed
+    # it and waited on the window, u9 waits for u0.
+    assert events.index("start u8") < events.index("done u0") < events.index("start u9")

@@ -350,3 +350,39 @@ def test_api_listings_go_through_the_same_filters(tmp_path, test_data) -> None:
     }
     assert links[0]["post_ids"] == [wikipedia[0]["id"]]
     assert "never-shown-secret" not in store.manifest(with_wiki.ref).to_json()
+
+
+def test_a_killed_links_run_resumes_without_reading_its_filtered_dumps_again(tmp_path) -> None:
+    dumps = [
+        str(write_dump(tmp_path / f"RS_{n}.ndjson", [post(f"{n}0", f"http://s{n}.org/0", 4)]))
+        for n in "abc"
+    ]
+    store = Store(str(tmp_path / "store"))
+    read: list[str] = []
+
+    def dies_on_the_third(work, items):
+        for name, path in items:
+            if path == dumps[2]:
+                raise KeyboardInterrupt("killed")
+            read.append(path)
+            yield work((name, path))
+
+    with pytest.raises(KeyboardInterrupt):
+        collect_links(store, dumps, map=dies_on_the_third)
+    assert read == dumps[:2] and store.versions("links") == []
+
+    def counting(work, items):
+        for item in items:
+            read.append(item[1])
+            yield work(item)
+
+    resumed = collect_links(store, dumps, map=counting)
+    assert read == [*dumps[:2], dumps[2]]  # the first two were not read again
+    assert resumed.ref == collect_links(Store(str(tmp_path / "fresh")), dumps).ref
+    assert sorted(link["url"] for link in read_links(store, resumed.ref)) == [
+        "http://sa.org/0",
+        "http://sb.org/0",
+        "http://sc.org/0",
+    ]
+    assert resumed.stats["counts"]["records"] == 3
+    assert not [p for p in Path(store.root).rglob("*") if "spill" in p.parts]  # not published

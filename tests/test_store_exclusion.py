@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import fsspec
@@ -166,7 +167,9 @@ def test_two_fetch_runs_of_the_same_links_publish_readable_pointers(tmp_path: Pa
 
         def run(store: Store = store, links: VersionRef = links) -> object:
             options = FetchOptions(shard_size=6, warc_file_bytes=20_000)
-            return fetch_pages(store, links, options, source=InterleavingSource(pages))
+            return fetch_pages(
+                store, links, options, open_page_source=partial(InterleavingSource, pages)
+            )
 
         first, second = race(run, run)
         assert not isinstance(first, Exception) and not isinstance(second, Exception), (

@@ -136,7 +136,7 @@ def fetch(
             "--archive", help="Replay pages from these WARC files instead of the live web"
         ),
     ] = None,
-    connections: Annotated[int, typer.Option(help="Requests in flight at once")] = 64,
+    connections: Annotated[int, typer.Option(help="Requests in flight at once, per shard")] = 64,
     per_host_connections: int = 2,
     per_host_delay: Annotated[float, typer.Option(help="Seconds between a host's requests")] = 1.0,
     total_timeout: Annotated[
@@ -148,6 +148,9 @@ def fetch(
         bool, typer.Option(help="Fetch from 127.0.0.0/8 (demos and tests only)")
     ] = False,
     shard_size: Annotated[int, typer.Option(help="URLs per committed shard")] = 1_000,
+    shards_at_once: Annotated[
+        int, typer.Option(help="Shards fetched at once, each with its own connections")
+    ] = 4,
     max_fetch_runs: Annotated[
         int, typer.Option(help="Runs that may try a URL whose outcome stays transient")
     ] = 3,
