@@ -257,8 +257,9 @@ def fetch_pages(
 
 
 def host_shards(urls: Sequence[str], shard_size: int) -> list[list[str]]:
-    """`urls` cut into about len/shard_size shards with each host in exactly one shard,
-    so a host's politeness limits hold however many workers fetch shards at once.
+    """`urls` cut into about len/shard_size shards (at most one a host) with each host in
+    exactly one shard, so a host's politeness limits hold however many workers fetch
+    shards at once.
 
     Hosts go, largest first, to the shard with the fewest URLs so far (a host with more
     than `shard_size` URLs makes a bigger shard). Inside a shard, URLs are in crc32 order:
@@ -274,7 +275,10 @@ def host_shards(urls: Sequence[str], shard_size: int) -> list[list[str]]:
         size, index = heapq.heappop(sizes)
         shards[index].extend(by_host[host])
         heapq.heappush(sizes, (size + len(by_host[host]), index))
-    return [sorted(shard, key=lambda url: (zlib.crc32(url.encode()), url)) for shard in shards]
+    # Fewer hosts than shards leave some empty: none is written.
+    return [
+        sorted(shard, key=lambda url: (zlib.crc32(url.encode()), url)) for shard in shards if shard
+    ]
 
 
 def _thread_map(threads: int) -> Map:

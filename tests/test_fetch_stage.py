@@ -25,7 +25,7 @@ from scraping.fetch_stage import FetchOptions, _InOrder, fetch_pages, host_shard
 from scraping.page_source import FetchResult
 from scraping.warc_replay import ArchiveError
 from webtext.store import Store, VersionRef
-from webtext_app.demo_web import DemoWeb, site_urls
+from webtext_app.demo_web import DemoWeb, gen_urls, site_urls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAST = {
@@ -181,8 +181,8 @@ fetch_pages(store, VersionRef("links", sys.argv[2]), options, open_page_source=s
 
 
 def test_a_killed_fetch_resumes_without_refetching_finished_shards(tmp_path) -> None:
-    with DemoWeb(latency=0.3) as slow:
-        urls = site_urls(slow.base_url)["article"][:24]
+    with DemoWeb(latency=0.3, addresses=6) as slow:
+        urls = gen_urls(slow.base_urls, 24)  # 6 hosts: 6 shards of 4
         store = Store(str(tmp_path / "store"))
         links = links_version(store, urls)
         options = {**FAST, "connections": 2, "per_host_connections": 2}
@@ -192,21 +192,25 @@ def test_a_killed_fetch_resumes_without_refetching_finished_shards(tmp_path) -> 
         )
         staging = Path(store.root) / "fetches"
         deadline = time.monotonic() + 30
-        while not list(staging.glob(".staging-*/fetches/part-00001.parquet")):
+        while len(list(staging.glob(".staging-*/.parts/*.json"))) < 2:
             assert process.poll() is None and time.monotonic() < deadline, "no shard committed"
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert store.versions("fetches") == []
-        done = pq.read_table(next(staging.glob(".staging-*/fetches"))).column("url").to_pylist()
+        done = []  # the URLs of the shards committed (a marker each) before the kill
+        for marker in staging.glob(".staging-*/.parts/*.json"):
+            part = marker.parent.parent / marker.stem.replace("__", "/")
+            done += pq.read_table(part).column("url").to_pylist()
         hits_after_kill = dict(slow.hits)
 
         result = fetch(store, links, shard_size=4, **options)
     table = rows(store, result.ref)
     assert sorted(r["url"] for r in table) == sorted(urls)  # nothing lost, nothing doubled
     assert all(r["error"] is None for r in table)
+    assert len(done) >= 8
     for url in done:  # finished shards were not fetched again
-        path = url.removeprefix(slow.base_url)
+        path = urlsplit(url).path
         assert slow.hits[path] == hits_after_kill[path]
     assert json.loads(store.manifest(result.ref).to_json())["stats"]["counts"]["fetched"] == 24
 
@@ -264,6 +268,7 @@ def test_shards_hold_each_host_whole_and_come_out_balanced() -> None:
     assert sum(len(h) for h in hosts) == len(set().union(*hosts)) == 31  # each host once
     assert sorted(len(shard) for shard in shards) == [18, 18, 18, 18, 18, 25]
     assert host_shards(urls[::-1], 20) == shards  # the links' order does not matter
+    assert [len(s) for s in host_shards(urls[:30], 2)] == [25, 3, 2]  # 3 hosts: 3 shards
 
 
 class ShuffledSource(StaticSource):
