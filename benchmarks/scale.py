@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import multiprocessing
@@ -273,7 +274,14 @@ def _synthetic_child(count: int, queue: Any) -> None:
                 table = pa.table(
                     {
                         "doc_id": pa.array([f"{i:016x}" for i in range(start, start + rows)]),
-                        "text_hash": pa.array([f"{i:032x}" for i in range(start, start + rows)]),
+                        # Spread as sha256 digests are: the spill's key ranges are
+                        # cut by their first bytes.
+                        "text_hash": pa.array(
+                            [
+                                hashlib.blake2b(b"%d" % i, digest_size=16).hexdigest()
+                                for i in range(start, start + rows)
+                            ]
+                        ),
                         "signature": pa.FixedSizeListArray.from_arrays(
                             pa.array(matrix.reshape(-1)), settings.num_perm
                         ),

@@ -2,7 +2,7 @@
 
 The dedup stage groups documents by a key (a band key, a text hash) once per key kind.
 Holding every document's keys would grow with the corpus, so `KeySpill` writes the
-(key, position, ...) rows to Parquet files in a temporary folder, one file per key range
+(key, position, ...) rows to Arrow stream files in a temporary folder, one per key range
 (the top bits of the 64-bit key), sized so that one range fits the memory budget. Read
 back range by range, each sorted in memory, they are the rows sorted by key: grouping
 gives the same buckets, in the same order, as sorting everything at once. Signatures
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 # The memory one key range may take while sorted and grouped (the default of the stage).
 SPILL_BUDGET_BYTES = 16 * 2**20
@@ -70,7 +69,7 @@ def key_ranges(rows: int, budget_bytes: int) -> int:
 
 
 class KeySpill:
-    """Rows with a uint64 `key` column, spilled to one Parquet file per key range."""
+    """Rows with a uint64 `key` column, spilled to one Arrow stream file per key range."""
 
     def __init__(self, folder: Path, schema: pa.Schema, ranges: int) -> None:
         if schema.field("key").type != pa.uint64() or ranges & (ranges - 1):
@@ -80,7 +79,7 @@ class KeySpill:
         self.schema = schema
         self.ranges = ranges
         self._shift = 64 - (ranges.bit_length() - 1)
-        self._writers: dict[int, pq.ParquetWriter] = {}
+        self._writers: dict[int, tuple[pa.ipc.RecordBatchStreamWriter, pa.NativeFile]] = {}
 
     def add(self, table: pa.Table) -> None:
         """Append rows; within a range they keep the order they were added in."""
@@ -97,23 +96,28 @@ class KeySpill:
         """Each range's rows sorted by key (ties in the order added), ranges ascending."""
         self.close()
         for index in range(self.ranges):
-            path = self.folder / f"range-{index:05d}.parquet"
+            path = self.folder / f"range-{index:05d}.arrows"
             if path.exists():
-                table = pq.read_table(path)
+                with pa.OSFile(str(path), "rb") as source:
+                    table = pa.ipc.open_stream(source).read_all()
                 order = np.argsort(table["key"].to_numpy(), kind="stable")
                 yield table.take(order)
 
     def close(self) -> None:
-        for writer in self._writers.values():
+        for writer, sink in self._writers.values():
             writer.close()
+            sink.close()
         self._writers.clear()
 
-    def _writer(self, index: int) -> pq.ParquetWriter:
+    def _writer(self, index: int) -> pa.ipc.RecordBatchStreamWriter:
+        # Arrow's stream format, not Parquet: a stream writer buffers nothing between
+        # batches, where an open Parquet writer holds about half a MiB, and a spill keeps
+        # a writer open per key range (hundreds at a few million documents). Keys and ids
+        # are random bytes: compression would only cost time.
         if index not in self._writers:
-            path = self.folder / f"range-{index:05d}.parquet"
-            # Keys and ids are random bytes: compression would only cost time.
-            self._writers[index] = pq.ParquetWriter(path, self.schema, compression="none")
-        return self._writers[index]
+            sink = pa.OSFile(str(self.folder / f"range-{index:05d}.arrows"), "wb")
+            self._writers[index] = (pa.ipc.new_stream(sink, self.schema), sink)
+        return self._writers[index][0]
 
 
 class SignatureFile:
