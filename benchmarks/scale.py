@@ -149,12 +149,11 @@ def _measured(work: Callable[[], dict], queue: Any) -> None:
     before = vm_hwm_bytes()
     done = work()
     wall = time.perf_counter() - started
-    # A pool a stage keeps for reuse (training.bpe's Encoder) would keep this process from
-    # exiting, its idle workers waiting for work: they are ended, and reaped, so that
-    # their CPU seconds count.
+    # Every stage ends the processes it started: reaped here, so their CPU seconds count.
     for worker in multiprocessing.active_children():
-        worker.terminate()
-        worker.join()
+        worker.join(timeout=60)
+        if worker.is_alive():
+            raise RuntimeError(f"the stage left {worker} running")
     workers_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done.update(
         wall_s=wall,

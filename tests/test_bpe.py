@@ -178,3 +178,19 @@ def _fast(tokenizer: Tokenizer) -> Encoder:
     if spec not in _FAST:
         _FAST[spec] = encoder_from_tokenizer(spec)
     return _FAST[spec]
+
+
+def test_closing_an_encoder_ends_its_worker_processes(
+    gpt2: Encoder, reference: tiktoken.Encoding, lambada: list[str]
+) -> None:
+    """Before: the pool lived as long as the encoder, and a spawned worker kept a process
+    that was done from exiting."""
+    import multiprocessing
+
+    texts = lambada * (2 * (1 << 20) // sum(map(len, lambada)) + 1)  # over 1 MiB: processes
+    with gpt2:
+        ids = gpt2.encode_batch(texts[:4] + texts, workers=2)
+        assert len(multiprocessing.active_children()) == 2
+    assert multiprocessing.active_children() == []
+    assert ids[:4] == [reference.encode_ordinary(t) for t in texts[:4]]
+    assert gpt2.encode_batch(texts[:2], workers=2) == ids[:2]  # still usable

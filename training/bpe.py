@@ -99,6 +99,21 @@ class Encoder:
     def __repr__(self) -> str:
         return f"Encoder({self.name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
 
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the worker processes `encode_batch_arrays` started, if any: idle, they would
+        keep a process that is done from exiting. The encoder can still be used (a later
+        batch starts them again)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
     def encode(self, text: str) -> list[int]:
         return self._encoding.encode_ordinary(text)
 

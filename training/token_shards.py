@@ -306,8 +306,8 @@ def tokenize_dataset(
         vocabulary = train_tokenizer_version(
             store, webtext, options.vocab_size, options.max_documents
         )
-    encoder = load_encoder(store, vocabulary.ref)
-    tokens = encode_version(
-        store, webtext, encoder, vocabulary.ref, options.shards, map=map, progress=progress
-    )
+    with load_encoder(store, vocabulary.ref) as encoder:  # its worker processes end here
+        tokens = encode_version(
+            store, webtext, encoder, vocabulary.ref, options.shards, map=map, progress=progress
+        )
     return vocabulary, tokens
