@@ -76,15 +76,23 @@ FETCHES_SCHEMA = pa.schema(
 
 
 class _ShardWriter:
-    """One shard being written: its WARC files and the rows of its URLs, in order."""
+    """One shard being written: its WARC files, and the rows of its URLs, in order, in
+    tables of at most `rows_per_file` rows (a shard holds a whole host, which may have
+    many more URLs than `shard_size`: its tables, which extraction reads one at a time,
+    stay that size)."""
 
-    def __init__(self, out: VersionWriter, index: int, warc_file_bytes: int) -> None:
+    def __init__(
+        self, out: VersionWriter, index: int, warc_file_bytes: int, rows_per_file: int
+    ) -> None:
         self.out = out
-        self.part = _part_name(index)
+        self.index = index
+        self.rows_per_file = rows_per_file
         # Record ids drawn from the version id and the file name: the same shard of the same
         # version gets the same bytes wherever and however often it runs.
         self.warc = RotatingWarcWriter(out, _warc_prefix(index), warc_file_bytes, out.ref.version)
         self.rows: list[dict[str, Any]] = []
+        self.files: dict[str, int | None] = {}  # tables written, then WARC files: rows
+        self.pages: Counter[str] = Counter()  # pages per WARC file
         self.counts: Counter[str] = Counter()
 
     def add(self, result: FetchResult, fetch_runs: int) -> None:
@@ -92,6 +100,7 @@ class _ShardWriter:
         self.counts["attempted"] += 1
         if result.ok:
             location = self.warc.write(result)
+            self.pages[location[0]] += 1
             self.counts["fetched"] += 1
             self.counts["bytes"] += len(result.body)
         else:
@@ -116,19 +125,25 @@ class _ShardWriter:
                 "fetch_runs": fetch_runs,
             }
         )
+        if len(self.rows) == self.rows_per_file:
+            self._write_table()
 
     def finish(self) -> PartResult:
         self.warc.close()
-        table = pa.Table.from_pylist(self.rows, schema=FETCHES_SCHEMA)
-        put_table(self.out, self.part, table)
-        files: dict[str, int | None] = {self.part: len(self.rows)}
-        for name in self.warc.files:
-            files[name] = sum(row["warc_file"] == name for row in self.rows)
+        if self.rows:
+            self._write_table()
+        files = {**self.files, **{name: self.pages[name] for name in self.warc.files}}
         return PartResult(files, dict(self.counts))
 
+    def _write_table(self) -> None:
+        name = f"fetches/part-{self.index:05d}-{len(self.files):03d}.parquet"
+        put_table(self.out, name, pa.Table.from_pylist(self.rows, schema=FETCHES_SCHEMA))
+        self.files[name] = len(self.rows)
+        self.rows = []
 
-def _part_name(index: int) -> str:
-    return f"fetches/part-{index:05d}.parquet"
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
 
 
 def _warc_prefix(index: int) -> str:
@@ -221,13 +236,13 @@ def fetch_pages(
         if isinstance(source, ArchiveSource):  # what the archives held, which were unusable
             work.counts.update(asyncio.run(_archive_counts(source)))
         shards = host_shards(plan.todo, options.shard_size)
-        names = [_part_name(i) for i in range(len(shards))]
+        names = [_shard_name(i) for i in range(len(shards))]
         inputs = {
             name: _ShardInput(i, urls, [plan.earlier_runs.get(url, 0) + 1 for url in urls])
             for i, (name, urls) in enumerate(zip(names, shards, strict=True))
         }
         settings = _ShardSettings(
-            open_page_source, options.urls_in_flight(), options.warc_file_bytes
+            open_page_source, options.urls_in_flight(), options.warc_file_bytes, options.shard_size
         )
         task = partial(fetch_shard, store.root_url, work.out.tmp_dir, work.ref.version, settings)
         sizes = {name: len(urls) for name, urls in zip(names, shards, strict=True)}
@@ -394,6 +409,7 @@ class _ShardSettings:
     open_page_source: Callable[[], PageSource]
     in_flight: int
     warc_file_bytes: int
+    rows_per_file: int
 
 
 @dataclass(frozen=True)
@@ -417,7 +433,7 @@ def fetch_shard(
     _, shard = item
     store = Store(store_url)
     out = VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, version))
-    writer = _ShardWriter(out, shard.index, settings.warc_file_bytes)
+    writer = _ShardWriter(out, shard.index, settings.warc_file_bytes, settings.rows_per_file)
     runs = iter(shard.fetch_runs)
     source = settings.open_page_source()
     in_order = _InOrder(lambda result: writer.add(result, next(runs)))

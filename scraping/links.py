@@ -98,7 +98,9 @@ MAX_REPORTED_LINE_ERRORS = 100
 _SPILL = "spill"  # in the version's staging folder, never published
 _STATS = "stats.json"  # a dump's spill folder: what its filter counted and skipped
 API_SOURCE = "reddit-api"  # malformed API items are listed as reddit-api:<n>
-_SPILL_BATCH = 16_384
+# Rows a spill holds per partition before writing them: with 16 partitions, at most 32K
+# submissions (~16 MiB) are held, whatever the dumps' size.
+_SPILL_BATCH = 2_048
 
 
 # Dumps that stopped early, by how (see `scraping.dumps.DumpCutShort`).

@@ -199,9 +199,10 @@ def test_a_killed_fetch_resumes_without_refetching_finished_shards(tmp_path) -> 
         process.wait()
         assert store.versions("fetches") == []
         done = []  # the URLs of the shards committed (a marker each) before the kill
-        for marker in staging.glob(".staging-*/.parts/*.json"):
-            part = marker.parent.parent / marker.stem.replace("__", "/")
-            done += pq.read_table(part).column("url").to_pylist()
+        for marker in staging.glob(".staging-*/.parts/shard-*.json"):
+            index = marker.stem.removeprefix("shard-")
+            for part in marker.parent.parent.glob(f"fetches/part-{index}-*.parquet"):
+                done += pq.read_table(part).column("url").to_pylist()
         hits_after_kill = dict(slow.hits)
 
         result = fetch(store, links, shard_size=4, **options)
@@ -305,6 +306,9 @@ def test_a_version_has_the_same_bytes_whatever_order_its_pages_arrive_in(tmp_pat
                 )
     assert published[0] == published[1]
     assert sum(name.startswith("warc/") for name in published[0]) > 4  # files rotated
+    # 5 hosts of 8 URLs in 4 shards: one shard holds two hosts, in two tables of <= 10 rows.
+    tables = {f.path: f.rows for f in store.manifest(ref).files if f.path.startswith("fetches/")}
+    assert max(tables.values()) <= 10 and "fetches/part-00000-001.parquet" in tables
 
 
 def test_pages_that_arrive_early_wait_within_a_byte_budget() -> None:
