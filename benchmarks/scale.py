@@ -135,8 +135,8 @@ def _stage_run(name: str, store_root: str, inputs: dict[str, Any], workers: int)
         from training.tokenizer_stage import gpt2_tokenizer_version, load_encoder
 
         tokenizer = gpt2_tokenizer_version(store, test_data_root() / "gpt2-bpe").ref
-        encoder = load_encoder(store, tokenizer)
-        result = encode_version(store, refs["webtext"], encoder, tokenizer)
+        with load_encoder(store, tokenizer) as encoder:
+            result = encode_version(store, refs["webtext"], encoder, tokenizer)
         published = store.manifest(refs["webtext"]).stats["counts"]["published"]
         return {"items": published, "made": [result.ref]}
     raise ValueError(f"unknown stage {name!r}")
@@ -152,7 +152,8 @@ def _measured(work: Callable[[], dict], queue: Any) -> None:
     # Every stage ends the processes it started: reaped here, so their CPU seconds count.
     for worker in multiprocessing.active_children():
         worker.join(timeout=60)
-        if worker.is_alive():
+        if worker.is_alive():  # ended, or this process could not exit either
+            worker.terminate()
             raise RuntimeError(f"the stage left {worker} running")
     workers_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done.update(
