@@ -76,6 +76,7 @@ REJECTED_SCHEMA = pa.schema(
     ]
 )
 _REDDIT_COLUMNS = ("karma", "submissions", "subreddits", "post_ids", "first_seen", "last_seen")
+_LINKS_COLUMNS = ("url", "domain", *_REDDIT_COLUMNS)  # what a document takes from its link
 
 
 def doc_id(url: str) -> str:
@@ -151,19 +152,19 @@ def extract_documents(
 
     def build(work: StageWrite) -> None:
         pending = work.pending(sorted(parts))
-        tables = {name: parts[name].rows(store) for name in pending}
-        # Each part's task gets its pages and their links rows, read here in one pass over
-        # each links version (not once per part).
+        # Each part's task reads its own pages; it gets their links rows, joined here in
+        # one pass over each links version (not once per part). What this process holds
+        # is Arrow: each pending page's URL and links row, a few hundred bytes a page.
+        urls = {name: parts[name].urls(store) for name in pending}
         inputs: dict[str, _PartInput] = {}
         for links in {parts[name].links for name in pending}:
             mine = [name for name in pending if parts[name].links == links]
-            reddit = _reddit_metadata(store, links, [tables[name] for name in mine])
-            for name in mine:
-                urls = tables[name]["url"].to_pylist()
-                rows = {url: reddit[url] for url in urls if url in reddit}
-                inputs[name] = _PartInput(parts[name], tables[name], rows)
+            reddit = _reddit_metadata(store, links, [urls[name] for name in mine])
+            for name, rows in zip(mine, reddit, strict=True):
+                inputs[name] = _PartInput(parts[name], rows)
         task = partial(extract_part, store.root_url, work.out.tmp_dir, options)
-        pages = {name: table.num_rows for name, table in tables.items()}
+        pages = {name: len(part_urls) for name, part_urls in urls.items()}
+        del urls
         try:
             work.run_parts(pending, task, map, progress, inputs=inputs, weights=pages)
         finally:
@@ -197,20 +198,23 @@ class _FetchPart:
     def links(self) -> VersionRef:
         return self.fetches.parents[0]
 
-    def rows(self, store: Store) -> pa.Table:
+    def rows(self, store: Store, columns: list[str] | None = None) -> pa.Table:
         """The rows of the pages fetched (failures have nothing to extract)."""
         with store.open_verified(self.fetches.ref, self.path) as handle:
-            table = pq.read_table(handle)
+            table = pq.read_table(handle, columns=columns and [*columns, "error"])
         return table.filter(pc.is_null(table["error"]))
+
+    def urls(self, store: Store) -> pa.Array:
+        return self.rows(store, ["url"])["url"].combine_chunks()
 
 
 @dataclass(frozen=True)
 class _PartInput:
-    """What one part's task needs besides the settings: its fetch rows and links rows."""
+    """What one part's task needs besides the settings: its fetches part, and the links
+    rows of its URLs."""
 
     part: _FetchPart
-    rows: pa.Table  # the part's fetched pages
-    reddit: dict[str, dict[str, Any]]  # the links rows of its URLs, by URL
+    reddit: pa.Table
 
 
 def extract_part(
@@ -229,9 +233,10 @@ def extract_part(
     out = VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, "staging"))
     processes = options.workers or os.cpu_count() or 1
     # 4 pages in flight per worker keep every worker busy while results come back.
-    extraction = _Extraction(store, options, given.reddit, 4 * processes)
+    reddit = {row["url"]: row for row in given.reddit.to_pylist()}
+    extraction = _Extraction(store, options, reddit, 4 * processes)
     pool = _page_pool(processes, options.page_memory_mb << 20)
-    return extraction.shard(pool, out, name, given.part, given.rows)
+    return extraction.shard(pool, out, name, given.part, given.part.rows(store))
 
 
 # This process's page pools, by (processes, memory limit): started by its first part and
@@ -439,19 +444,23 @@ def _resolve(row: dict[str, Any], future: Any) -> tuple[dict[str, Any], dict[str
         return row, {"reason": EXTRACT_FAILED, "detail": repr(exc)[:500]}
 
 
-def _reddit_metadata(store: Store, links: VersionRef, tables: Any) -> dict[str, dict[str, Any]]:
-    """The links rows of the URLs about to be extracted, by URL."""
-    wanted = pa.concat_arrays(
-        [t["url"].combine_chunks() for t in tables] or [pa.array([], pa.string())]
-    )
-    found: dict[str, dict[str, Any]] = {}
+def _reddit_metadata(store: Store, links: VersionRef, parts_urls: list[pa.Array]) -> list[pa.Table]:
+    """For each part's URLs, the links rows of those URLs (its metadata columns)."""
+    wanted = pa.concat_arrays(parts_urls or [pa.array([], pa.string())])
+    found = []
     for entry in store.manifest(links).files:
         if entry.path.startswith("links/"):
             with store.open_verified(links, entry) as handle:
                 table = pq.read_table(handle)
-            table = table.filter(pc.is_in(table["url"], value_set=wanted))
-            found.update((row["url"], row) for row in table.to_pylist())
-    return found
+            table = table.select([c for c in _LINKS_COLUMNS if c in table.column_names])
+            found.append(table.filter(pc.is_in(table["url"], value_set=wanted)))
+    rows = pa.concat_tables(found) if found else pa.table({"url": pa.array([], pa.string())})
+    at = pc.index_in(wanted, value_set=rows["url"])  # each page's links row, or null
+    tables, start = [], 0
+    for urls in parts_urls:
+        tables.append(rows.take(at.slice(start, len(urls)).drop_null()))
+        start += len(urls)
+    return tables
 
 
 def _outputs(part: str) -> tuple[str, str]:

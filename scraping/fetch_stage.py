@@ -140,6 +140,9 @@ class _ShardWriter:
         put_table(self.out, name, pa.Table.from_pylist(self.rows, schema=FETCHES_SCHEMA))
         self.files[name] = len(self.rows)
         self.rows = []
+        # The next table's pages start a new WARC file: a WARC belongs to one table, which
+        # extraction copies and checks once for that table's part.
+        self.warc.close()
 
 
 def _shard_name(index: int) -> str:

@@ -309,6 +309,11 @@ def test_a_version_has_the_same_bytes_whatever_order_its_pages_arrive_in(tmp_pat
     # 5 hosts of 8 URLs in 4 shards: one shard holds two hosts, in two tables of <= 10 rows.
     tables = {f.path: f.rows for f in store.manifest(ref).files if f.path.startswith("fetches/")}
     assert max(tables.values()) <= 10 and "fetches/part-00000-001.parquet" in tables
+    table_of_warc: dict[str, set[str]] = {}  # a WARC file's pages are in one table
+    for table in tables:
+        for row in pq.read_table(store.url(ref, table)).to_pylist():
+            table_of_warc.setdefault(row["warc_file"], set()).add(table)
+    assert all(len(names) == 1 for names in table_of_warc.values())
 
 
 def test_pages_that_arrive_early_wait_within_a_byte_budget() -> None:
