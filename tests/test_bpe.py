@@ -190,7 +190,7 @@ def test_closing_an_encoder_ends_its_worker_processes(
     texts = lambada * (2 * (1 << 20) // sum(map(len, lambada)) + 1)  # over 1 MiB: processes
     with gpt2:
         ids = gpt2.encode_batch(texts[:4] + texts, workers=2)
-        assert len(multiprocessing.active_children()) == 2
-    assert multiprocessing.active_children() == []
+        running = set(multiprocessing.active_children())  # other tests' too, in this worker
+    assert len(running - set(multiprocessing.active_children())) == 2  # the pool's have ended
     assert ids[:4] == [reference.encode_ordinary(t) for t in texts[:4]]
     assert gpt2.encode_batch(texts[:2], workers=2) == ids[:2]  # still usable
