@@ -239,7 +239,6 @@ def _publish(
             put_table(out, "clusters/part-00000.parquet", clusters)
             del clusters  # a row per duplicate: not held through the two passes below
             _write_shards(store, documents, dropped_ids, out, publish)
-            del dropped_ids, union, kinds, published_match
             _write_index(store, minhash, new, dropped, out, settings)
         finally:
             new.close()

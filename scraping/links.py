@@ -26,6 +26,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -506,18 +507,16 @@ def _filter_dumps(
     task = partial(filter_dump_part, store.root_url, spill_dir, options.filters, options.partitions)
     sizes = {name: dump_size(path) for name, path in zip(names, dumps, strict=True)}
     inputs = dict(zip(names, dumps, strict=True))
-    if map is not None:
+    with ExitStack() as stack:
+        if map is None:
+            parallel = options.workers > 1 and len(dumps) > 1
+            pool = ProcessPoolExecutor(max_workers=options.workers) if parallel else None
+            map = stack.enter_context(pool).map if pool else builtins.map
         work.run_parts(names, task, map, progress, inputs=inputs, weights=sizes)
-    elif options.workers > 1 and len(dumps) > 1:
-        with ProcessPoolExecutor(max_workers=options.workers) as pool:
-            work.run_parts(names, task, pool.map, progress, inputs=inputs, weights=sizes)
-    else:
-        work.run_parts(names, task, builtins.map, progress, inputs=inputs, weights=sizes)
     stats = SourceStats()
     for name in names:
-        stats.merge(
-            SourceStats.from_json(json.loads(work.out.fs.cat_file(f"{spill_dir}/{name}/{_STATS}")))
-        )
+        done = json.loads(work.out.fs.cat_file(f"{spill_dir}/{name}/{_STATS}"))
+        stats.merge(SourceStats.from_json(done))
     return stats
 
 
