@@ -130,6 +130,43 @@ def test_the_demo_data_stages_on_s3_make_the_versions_they_make_locally(
         assert leftovers(remote, ref.stage) == []
 
 
+@pytest.mark.usefixtures("prefect_server")
+def test_build_webtext_on_dask_with_the_store_on_s3_makes_the_local_versions(
+    demo_runs: DemoRuns, demo_pages
+) -> None:
+    """The README's production path: `build-webtext` with its parts on a Dask cluster of two
+    worker processes and the store on S3 publishes, stage by stage, the version ids and
+    file bytes of the one-process run on a local folder."""
+    from distributed import LocalCluster
+
+    from flows.build import build_webtext
+    from flows.runner import let_dask_workers_start_processes
+
+    dump, archives = demo_pages
+    store = Store(f"s3://{S3_BUCKET}/dask-{uuid.uuid4().hex[:12]}")
+    let_dask_workers_start_processes()  # extraction's page pool runs inside a part
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
+        built = build_webtext(
+            dumps=[str(dump)],
+            fetch={"archives": list(archives)},
+            extract={"workers": 1},
+            tokenize={"vocab_size": 512, "val_fraction": 0.05},
+            until="tokenize",
+            store_url=store.root_url,
+            task_runner=cluster.scheduler_address,
+        )
+    minhash = store.manifest(built["dedup"]).parents[1]
+    tokenizer = store.manifest(built["tokenize"]).parents[1]
+    stages = ("links", "fetch", "extract")
+    refs = [*(built[s] for s in stages), minhash, built["dedup"], tokenizer, built["tokenize"]]
+    assert refs == demo_runs.local_refs
+    local_files = file_hashes(demo_runs.local, demo_runs.local_refs)
+    files = file_hashes(store, refs)
+    assert files.keys() == local_files.keys()
+    differ = sorted(name for name in local_files if local_files[name] != files[name])
+    assert differ == [f"{built['dedup']}/README.md"]  # the card's creation times only
+
+
 def test_a_dataset_pulled_from_s3_is_the_local_one(demo_runs: DemoRuns, tmp_path: Path) -> None:
     webtext = demo_runs.remote_refs[4]
     pulled = pull_dataset(demo_runs.remote, webtext, str(tmp_path / "from-s3"))
