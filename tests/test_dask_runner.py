@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -12,12 +13,35 @@ import pytest
 from test_extract_stage import article, fetched
 from test_fetch_stage import links_version
 
+from scraping import extract_stage
 from scraping.extract_stage import ExtractOptions, extract_documents
 from scraping.fetch_stage import FetchOptions, fetch_pages
 from scraping.links import LinkOptions, collect_links
 from webtext.store import Store
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+
+def warm_up_page() -> bytes:
+    """In a page-pool worker: the page its parent's module held when the pool started."""
+    return extract_stage._WARM_UP_PAGE
+
+
+def test_the_page_pool_is_forked_where_spawn_is_the_default(monkeypatch) -> None:
+    """A Dask worker's default start method is spawn: a spawned page worker would import
+    everything again and start cold (seconds, at every start and every recycling), not
+    with what its parent has loaded."""
+    monkeypatch.setattr(extract_stage, "_WARM_UP_PAGE", b"<p>only in this process</p>")
+    default = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("spawn", force=True)
+    pool = None
+    try:
+        pool = extract_stage._started_page_pool(1, 1 << 30)
+        assert pool.schedule(warm_up_page).result(timeout=60) == b"<p>only in this process</p>"
+    finally:
+        multiprocessing.set_start_method(default, force=True)
+        if pool is not None:
+            extract_stage._PAGE_POOLS.pop((1, 1 << 30))
+            pool.stop()
+            pool.join()
 
 
 def published_files(store: Store, ref) -> dict[str, str]:
@@ -40,6 +64,7 @@ def kill_a_busy_worker(client, stop: threading.Event) -> list[str]:
     return []
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_a_worker_killed_during_extract_leaves_the_bytes_of_a_one_process_run(tmp_path) -> None:
     from distributed import Client, LocalCluster
 
@@ -79,6 +104,7 @@ def test_a_worker_killed_during_extract_leaves_the_bytes_of_a_one_process_run(tm
     assert counts["pages"] == len(pages) and counts["documents"] == len(pages)
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_fetch_shards_on_dask_write_the_bytes_of_a_threaded_run(tmp_path) -> None:
     from distributed import LocalCluster
 
@@ -113,6 +139,7 @@ def test_fetch_shards_on_dask_write_the_bytes_of_a_threaded_run(tmp_path) -> Non
     assert counts["archive_urls"] == len(pages)  # the index counted once, not per shard
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_dumps_filtered_on_dask_give_the_links_of_a_one_process_run(tmp_path, sample_dump) -> None:
     from distributed import LocalCluster
 
