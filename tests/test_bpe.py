@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -30,8 +31,9 @@ SMALL_VOCAB = 1_000
 
 
 @pytest.fixture(scope="session")
-def gpt2(test_data: Path) -> Encoder:
-    return gpt2_encoder(test_data / "gpt2-bpe")
+def gpt2(test_data: Path) -> Iterator[Encoder]:
+    with gpt2_encoder(test_data / "gpt2-bpe") as encoder:  # its worker processes end with it
+        yield encoder
 
 
 @pytest.fixture(scope="session")
