@@ -17,10 +17,10 @@ killed run resumes where it stopped, as the fetch stage does.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import resource
 import threading
@@ -264,7 +264,9 @@ def _started_page_pool(processes: int, memory_bytes: int) -> ProcessPool:
     pool = _PAGE_POOLS.get(key)
     if pool is None or not pool.active:
         if not _PAGE_POOLS:
-            atexit.register(_close_page_pools)
+            # At this process's exit, before multiprocessing waits for its children: a
+            # Dask worker is a multiprocessing child, which never runs atexit handlers.
+            multiprocessing.util.Finalize(None, _close_page_pools, exitpriority=10)
         extract_page(_WARM_UP_PAGE, "http://warm.up/", "text/html", ExtractSettings())
         pool = _PAGE_POOLS[key] = ProcessPool(
             max_workers=processes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -62,6 +63,42 @@ def kill_a_busy_worker(client, stop: threading.Event) -> list[str]:
                     return [str(key) for key in keys]
         time.sleep(0.05)
     return []
+
+
+class MessagesHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def start_page_pool() -> bool:
+    """In a Dask worker: start the page pool; whether it runs a page process."""
+    pool = extract_stage._page_pool(1, ExtractOptions().page_memory_mb << 20)
+    return pool.schedule(os.getpid).result(timeout=60) != os.getpid()
+
+
+def test_a_dask_worker_with_a_page_pool_exits_when_closed() -> None:
+    """A Dask worker is a multiprocessing child, which runs no atexit handler: its page
+    pool kept it from exiting until the nanny killed it, 4 s later."""
+    from distributed import Client, LocalCluster
+
+    from flows.runner import let_dask_workers_start_processes
+
+    let_dask_workers_start_processes()
+    nanny, said = logging.getLogger("distributed.nanny"), MessagesHandler()
+    nanny.addHandler(said)  # distributed's loggers do not propagate to the root's
+    try:
+        with (
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster,
+            Client(cluster) as client,
+        ):
+            assert client.submit(start_page_pool, pure=False).result()
+    finally:
+        nanny.removeHandler(said)
+    assert said.messages and not [m for m in said.messages if "killing" in m]
 
 
 @pytest.mark.usefixtures("prefect_server")
