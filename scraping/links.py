@@ -56,7 +56,7 @@ from scraping.reddit_api import (
     RedditCredentials,
     iter_listing_submissions,
 )
-from webtext.parquet import RollingParquetWriter
+from webtext.parquet import RollingParquetWriter, release_arrow_memory, without_huge_pages
 from webtext.stage import (
     Map,
     NoProgress,
@@ -99,9 +99,11 @@ MAX_REPORTED_LINE_ERRORS = 100
 _SPILL = "spill"  # in the version's staging folder, never published
 _STATS = "stats.json"  # a dump's spill folder: what its filter counted and skipped
 API_SOURCE = "reddit-api"  # malformed API items are listed as reddit-api:<n>
-# Rows a spill holds per partition before writing them: with 16 partitions, at most 32K
-# submissions (~16 MiB) are held, whatever the dumps' size.
-_SPILL_BATCH = 2_048
+# Rows a spill holds per partition before writing them: with 16 partitions, at most 8K
+# submissions (~6 MiB as Python objects, ~750 bytes each) are held, whatever the dumps'
+# size. At 2,048 a partition, 32K rows were 18 MiB more at 10^5 submissions than the 10^4
+# a small run holds: the peak grew with the input until it reached the bound.
+_SPILL_BATCH = 512
 
 
 # Dumps that stopped early, by how (see `scraping.dumps.DumpCutShort`).
@@ -256,6 +258,7 @@ def filter_dump_part(
     function of plain arguments, so any executor runs it on any worker that sees the store
     and the dump."""
     name, path = item
+    without_huge_pages()  # this may be a fresh worker process
     fs = Store(store_url).fs
     stats = _filter_dump(path, filters, _Spill(fs, f"{spill_dir}/{name}", partitions))
     put_atomic(fs, f"{spill_dir}/{name}/{_STATS}", json.dumps(stats.as_json()).encode())
@@ -413,6 +416,7 @@ def collect_links(
     """
     options = options or LinkOptions()
     progress = progress or NoProgress()
+    without_huge_pages()
     dumps = list(dumps)
     listings = list(listings)
     if not dumps and not listings and previous is None:
@@ -474,6 +478,8 @@ def collect_links(
             links.write(kept_links)
             posts.write(distinct)
             stats.counts.update(counts)
+            del kept_links, distinct
+            release_arrow_memory()  # each partition's peak, not the sum of their leftovers
         links.close()
         posts.close()
         if fs.exists(spill_dir):

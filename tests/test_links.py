@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -11,6 +14,7 @@ import pytest
 from fake_reddit import FakeReddit
 
 from scraping import link_filters as rules
+from scraping import links as links_stage
 from scraping.dumps import CommentDumpError, RedditRecord
 from scraping.link_filters import LinkFilters, Submission, SubmissionFilter, utc_timestamp
 from scraping.links import LinkOptions, collect_links
@@ -273,6 +277,42 @@ def test_parallel_workers_give_the_same_links(tmp_path, sample_dump) -> None:
     key = lambda rows: sorted(rows, key=lambda r: r["url"])  # noqa: E731
     assert key(read_links(store, serial.ref)) == key(read_links(store, parallel.ref))
     assert len(read_links(store, parallel.ref)) == 5
+
+
+def test_the_spill_batch_size_leaves_the_version_bytes_alone(
+    tmp_path, sample_dump, monkeypatch
+) -> None:
+    # A batch of 2 writes each partition's spill as many small row groups; the aggregate
+    # reads them back as many chunks. The published files must not depend on that.
+    files = []
+    for batch in (2, 100_000):
+        monkeypatch.setattr(links_stage, "_SPILL_BATCH", batch)
+        store = Store(str(tmp_path / f"batch-{batch}"))
+        result = collect_links(store, [str(sample_dump)], options=LinkOptions(partitions=2))
+        files.append({entry.path: entry.sha256 for entry in store.manifest(result.ref).files})
+    assert files[0] == files[1]
+    assert len(files[0]) == 2
+
+
+def test_the_link_stage_runs_without_huge_pages(tmp_path, sample_dump) -> None:
+    # Huge pages under pyarrow's mimalloc made the stage's peak grow with its input.
+    if "THP_enabled" not in Path("/proc/self/status").read_text():
+        pytest.skip("the kernel does not report THP_enabled")
+    code = (
+        "import sys; from scraping.links import collect_links; from webtext.store import Store; "
+        "collect_links(Store(sys.argv[1]), [sys.argv[2]]); "
+        "print(open('/proc/self/status').read())"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "store"), str(sample_dump)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert "THP_enabled:\t0" in done.stdout
 
 
 def test_incremental_run_reads_only_new_dumps_and_lifts_old_urls(tmp_path) -> None:
