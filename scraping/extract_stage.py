@@ -45,6 +45,7 @@ from scraping.warc_replay import WarcFile
 from webtext.parquet import put_table
 from webtext.stage import (
     Map,
+    NoProgress,
     PartResult,
     Progress,
     Stage,
@@ -77,6 +78,7 @@ REJECTED_SCHEMA = pa.schema(
 )
 _REDDIT_COLUMNS = ("karma", "submissions", "subreddits", "post_ids", "first_seen", "last_seen")
 _LINKS_COLUMNS = ("url", "domain", *_REDDIT_COLUMNS)  # what a document takes from its link
+_LINKS_BATCH_ROWS = 65_536  # links rows decoded at once while joining
 
 
 def doc_id(url: str) -> str:
@@ -97,6 +99,10 @@ class ExtractOptions:
     workers: int | None = None  # extraction processes; None: one per core
     page_timeout: float = 20.0  # seconds one page may take before its worker is killed
     page_memory_mb: int = 2_048  # memory a worker may add while extracting one page
+    # Pages whose links rows this process joins at once, before their parts run: its
+    # memory holds about 200 bytes a page of one group; each group is one pass over the
+    # links version (docs/scale.md).
+    join_pages: int = 100_000
 
     @classmethod
     def from_user(cls, parameters: Mapping[str, Any]) -> ExtractOptions:
@@ -113,7 +119,8 @@ class ExtractOptions:
         return cls(quality=QualityFilters(**quality), **own)
 
     def parameters(self) -> dict[str, Any]:
-        """What the output depends on (not `workers`: any number gives the same bytes)."""
+        """What the output depends on (not `workers` or `join_pages`: any number gives the
+        same bytes)."""
         return {
             "extract": self.extract.parameters(),
             "quality": self.quality.parameters(),
@@ -152,21 +159,26 @@ def extract_documents(
 
     def build(work: StageWrite) -> None:
         pending = work.pending(sorted(parts))
-        # Each part's task reads its own pages; it gets their links rows, joined here in
-        # one pass over each links version (not once per part). What this process holds
-        # is Arrow: each pending page's URL and links row, a few hundred bytes a page.
-        urls = {name: parts[name].urls(store) for name in pending}
-        inputs: dict[str, _PartInput] = {}
-        for links in {parts[name].links for name in pending}:
-            mine = [name for name in pending if parts[name].links == links]
-            reddit = _reddit_metadata(store, links, [urls[name] for name in mine])
-            for name, rows in zip(mine, reddit, strict=True):
-                inputs[name] = _PartInput(parts[name], rows)
+        pages = {name: parts[name].pages(store) for name in pending}
+        progress_started = _Started(progress or NoProgress(), sum(pages.values()))
         task = partial(extract_part, store.root_url, work.out.tmp_dir, options)
-        pages = {name: len(part_urls) for name, part_urls in urls.items()}
-        del urls
+        # Each part's task reads its own pages; it gets their links rows, joined here one
+        # group of parts at a time (one pass over the links version a group), so what this
+        # process holds, and every page worker forked from it inherits, is one group's.
         try:
-            work.run_parts(pending, task, map, progress, inputs=inputs, weights=pages)
+            for group in _join_groups(pending, pages, options.join_pages):
+                inputs = _part_inputs(store, {name: parts[name] for name in group})
+                # The join's buffers go back to the system before page workers fork.
+                pa.default_memory_pool().release_unused()
+                work.run_parts(
+                    group,
+                    task,
+                    map,
+                    progress_started,
+                    inputs=inputs,
+                    weights=pages,
+                )
+                del inputs
         finally:
             _close_page_pools()  # those the parts started in this process
 
@@ -201,11 +213,15 @@ class _FetchPart:
     def rows(self, store: Store, columns: list[str] | None = None) -> pa.Table:
         """The rows of the pages fetched (failures have nothing to extract)."""
         with store.open_verified(self.fetches.ref, self.path) as handle:
-            table = pq.read_table(handle, columns=columns and [*columns, "error"])
+            table = pq.read_table(handle, columns=None if columns is None else [*columns, "error"])
         return table.filter(pc.is_null(table["error"]))
 
     def urls(self, store: Store) -> pa.Array:
         return self.rows(store, ["url"])["url"].combine_chunks()
+
+    def pages(self, store: Store) -> int:
+        """How many pages it holds (fetched without error), reading one column."""
+        return len(self.rows(store, []))
 
 
 @dataclass(frozen=True)
@@ -450,23 +466,70 @@ def _resolve(row: dict[str, Any], future: Any) -> tuple[dict[str, Any], dict[str
         return row, {"reason": EXTRACT_FAILED, "detail": repr(exc)[:500]}
 
 
+def _join_groups(parts: list[str], pages: Mapping[str, int], limit: int) -> Iterator[list[str]]:
+    """`parts` in order, cut into runs of at most `limit` pages (a bigger part alone)."""
+    group: list[str] = []
+    total = 0
+    for part in parts:
+        if group and total + pages[part] > limit:
+            yield group
+            group, total = [], 0
+        group.append(part)
+        total += pages[part]
+    if group:
+        yield group
+
+
+def _part_inputs(store: Store, parts: Mapping[str, _FetchPart]) -> dict[str, _PartInput]:
+    """Each part with the links rows of its pages: one pass over each links version."""
+    urls = {name: part.urls(store) for name, part in parts.items()}
+    inputs = {}
+    for links in {part.links for part in parts.values()}:
+        mine = [name for name, part in parts.items() if part.links == links]
+        rows = _reddit_metadata(store, links, [urls[name] for name in mine])
+        for name, part_rows in zip(mine, rows, strict=True):
+            inputs[name] = _PartInput(parts[name], part_rows)
+    return inputs
+
+
 def _reddit_metadata(store: Store, links: VersionRef, parts_urls: list[pa.Array]) -> list[pa.Table]:
-    """For each part's URLs, the links rows of those URLs (its metadata columns)."""
+    """For each part's URLs, the links rows of those URLs (its metadata columns). The links
+    files are read in batches, so a big file is never decoded whole."""
     wanted = pa.concat_arrays(parts_urls or [pa.array([], pa.string())])
     found = []
     for entry in store.manifest(links).files:
         if entry.path.startswith("links/"):
             with store.open_verified(links, entry) as handle:
-                table = pq.read_table(handle)
-            table = table.select([c for c in _LINKS_COLUMNS if c in table.column_names])
-            found.append(table.filter(pc.is_in(table["url"], value_set=wanted)))
-    rows = pa.concat_tables(found) if found else pa.table({"url": pa.array([], pa.string())})
+                file = pq.ParquetFile(handle)
+                columns = [c for c in _LINKS_COLUMNS if c in file.schema_arrow.names]
+                for batch in file.iter_batches(_LINKS_BATCH_ROWS, columns=columns):
+                    found.append(batch.filter(pc.is_in(batch["url"], value_set=wanted)))
+    rows = (
+        pa.Table.from_batches(found).combine_chunks()
+        if found
+        else pa.table({"url": pa.array([], pa.string())})
+    )
     at = pc.index_in(wanted, value_set=rows["url"])  # each page's links row, or null
     tables, start = [], 0
     for urls in parts_urls:
         tables.append(rows.take(at.slice(start, len(urls)).drop_null()))
         start += len(urls)
     return tables
+
+
+class _Started:
+    """A progress started once with the stage's total, which each group's `run_parts`
+    advances (its own `start` would restart it at the group's total)."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self._progress = progress
+        progress.start(total)
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(n)
 
 
 def _outputs(part: str) -> tuple[str, str]:

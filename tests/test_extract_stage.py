@@ -4,6 +4,7 @@ pathological pages contained, a failed run resumed."""
 from __future__ import annotations
 
 import html
+import shutil
 import time
 from functools import partial
 from pydoc_data.topics import topics
@@ -111,6 +112,49 @@ def test_documents_carry_text_and_reddit_metadata(tmp_path) -> None:
     counts = result.stats["counts"]
     assert counts["pages"] == 6 and counts["documents"] == 5 and counts["too_short"] == 1
     assert store.manifest(result.ref).parents[1].stage == "links"
+
+
+class RecordedProgress:
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.advanced = 0
+
+    def start(self, total: int) -> None:
+        self.starts.append(total)
+
+    def advance(self, n: int = 1) -> None:
+        self.advanced += n
+
+
+def test_links_rows_are_joined_a_group_of_parts_at_a_time_into_the_same_bytes(
+    tmp_path, monkeypatch
+) -> None:
+    """The stage's process holds the links rows of at most `join_pages` pages (a part
+    bigger than that alone); the version is the one a single join makes, byte for byte."""
+    pages = {f"http://g.example/{i}": article(f"G{i}", paragraphs=4) for i in range(8)}
+    whole = Store(str(tmp_path / "whole"))
+    fetches = fetched(whole, pages, shard_size=3)  # parts of 3, 3 and 2 pages
+    shutil.copytree(tmp_path / "whole", tmp_path / "grouped")  # the same fetches, twice
+    expected = extract_documents(whole, fetches, ExtractOptions(workers=1))
+    joined: list[int] = []
+    original = extract_stage._reddit_metadata
+
+    def recorded(store, links, parts_urls):
+        joined.append(sum(len(urls) for urls in parts_urls))
+        return original(store, links, parts_urls)
+
+    monkeypatch.setattr(extract_stage, "_reddit_metadata", recorded)
+    grouped = Store(str(tmp_path / "grouped"))
+    progress = RecordedProgress()
+    result = extract_documents(
+        grouped, fetches, ExtractOptions(workers=1, join_pages=4), progress=progress
+    )
+    assert joined == [3, 3, 2]  # 3 + 3 pages is over 4: each part joined on its own
+    assert progress.starts == [8] and progress.advanced == 8
+    assert result.ref == expected.ref
+    files = {f.path: f.sha256 for f in grouped.manifest(result.ref).files}
+    assert files == {f.path: f.sha256 for f in whole.manifest(expected.ref).files}
+    assert len([name for name in files if name.startswith("documents/")]) == 3
 
 
 def test_pathological_pages_are_counted_and_never_sink_the_stage(tmp_path) -> None:
