@@ -204,18 +204,17 @@ def control_seconds(client: Any, tasks: int, n: int) -> float:
 def cpu_seconds() -> float:
     """CPU seconds of this process and of every process below it, running or ended: the
     local cluster's scheduler (a thread here), nannies, workers and the workers' page
-    pools."""
+    pools (a page process recycled after 500 pages counts in its worker's children)."""
     import psutil
 
+    total = 0.0
     me = psutil.Process()
-    times = me.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
-    for child in me.children(recursive=True):
+    for process in (me, *me.children(recursive=True)):
         try:
-            times = child.cpu_times()
-        except psutil.NoSuchProcess:  # ended since listed
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # ended since listed: counted in its parent's children
             continue
-        total += times.user + times.system
+        total += times.user + times.system + times.children_user + times.children_system
     return total
 
 
