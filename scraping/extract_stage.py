@@ -42,7 +42,7 @@ from scraping.extract import ExtractSettings, extract_page
 from scraping.quality import QUALITY_REASONS, QualityFilters
 from scraping.urls import url_host
 from scraping.warc_replay import WarcFile
-from webtext.parquet import put_table
+from webtext.parquet import put_table, release_arrow_memory, without_huge_pages
 from webtext.stage import (
     Map,
     NoProgress,
@@ -158,6 +158,7 @@ def extract_documents(
     }
 
     def build(work: StageWrite) -> None:
+        without_huge_pages()  # here and in the page workers forked from here
         pending = work.pending(sorted(parts))
         pages = {name: parts[name].pages(store) for name in pending}
         progress_started = _Started(progress or NoProgress(), sum(pages.values()))
@@ -168,8 +169,7 @@ def extract_documents(
         try:
             for group in _join_groups(pending, pages, options.join_pages):
                 inputs = _part_inputs(store, {name: parts[name] for name in group})
-                # The join's buffers go back to the system before page workers fork.
-                pa.default_memory_pool().release_unused()
+                release_arrow_memory()  # the join's buffers, before page workers fork
                 work.run_parts(
                     group,
                     task,
@@ -245,6 +245,7 @@ def extract_part(
             f"extracting {name}: this worker is a daemonic process, which may not start the "
             "page pool; run Dask workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
         )
+    without_huge_pages()  # this may be a fresh worker process
     store = Store(store_url)
     out = VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, "staging"))
     processes = options.workers or os.cpu_count() or 1
@@ -252,7 +253,9 @@ def extract_part(
     reddit = {row["url"]: row for row in given.reddit.to_pylist()}
     extraction = _Extraction(store, options, reddit, 4 * processes)
     pool = _page_pool(processes, options.page_memory_mb << 20)
-    return extraction.shard(pool, out, name, given.part, given.part.rows(store))
+    result = extraction.shard(pool, out, name, given.part, given.part.rows(store))
+    release_arrow_memory()  # one part's peak, not the sum of what every part left cached
+    return result
 
 
 # This process's page pools, by (processes, memory limit): started by its first part and
