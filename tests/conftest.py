@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -121,3 +123,18 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
 def s3_store_url(s3_endpoint: str) -> str:
     """A store URL of its own on the session's S3 server: `s3://bucket/<random prefix>`."""
     return f"s3://{S3_BUCKET}/store-{uuid.uuid4().hex[:12]}"
+
+
+def status_after(code: str, *args: str) -> str:
+    """/proc/self/status of a fresh Python process (the repository importable) after it
+    runs `code` with `args` as sys.argv[1:]; the test is skipped where the kernel does not
+    report huge pages there."""
+    if "THP_enabled" not in Path("/proc/self/status").read_text():
+        pytest.skip("the kernel does not report THP_enabled")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    code += "; print(open('/proc/self/status').read())"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout

@@ -4,18 +4,15 @@ pathological pages contained, a failed run resumed."""
 from __future__ import annotations
 
 import html
-import os
 import shutil
-import subprocess
-import sys
 import time
 from functools import partial
-from pathlib import Path
 from pydoc_data.topics import topics
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import status_after
 
 from scraping import extract_stage
 from scraping.extract_stage import ExtractOptions, extract_documents
@@ -164,26 +161,15 @@ def test_links_rows_are_joined_a_group_of_parts_at_a_time_into_the_same_bytes(
 def test_the_extraction_stage_runs_without_huge_pages(tmp_path) -> None:
     # Huge pages under pyarrow's mimalloc kept what each part freed resident, part after
     # part; page workers are forked from the stage's process and inherit its setting.
-    if "THP_enabled" not in Path("/proc/self/status").read_text():
-        pytest.skip("the kernel does not report THP_enabled")
     store = Store(str(tmp_path / "store"))
     fetches = fetched(store, {"http://h.example/a": article("A", paragraphs=4)})
     code = (
         "import sys; from scraping.extract_stage import ExtractOptions, extract_documents; "
         "from webtext.store import Store, VersionRef; "
         "extract_documents(Store(sys.argv[1]), VersionRef('fetches', sys.argv[2]), "
-        "ExtractOptions(workers=1)); print(open('/proc/self/status').read())"
+        "ExtractOptions(workers=1))"
     )
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-c", code, store.root_url, fetches.version],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    assert "THP_enabled:\t0" in done.stdout
+    assert "THP_enabled:\t0" in status_after(code, store.root_url, fetches.version)
 
 
 def test_pathological_pages_are_counted_and_never_sink_the_stage(tmp_path) -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import lzma
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import status_after
 from fake_reddit import FakeReddit
 
 from scraping import link_filters as rules
@@ -296,23 +294,11 @@ def test_the_spill_batch_size_leaves_the_version_bytes_alone(
 
 def test_the_link_stage_runs_without_huge_pages(tmp_path, sample_dump) -> None:
     # Huge pages under pyarrow's mimalloc made the stage's peak grow with its input.
-    if "THP_enabled" not in Path("/proc/self/status").read_text():
-        pytest.skip("the kernel does not report THP_enabled")
     code = (
         "import sys; from scraping.links import collect_links; from webtext.store import Store; "
-        "collect_links(Store(sys.argv[1]), [sys.argv[2]]); "
-        "print(open('/proc/self/status').read())"
+        "collect_links(Store(sys.argv[1]), [sys.argv[2]])"
     )
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "store"), str(sample_dump)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    assert "THP_enabled:\t0" in done.stdout
+    assert "THP_enabled:\t0" in status_after(code, str(tmp_path / "store"), str(sample_dump))
 
 
 def test_incremental_run_reads_only_new_dumps_and_lifts_old_urls(tmp_path) -> None:
