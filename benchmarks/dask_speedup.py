@@ -177,8 +177,7 @@ def _warm_up(client: Any) -> float:
         import dedup.signatures  # noqa: F401
         from scraping import extract_stage
 
-        options = ExtractOptions(workers=1)  # what the timed run uses
-        extract_stage._page_pool(options.workers, options.page_memory_mb << 20)
+        extract_stage.page_pool(ExtractOptions(workers=1))  # what the timed run uses
         return os.getpid()
 
     started = time.perf_counter()

@@ -104,6 +104,11 @@ class ExtractOptions:
     # links version (docs/scale.md).
     join_pages: int = 100_000
 
+    @property
+    def processes(self) -> int:
+        """The page pool's processes: `workers`, or one per core."""
+        return self.workers or os.cpu_count() or 1
+
     @classmethod
     def from_user(cls, parameters: Mapping[str, Any]) -> ExtractOptions:
         """From an entry point's parameters, by name, as typed: `languages` None keeps the
@@ -248,11 +253,10 @@ def extract_part(
     without_huge_pages()  # this may be a fresh worker process
     store = Store(store_url)
     out = VersionWriter(store.fs, staging_dir, VersionRef(STAGE.name, "staging"))
-    processes = options.workers or os.cpu_count() or 1
+    pool = page_pool(options)
     # 4 pages in flight per worker keep every worker busy while results come back.
     reddit = {row["url"]: row for row in given.reddit.to_pylist()}
-    extraction = _Extraction(store, options, reddit, 4 * processes)
-    pool = _page_pool(processes, options.page_memory_mb << 20)
+    extraction = _Extraction(store, options, reddit, 4 * options.processes)
     result = extraction.shard(pool, out, name, given.part, given.part.rows(store))
     release_arrow_memory()  # one part's peak, not the sum of what every part left cached
     return result
@@ -273,9 +277,11 @@ _WARM_UP_PAGE = (
 ).encode()
 
 
-def _page_pool(processes: int, memory_bytes: int) -> ProcessPool:
+def page_pool(options: ExtractOptions) -> ProcessPool:
+    """This process's page pool for `options`, started by the first call (a worker's first
+    part, or a warm-up before it: `benchmarks/dask_speedup.py`)."""
     with _PAGE_POOLS_LOCK:  # parts run in threads (Prefect's default runner) share it
-        return _started_page_pool(processes, memory_bytes)
+        return _started_page_pool(options.processes, options.page_memory_mb << 20)
 
 
 def _started_page_pool(processes: int, memory_bytes: int) -> ProcessPool:

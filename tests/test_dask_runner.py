@@ -76,7 +76,7 @@ class MessagesHandler(logging.Handler):
 
 def start_page_pool() -> bool:
     """In a Dask worker: start the page pool; whether it runs a page process."""
-    pool = extract_stage._page_pool(1, ExtractOptions().page_memory_mb << 20)
+    pool = extract_stage.page_pool(ExtractOptions(workers=1))
     return pool.schedule(os.getpid).result(timeout=60) != os.getpid()
 
 
