@@ -48,6 +48,27 @@ def data_stages(store: Store, dump: Path, archives: tuple[str, ...]) -> list[Ver
     return [*refs, tokens.ref]
 
 
+def built_stages(
+    store: Store, dump: Path, archives: tuple[str, ...], task_runner: str
+) -> list[VersionRef]:
+    """`data_stages` through the `build-webtext` flow, its parts on `task_runner`."""
+    from flows.build import build_webtext
+
+    built = build_webtext(
+        dumps=[str(dump)],
+        fetch={"archives": list(archives)},
+        extract={"workers": 1},
+        tokenize={"vocab_size": 512, "val_fraction": 0.05},
+        until="tokenize",
+        store_url=store.root_url,
+        task_runner=task_runner,
+    )
+    minhash = store.manifest(built["dedup"]).parents[1]
+    tokenizer = store.manifest(built["tokenize"]).parents[1]
+    made = [built["links"], built["fetch"], built["extract"], minhash, built["dedup"]]
+    return [*made, tokenizer, built["tokenize"]]
+
+
 def file_hashes(store: Store, refs: list[VersionRef]) -> dict[str, str]:
     """`stage/id/file` -> sha256, from the manifests, every file checked against them."""
     hashes = {}
@@ -93,12 +114,13 @@ class Collect(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def demo_runs(tmp_path_factory, s3_endpoint: str, demo_pages) -> DemoRuns:
-    """The demo's data stages, once on a local folder and once on S3."""
+def demo_runs(tmp_path_factory, s3_endpoint: str, demo_pages, prefect_server) -> DemoRuns:
+    """The demo's data stages, once on a local folder (the `build-webtext` flow on its
+    default task runner, threads) and once on S3 (the stage functions, in this process)."""
     dump, archives = demo_pages
     local = Store(str(tmp_path_factory.mktemp("local") / "store"))
     remote = Store(f"s3://{S3_BUCKET}/demo-{uuid.uuid4().hex[:12]}")
-    local_refs = data_stages(local, dump, archives)
+    local_refs = built_stages(local, dump, archives, "threads")
     root, collect = logging.getLogger(), Collect()
     level = root.level
     root.addHandler(collect)
@@ -130,41 +152,26 @@ def test_the_demo_data_stages_on_s3_make_the_versions_they_make_locally(
         assert leftovers(remote, ref.stage) == []
 
 
-@pytest.mark.usefixtures("prefect_server")
 def test_build_webtext_on_dask_with_the_store_on_s3_makes_the_local_versions(
     demo_runs: DemoRuns, demo_pages
 ) -> None:
     """The README's production path: `build-webtext` with its parts on a Dask cluster of two
     worker processes and the store on S3 publishes, stage by stage, the version ids and
-    file bytes of the one-process run on a local folder."""
+    file bytes of the threaded run on a local folder (and so of the S3 run above)."""
     from distributed import LocalCluster
 
-    from flows.build import build_webtext
     from flows.runner import let_dask_workers_start_processes
 
-    dump, archives = demo_pages
     store = Store(f"s3://{S3_BUCKET}/dask-{uuid.uuid4().hex[:12]}")
     let_dask_workers_start_processes()  # extraction's page pool runs inside a part
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster:
-        built = build_webtext(
-            dumps=[str(dump)],
-            fetch={"archives": list(archives)},
-            extract={"workers": 1},
-            tokenize={"vocab_size": 512, "val_fraction": 0.05},
-            until="tokenize",
-            store_url=store.root_url,
-            task_runner=cluster.scheduler_address,
-        )
-    minhash = store.manifest(built["dedup"]).parents[1]
-    tokenizer = store.manifest(built["tokenize"]).parents[1]
-    stages = ("links", "fetch", "extract")
-    refs = [*(built[s] for s in stages), minhash, built["dedup"], tokenizer, built["tokenize"]]
+        refs = built_stages(store, *demo_pages, task_runner=cluster.scheduler_address)
     assert refs == demo_runs.local_refs
     local_files = file_hashes(demo_runs.local, demo_runs.local_refs)
     files = file_hashes(store, refs)
     assert files.keys() == local_files.keys()
     differ = sorted(name for name in local_files if local_files[name] != files[name])
-    assert differ == [f"{built['dedup']}/README.md"]  # the card's creation times only
+    assert differ == [f"{refs[4]}/README.md"]  # the card's creation times only
 
 
 def test_a_dataset_pulled_from_s3_is_the_local_one(demo_runs: DemoRuns, tmp_path: Path) -> None:
