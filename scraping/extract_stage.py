@@ -148,7 +148,8 @@ def extract_documents(
 
     One task per fetches part on `map` (the builtin, a process pool, a Prefect task
     runner); each part's pages run in a pool of `options.workers` processes. `progress`
-    counts pages, as parts finish.
+    counts the parts' fetch rows (pages, and failures with nothing to extract), as parts
+    finish.
     """
     options = options or ExtractOptions()
     sources = [store.manifest(fetches)]
@@ -156,7 +157,9 @@ def extract_documents(
         sources += [store.manifest(p) for p in sources[0].parents if p.stage == "fetches"]
     # A part is named by its file, or by version and file when several versions are read.
     parts = {
-        (f"{m.version}/{f.path}" if options.all_fetches else f.path): _FetchPart(m, f.path)
+        (f"{m.version}/{f.path}" if options.all_fetches else f.path): _FetchPart(
+            m, f.path, f.rows or 0
+        )
         for m in sources
         for f in m.files
         if f.path.startswith("fetches/")
@@ -165,7 +168,8 @@ def extract_documents(
     def build(work: StageWrite) -> None:
         without_huge_pages()  # here and in the page workers forked from here
         pending = work.pending(sorted(parts))
-        pages = {name: parts[name].pages(store) for name in pending}
+        # Sized by the manifest's row counts: no read of the parts here before their group.
+        pages = {name: parts[name].fetch_rows for name in pending}
         progress_started = _Started(progress or NoProgress(), sum(pages.values()))
         task = partial(extract_part, store.root_url, work.out.tmp_dir, options)
         # Each part's task reads its own pages; it gets their links rows, joined here one
@@ -210,6 +214,7 @@ class _FetchPart:
 
     fetches: Manifest
     path: str
+    fetch_rows: int  # pages and failed fetches, as its manifest entry counts them
 
     @property
     def links(self) -> VersionRef:
@@ -223,10 +228,6 @@ class _FetchPart:
 
     def urls(self, store: Store) -> pa.Array:
         return self.rows(store, ["url"])["url"].combine_chunks()
-
-    def pages(self, store: Store) -> int:
-        """How many pages it holds (fetched without error), reading one column."""
-        return len(self.rows(store, []))
 
 
 @dataclass(frozen=True)
